@@ -1,0 +1,346 @@
+"""Read assays: FS-Mol task directories and SMILES tables (CSV / Parquet / SDF / .smi).
+
+Every loader returns canonical SMILES. Rows whose SMILES is empty or fails RDKit's default
+sanitisation are never dropped silently: they are counted on the ``TaskSet`` (evaluation
+excludes them) and reported through ``LoadReport.invalid`` with file, row and reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import multiprocessing as mp
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..episodes import Task, TaskSet
+from ..errors import InputError, SchemaError
+from .featurize import canonicalize, invalid_reason
+
+logger = logging.getLogger(__name__)
+
+FSMOL_GLOB = "*.jsonl.gz"
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".sdf", ".smi", ".txt")
+_TRUE = {"1", "1.0", "true", "True", "active"}
+_FALSE = {"0", "0.0", "false", "False", "inactive"}
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    """Result of reading one FS-Mol task file."""
+
+    path: str
+    task_id: str
+    smiles: list[str] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)  # (row, input, reason)
+
+
+def parse_label(value: object, where: str) -> float:
+    """Binary label from ``"1.0"/"0.0"``, 1/0, True/False; anything else is a ``SchemaError``."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value in (0, 1):
+        return float(value)
+    if isinstance(value, str) and value.strip() in _TRUE:
+        return 1.0
+    if isinstance(value, str) and value.strip() in _FALSE:
+        return 0.0
+    raise SchemaError(f"{where}: label {value!r} is not binary; expected 1/0 (or '1.0'/'0.0')")
+
+
+def read_fsmol_file(path: Path) -> ParsedFile:
+    """Read one ``<task>.jsonl.gz`` file: fields ``SMILES`` and ``Property`` on every line.
+
+    Raises:
+        SchemaError: a line is not JSON, lacks ``SMILES``/``Property``, or has a non-binary label.
+        InputError: the file is not a readable gzip (e.g. truncated).
+    """
+    path = Path(path)
+    task_id = path.name.removesuffix(".jsonl.gz")
+    out = ParsedFile(path=str(path), task_id=task_id)
+    row = -1
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for row, line in enumerate(fh, start=1):  # noqa: B007 - row used after the loop
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SchemaError(f"{path} line {row}: not valid JSON ({err.msg})") from err
+                for key in ("SMILES", "Property"):
+                    if key not in rec:
+                        raise SchemaError(
+                            f"{path} line {row}: field {key!r} missing; FS-Mol task files need "
+                            "'SMILES' and 'Property' on every line"
+                        )
+                label = parse_label(rec["Property"], f"{path} line {row} field 'Property'")
+                smi = rec["SMILES"]
+                canon = canonicalize(smi) if isinstance(smi, str) else None
+                if canon is None:
+                    out.invalid.append((row, str(smi), invalid_reason(smi)))
+                    continue
+                out.smiles.append(canon)
+                out.labels.append(label)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise InputError(
+            f"{path}: cannot read gzip data after line {max(row, 0)} ({err}); "
+            "the file is truncated or not gzip-compressed JSON lines"
+        ) from err
+    return out
+
+
+def _read_fsmol_file_safe(path: Path) -> ParsedFile | InputError:
+    try:
+        return read_fsmol_file(path)
+    except InputError as err:  # re-raised in the parent, where the traceback is not needed
+        return err
+
+
+def find_task_files(data_dir: Path) -> list[Path]:
+    """Sorted FS-Mol task files in ``data_dir`` (recursing one level, e.g. ``fsmol/train``)."""
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise InputError(f"{data_dir}: no such directory")
+    if data_dir.is_file():
+        if data_dir.name.endswith(".jsonl.gz"):
+            return [data_dir]
+        raise InputError(f"{data_dir}: expected a directory of FS-Mol '*.jsonl.gz' task files")
+    files = sorted(data_dir.glob(FSMOL_GLOB))
+    if not files:
+        raise InputError(
+            f"{data_dir}: no '*.jsonl.gz' task files found; expected one gzipped JSON-lines file "
+            "per assay with fields 'SMILES' and 'Property'"
+        )
+    return files
+
+
+def load_fsmol_dir(data_dir: Path, workers: int = 1, min_size: int = 1) -> TaskSet:
+    """Load every task file in ``data_dir`` into a ``TaskSet`` over unique canonical SMILES.
+
+    Empty task files (no valid rows) are skipped with a warning that names them, and recorded in
+    ``TaskSet.skipped``. Invalid SMILES are excluded and counted in ``TaskSet.n_invalid``.
+    """
+    files = find_task_files(data_dir)
+    if workers > 1 and len(files) > 8:
+        with mp.get_context("fork").Pool(workers) as pool:
+            parsed = pool.map(_read_fsmol_file_safe, files, chunksize=16)
+    else:
+        parsed = [_read_fsmol_file_safe(f) for f in files]
+    for p in parsed:
+        if isinstance(p, InputError):
+            raise p
+    return _build_taskset([p for p in parsed if isinstance(p, ParsedFile)], str(data_dir), min_size)
+
+
+def _build_taskset(parsed: list[ParsedFile], source: str, min_size: int) -> TaskSet:
+    vocab: dict[str, int] = {}
+    tasks: list[Task] = []
+    skipped: dict[str, str] = {}
+    n_invalid = 0
+    for p in parsed:
+        n_invalid += len(p.invalid)
+        if p.invalid:
+            logger.debug("%s: excluded %d rows with invalid SMILES", p.path, len(p.invalid))
+        if len(p.smiles) < min_size:
+            reason = "empty task file" if not p.smiles else f"only {len(p.smiles)} valid rows"
+            skipped[p.path] = reason
+            logger.warning("skipping %s: %s", p.path, reason)
+            continue
+        idx = np.fromiter((vocab.setdefault(s, len(vocab)) for s in p.smiles), np.int64)
+        tasks.append(Task(p.task_id, idx, np.asarray(p.labels, np.float32)))
+    tasks.sort(key=lambda t: t.task_id)
+    if n_invalid:
+        logger.warning("%s: excluded %d rows with invalid SMILES", source, n_invalid)
+    return TaskSet(tasks=tasks, items=list(vocab), source=source, n_invalid=n_invalid, skipped=skipped)
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet/SDF/.smi file into a DataFrame with a ``SMILES`` column.
+
+    ``smiles_column`` names the SMILES column when it is not ``SMILES``/``smiles``; SDF records
+    get their SMILES from the molecule block (unparsable records keep an empty SMILES, so they are
+    reported rather than lost) plus every SD property as a column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
+    try:
+        if suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix == ".sdf":
+            df = _read_sdf(path)
+        else:
+            df = _read_smi(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read as {suffix} ({err})") from err
+    return _normalise_smiles_column(df, path, smiles_column)
+
+
+def _normalise_smiles_column(df: pd.DataFrame, path: Path, smiles_column: str | None) -> pd.DataFrame:
+    if smiles_column is not None:
+        if smiles_column not in df.columns:
+            raise SchemaError(f"{path}: column {smiles_column!r} not found; columns are {list(df.columns)}")
+        col = smiles_column
+    else:
+        matches = [c for c in df.columns if str(c).lower() == "smiles"]
+        if not matches:
+            raise SchemaError(
+                f"{path}: no SMILES column; columns are {list(df.columns)} "
+                "(name it 'SMILES' or pass the column name)"
+            )
+        col = matches[0]
+    if col != "SMILES":
+        df = df.rename(columns={col: "SMILES"})
+    df["SMILES"] = df["SMILES"].astype(str).where(df["SMILES"].notna(), "")
+    return df.reset_index(drop=True)
+
+
+def _read_sdf(path: Path) -> pd.DataFrame:
+    from rdkit import Chem
+
+    rows = []
+    with Chem.ForwardSDMolSupplier(str(path), sanitize=True) as supplier:
+        for mol in supplier:
+            if mol is None:
+                rows.append({"SMILES": ""})
+                continue
+            rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
+            rec["SMILES"] = Chem.MolToSmiles(mol)
+            rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def _read_smi(path: Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.strip().split(maxsplit=1)
+            if not parts or parts[0].startswith("#"):  # blank lines and comments are not rows
+                continue
+            rows.append({"SMILES": parts[0], "name": parts[1] if len(parts) > 1 else ""})
+    return pd.DataFrame(rows, columns=["SMILES", "name"])
+
+
+def labels_from_table(
+    df: pd.DataFrame,
+    path: Path,
+    label_column: str | None = "label",
+    value_column: str | None = None,
+    threshold: float | None = None,
+    active_above: bool = True,
+) -> np.ndarray:
+    """Binary labels from ``label_column``, or from ``value_column`` compared with ``threshold``."""
+    if value_column is not None:
+        if threshold is None:
+            raise SchemaError(f"{path}: --value-column {value_column!r} needs a --threshold")
+        if value_column not in df.columns:
+            raise SchemaError(f"{path}: column {value_column!r} not found; columns are {list(df.columns)}")
+        vals = pd.to_numeric(df[value_column], errors="coerce")
+        bad = np.flatnonzero(vals.isna().to_numpy())
+        if bad.size:
+            r = int(bad[0])
+            raise SchemaError(
+                f"{path} row {r + 1} field {value_column!r}: {df[value_column].iloc[r]!r} is not a number"
+            )
+        v = vals.to_numpy(np.float64)
+        return ((v >= threshold) if active_above else (v <= threshold)).astype(np.float32)
+    col = _find_column(df, path, label_column, ("label", "Label", "Property", "active", "y"))
+    return np.asarray(
+        [parse_label(v, f"{path} row {i + 1} field {col!r}") for i, v in enumerate(df[col].tolist())],
+        np.float32,
+    )
+
+
+def _find_column(df: pd.DataFrame, path: Path, wanted: str | None, fallbacks: tuple[str, ...]) -> str:
+    if wanted is not None and wanted in df.columns:
+        return wanted
+    for c in fallbacks:
+        if c in df.columns:
+            return c
+    raise SchemaError(
+        f"{path}: no label column (looked for {wanted!r} and {list(fallbacks)}); columns are "
+        f"{list(df.columns)}"
+    )
+
+
+def load_table_tasks(
+    path: Path,
+    smiles_column: str | None = None,
+    assay_column: str | None = None,
+    label_column: str | None = "label",
+    value_column: str | None = None,
+    threshold: float | None = None,
+) -> TaskSet:
+    """Tasks from a table: one task per ``assay_column`` value (or one task named after the file)."""
+    path = Path(path)
+    df = read_table(path, smiles_column)
+    labels = labels_from_table(df, path, label_column, value_column, threshold)
+    if assay_column is not None and assay_column not in df.columns:
+        raise SchemaError(f"{path}: assay column {assay_column!r} not found; columns are {list(df.columns)}")
+    assays = df[assay_column].astype(str).tolist() if assay_column else [path.stem] * len(df)
+    by_task: dict[str, ParsedFile] = {}
+    for row, (smi, lab, assay) in enumerate(zip(df["SMILES"].tolist(), labels.tolist(), assays, strict=True)):
+        p = by_task.setdefault(assay, ParsedFile(path=f"{path}[{assay}]", task_id=assay))
+        canon = canonicalize(smi)
+        if canon is None:
+            p.invalid.append((row, smi, invalid_reason(smi)))
+            continue
+        p.smiles.append(canon)
+        p.labels.append(float(lab))
+    return _build_taskset(list(by_task.values()), str(path), min_size=1)
+
+
+def iter_table_chunks(
+    path: Path, chunk_size: int, smiles_column: str | None = None
+) -> Iterator[pd.DataFrame]:
+    """Stream a library in chunks with a global ``row`` column (0-based input row).
+
+    CSV/TSV/.smi are read incrementally; Parquet by row group batches; SDF record by record.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    start = 0
+    if suffix in (".csv", ".tsv"):
+        try:
+            reader = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                chunksize=chunk_size,
+            )
+            for df in reader:
+                df = _normalise_smiles_column(df, path, smiles_column)
+                df.insert(0, "row", np.arange(start, start + len(df)))
+                start += len(df)
+                yield df
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: cannot read as {suffix} near row {start} ({err})") from err
+        return
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=chunk_size):
+            df = _normalise_smiles_column(batch.to_pandas(), path, smiles_column)
+            df.insert(0, "row", np.arange(start, start + len(df)))
+            start += len(df)
+            yield df
+        return
+    df = read_table(path, smiles_column)  # .sdf / .smi: parsed whole, then chunked
+    df.insert(0, "row", np.arange(len(df)))
+    for i in range(0, len(df), chunk_size):
+        yield df.iloc[i : i + chunk_size].reset_index(drop=True)

@@ -1,0 +1,60 @@
+"""Rejected rows go to a quarantine CSV with a reason, never silently dropped."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ("row", "input", "reason")
+
+
+class QuarantineWriter:
+    """Append-only CSV of rejected rows: ``row`` (0-based input row), ``input``, ``reason``.
+
+    The file is created on the first rejected row, so a clean run leaves none behind, and is
+    written to ``<path>.partial`` and renamed into place on ``close`` (atomic for readers).
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Prepare a quarantine file at ``path``."""
+        self.path = Path(path)
+        self.count = 0
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._fh: object | None = None
+        self._writer: csv.writer | None = None  # type: ignore[valid-type]
+
+    def add(self, row: int, value: str, reason: str) -> None:
+        """Quarantine input ``row`` holding ``value`` because of ``reason``."""
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self._tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self._fh = fh
+            self._writer = csv.writer(fh)
+            self._writer.writerow(QUARANTINE_COLUMNS)
+        self._writer.writerow((row, value, reason))
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush and move the file into place; logs a warning with the count."""
+        if self._fh is not None:
+            self._fh.close()  # type: ignore[attr-defined]
+            self._tmp.replace(self.path)
+            self._fh = None
+            logger.warning("quarantined %d rows to %s", self.count, self.path)
+
+    def __enter__(self) -> QuarantineWriter:
+        """Use as a context manager."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close on exit, also after an error (rows seen so far are kept)."""
+        self.close()

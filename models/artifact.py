@@ -1,0 +1,104 @@
+"""Model artifact directories: metadata, hashes and verification (numpy/json only, no torch).
+
+Layout of an artifact directory::
+
+    model.onnx       the adapted-inference graph (support_x, support_y, query_x) -> logit
+    weights.pt       torch state dict (for resuming or re-exporting; never used for scoring)
+    metadata.json    schema, learner, featurizer spec + hash, versions, data hash, metrics, sha256s
+    config.json      the resolved learner and training configuration
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from ..domains.errors import ArtifactMismatchError, InputError
+from ..domains.io import sha256_file
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MOLECULES_PREDICTOR = "molecules-predictor"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "artifacts" / "molecules-default"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries that determine an artifact's behaviour."""
+    out = {"python": platform.python_version()}
+    for dist in ("metascreen", "torch", "torch-geometric", "rdkit", "onnx", "onnxruntime-gpu", "onnxruntime", "scikit-learn", "numpy"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """Current commit of the source checkout, when there is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    """A verified artifact directory and its metadata."""
+
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path:
+        """The ONNX graph."""
+        return self.path / self.metadata["onnx"]["file"]
+
+
+def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = True) -> ArtifactInfo:
+    """Read ``metadata.json`` and verify the ONNX file's sha256 against it.
+
+    Raises:
+        InputError: the directory or its metadata is missing.
+        ArtifactMismatchError: wrong kind, schema, or a file whose hash differs from the metadata.
+    """
+    path = Path(path)
+    meta_path = path / "metadata.json"
+    if not path.is_dir():
+        raise InputError(f"{path}: model directory not found (expected a folder with metadata.json and model.onnx)")
+    if not meta_path.exists():
+        raise InputError(f"{path}: no metadata.json; not a metascreen model directory")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactMismatchError(f"{meta_path}: not valid JSON ({err.msg})") from err
+    if meta.get("kind") != kind:
+        raise ArtifactMismatchError(f"{path}: artifact kind {meta.get('kind')!r}, expected {kind!r}")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactMismatchError(f"{path}: schema_version {meta.get('schema_version')}, this code reads {SCHEMA_VERSION}")
+    info = ArtifactInfo(path=path, metadata=meta)
+    if verify:
+        onnx_path = info.onnx_path
+        if not onnx_path.exists():
+            raise InputError(f"{onnx_path}: ONNX file missing from the artifact")
+        digest = sha256_file(onnx_path)
+        if digest != meta["onnx"]["sha256"]:
+            raise ArtifactMismatchError(
+                f"{onnx_path}: sha256 {digest[:12]} differs from metadata {meta['onnx']['sha256'][:12]}; the file was modified"
+            )
+    return info

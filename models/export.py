@@ -1,0 +1,139 @@
+"""ONNX export with a parity check, and artifact directories written atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..domains.errors import MetascreenError
+from ..domains.io import atomic_write_json, sha256_file
+from .artifact import MOLECULES_PREDICTOR, SCHEMA_VERSION, git_sha, package_versions, utc_now
+from .learners.base import EpisodicLearner
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_NAMES = ("support_x", "support_y", "query_x")
+OUTPUT_NAMES = ("logit",)
+
+
+class ExportError(MetascreenError):
+    """The exported graph does not reproduce the torch model."""
+
+
+def export_onnx(learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 0) -> float:
+    """Export ``learner`` (dynamic support and query sizes) and check parity with onnxruntime.
+
+    Returns:
+        The largest absolute difference seen on shapes unlike the export example.
+
+    Raises:
+        ExportError: onnxruntime's output differs from torch by more than ``atol``.
+    """
+    learner = learner.cpu().eval()
+    gen = torch.Generator().manual_seed(seed)
+    example = (
+        torch.rand(16, in_dim, generator=gen),
+        (torch.arange(16) % 2).float(),
+        torch.rand(24, in_dim, generator=gen),
+    )
+    s_dim, q_dim = torch.export.Dim("n_support", min=2), torch.export.Dim("n_query", min=1)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            learner,
+            example,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: s_dim}, {0: s_dim}, {0: q_dim}),
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+        )
+    return check_parity(learner, path, in_dim, atol=atol, seed=seed + 1)
+
+
+def check_parity(learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 1) -> float:
+    """Compare torch and onnxruntime on several shapes unlike the export example."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for n_s, n_q in ((5, 1), (37, 301), (128, 7)):
+        sx = (torch.rand(n_s, in_dim, generator=gen) < 0.1).float() * torch.rand(n_s, in_dim, generator=gen)
+        qx = (torch.rand(n_q, in_dim, generator=gen) < 0.1).float() * torch.rand(n_q, in_dim, generator=gen)
+        sy = torch.zeros(n_s)
+        sy[: max(1, n_s // 3)] = 1.0
+        with torch.no_grad():
+            want = learner(sx, sy, qx).numpy()
+        got = sess.run(None, {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()})[0]
+        diff = float(np.max(np.abs(got - want)))
+        worst = max(worst, diff)
+        if not np.allclose(got, want, atol=atol, rtol=1e-4):
+            raise ExportError(f"{path}: onnxruntime differs from torch by {diff:.2e} (> {atol}) at support {n_s}, query {n_q}")
+    logger.info("ONNX parity ok: max |diff| %.2e", worst)
+    return worst
+
+
+def write_artifact(
+    out_dir: Path,
+    learner: EpisodicLearner,
+    in_dim: int,
+    featurizer_spec: dict[str, Any],
+    featurizer_hash: str,
+    config: dict[str, Any],
+    extra_metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ONNX + weights + metadata into a temp folder and rename it to ``out_dir``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise MetascreenError(f"{out_dir} exists; choose a new --out (artifacts are never overwritten)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        parity = export_onnx(learner, tmp / "model.onnx", in_dim)
+        buf = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in learner.state_dict().items()}, buf)
+        (tmp / "weights.pt").write_bytes(buf.getvalue())
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": MOLECULES_PREDICTOR,
+            "learner": learner.name,
+            "created_at": utc_now(),
+            "git_sha": git_sha(),
+            "onnx": {
+                "file": "model.onnx",
+                "sha256": sha256_file(tmp / "model.onnx"),
+                "opset": OPSET,
+                "inputs": {"support_x": ["n_support", in_dim], "support_y": ["n_support"], "query_x": ["n_query", in_dim]},
+                "outputs": {"logit": ["n_query"]},
+                "parity_max_abs_diff": parity,
+            },
+            "weights": {"file": "weights.pt", "sha256": sha256_file(tmp / "weights.pt")},
+            "featurizer": {"spec": featurizer_spec, "hash": featurizer_hash},
+            "versions": package_versions(),
+            **extra_metadata,
+        }
+        atomic_write_json(tmp / "metadata.json", meta)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote model artifact %s", out_dir)
+    return out_dir

@@ -1,0 +1,102 @@
+"""The learner interface: an encoder plus an episodic head, trained by ``models.train``.
+
+Every learner is an ``nn.Module`` whose ``forward(support_x, support_y, query_x)`` returns one
+logit per query row (higher = more likely active). Adaptation to a support set happens inside
+``forward`` (prototypes, attention, or a few closed-form gradient steps on a linear head), so the
+same graph is what ONNX exports and what onnxruntime serves: no adaptation code is duplicated
+between training and scoring.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Learner(Protocol):
+    """What the training loop and evaluation need from a learner."""
+
+    name: str
+
+    def __call__(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """(n_query,) logits for ``query_x`` after adapting to (support_x, support_y)."""
+        ...
+
+    def episode_loss(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor
+    ) -> torch.Tensor:
+        """Scalar meta-training loss of one episode."""
+        ...
+
+
+class EpisodicLearner(nn.Module):
+    """Encoder + head. Subclasses implement ``head(support_emb, support_y, query_emb)``.
+
+    Shapes:
+        support_x: (S, D), support_y: (S,) in {0, 1}, query_x: (Q, D) → logits (Q,)
+    """
+
+    name = "episodic"
+
+    def __init__(self, encoder: nn.Module) -> None:
+        """Wrap ``encoder``."""
+        super().__init__()
+        self.encoder = encoder
+
+    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+        """(Q,) logits from embeddings; implemented by each learner."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, E) embeddings."""
+        return self.encoder(x)
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        """Adapt to the support set and return (Q,) query logits."""
+        n_support = support_x.shape[0]
+        emb = self.embed(torch.cat([support_x, query_x], dim=0))
+        return self.head(emb[:n_support], support_y, emb[n_support:])
+
+    def episode_loss(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor
+    ) -> torch.Tensor:
+        """Binary cross-entropy of the query logits."""
+        logits = self(support_x, support_y, query_x)
+        return F.binary_cross_entropy_with_logits(logits.float(), query_y.float())
+
+
+def class_prototypes(emb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding of the inactive and of the active support rows: two (E,) tensors."""
+    w_pos = y.unsqueeze(1)
+    w_neg = 1.0 - w_pos
+    pos = (emb * w_pos).sum(0) / w_pos.sum().clamp_min(1.0)
+    neg = (emb * w_neg).sum(0) / w_neg.sum().clamp_min(1.0)
+    return neg, pos
+
+
+def linear_head_steps(
+    support_emb: torch.Tensor,
+    support_y: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    lrs: torch.Tensor,
+    l2: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient steps of L2-regularised logistic regression on a linear head, in closed form.
+
+    The gradient of the mean log-loss is written out (``X^T (sigmoid(Xw+b) - y) / n``) rather than
+    taken with autograd, so the unrolled loop exports to ONNX and stays differentiable for the
+    outer (meta) update. ``lrs`` holds one learning rate per step.
+    """
+    n = support_emb.shape[0]
+    for i in range(lrs.shape[0]):
+        # Written with broadcasting, not 1-D matmuls, which the ONNX translation got wrong.
+        err = torch.sigmoid((support_emb * w).sum(-1) + b) - support_y  # (S,)
+        grad_w = (support_emb * err.unsqueeze(-1)).sum(0) / n + l2 * w
+        grad_b = err.mean()
+        w = w - lrs[i] * grad_w
+        b = b - lrs[i] * grad_b
+    return w, b

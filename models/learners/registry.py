@@ -1,0 +1,44 @@
+"""Learner configuration and construction (one place that knows every learner)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..encoders import EncoderConfig, build_encoder
+from .base import EpisodicLearner
+from .maml import AnilLearner
+from .matching import MatchingNetLearner
+from .probe import LinearProbeLearner
+from .protonet import ProtoNetLearner
+
+LearnerName = Literal["protonet", "maml", "matching", "probe"]
+META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe")
+BASELINES: tuple[str, ...] = ("rf", "knn")
+
+
+class LearnerConfig(BaseModel):
+    """Which learner, on which encoder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learner: LearnerName = Field("protonet", description="meta-learner (probe = linear probe on a frozen encoder)")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    inner_steps: int = Field(5, ge=1, le=50, description="maml: inner-loop steps on the head")
+    inner_lr: float = Field(1.0, gt=0, description="maml: initial inner-loop learning rate")
+    probe_steps: int = Field(50, ge=1, le=500, description="probe: logistic-regression steps per task")
+    probe_lr: float = Field(2.0, gt=0)
+    probe_l2: float = Field(0.01, ge=0)
+
+
+def build_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
+    """Construct the learner ``cfg.learner`` over a fresh encoder for ``in_dim`` features."""
+    encoder = build_encoder(in_dim, cfg.encoder)
+    if cfg.learner == "protonet":
+        return ProtoNetLearner(encoder)
+    if cfg.learner == "matching":
+        return MatchingNetLearner(encoder)
+    if cfg.learner == "maml":
+        return AnilLearner(encoder, cfg.encoder.out_dim, cfg.inner_steps, cfg.inner_lr)
+    return LinearProbeLearner(encoder, cfg.probe_steps, cfg.probe_lr, cfg.probe_l2)

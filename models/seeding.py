@@ -1,0 +1,34 @@
+"""Seed every RNG in one place."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed ``random``, numpy and torch (CUDA too); optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from ..domains.errors import ConfigError
+
+        raise ConfigError("--device cuda requested but torch sees no CUDA device; use auto or cpu")
+    if device not in ("cpu", "cuda"):
+        from ..domains.errors import ConfigError
+
+        raise ConfigError(f"device {device!r} is not one of auto|cpu|cuda")
+    return torch.device(device)

@@ -1,0 +1,236 @@
+"""Batch scoring with onnxruntime: adapt to an assay's support set, score a library in chunks.
+
+Imports numpy, pandas, pyarrow, onnxruntime, RDKit and ``metascreen.domains`` only — never torch
+(tested in a subprocess where torch cannot be imported). Memory stays flat in the library size:
+chunks are parsed and featurized by a forked worker pool, scored, and appended to a Parquet file
+written under a temporary name and renamed into place at the end. Invalid SMILES go to a
+quarantine CSV; every input row is either scored or quarantined.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..domains.episodes import TaskSet
+from ..domains.errors import InputError
+from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer, invalid_reason, parse_smiles
+from ..domains.molecules.load import iter_table_chunks, load_table_tasks
+from ..domains.quarantine import QuarantineWriter
+from .artifact import ArtifactInfo, read_artifact
+
+logger = logging.getLogger(__name__)
+
+
+def available_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers to ask for: CUDA first when compiled in (it falls back to CPU)."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxPredictor:
+    """An artifact's ONNX graph plus its featurizer; verifies hashes on load.
+
+    Example:
+        >>> pred = OnnxPredictor.load("data/artifacts/molecules-default")
+        >>> logits = pred.logits(support_x, support_y, query_x)
+    """
+
+    def __init__(self, info: ArtifactInfo, device: str = "auto", threads: int | None = None) -> None:
+        """Open an inference session for a verified artifact."""
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)  # a CUDA-less machine logs errors before falling back
+        self.info = info
+        fz = info.metadata["featurizer"]
+        self.featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(info.onnx_path), sess_options=opts, providers=available_providers(device))
+        logger.info("onnxruntime providers in use: %s", self.session.get_providers())
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> OnnxPredictor:
+        """Read, verify and open the artifact in ``model_dir``."""
+        return cls(read_artifact(Path(model_dir)), device=device, threads=threads)
+
+    @property
+    def name(self) -> str:
+        """Learner name and folder, for reports."""
+        return f"{self.info.metadata.get('learner', '?')}:{self.info.path}"
+
+    def logits(self, support_x: FloatArray, support_y: FloatArray, query_x: FloatArray) -> np.ndarray:
+        """(Q,) logits for ``query_x`` adapted to the support set."""
+        out = self.session.run(
+            None,
+            {
+                "support_x": np.ascontiguousarray(support_x, dtype=np.float32),
+                "support_y": np.ascontiguousarray(support_y, dtype=np.float32),
+                "query_x": np.ascontiguousarray(query_x, dtype=np.float32),
+            },
+        )[0]
+        return np.asarray(out)
+
+    __call__ = logits
+
+
+@dataclass(slots=True)
+class ScoreReport:
+    """Row accounting of one scoring run: ``n_input == n_scored + n_quarantined``."""
+
+    n_input: int
+    n_scored: int
+    n_quarantined: int
+    n_support: int
+    output: str
+    quarantine: str | None
+    seconds: float
+    providers: list[str]
+
+    @property
+    def mol_per_s(self) -> float:
+        """End-to-end throughput."""
+        return self.n_input / self.seconds if self.seconds > 0 else float("nan")
+
+
+def load_support(path: Path, label_column: str | None = "label", smiles_column: str | None = None) -> TaskSet:
+    """The new assay's labelled compounds (a table with SMILES and a binary label)."""
+    ts = load_table_tasks(Path(path), smiles_column=smiles_column, label_column=label_column)
+    if ts.n_invalid:
+        raise InputError(f"{path}: {ts.n_invalid} support rows have invalid SMILES; fix or remove them (support rows carry labels)")
+    return ts
+
+
+_WORKER: MoleculeFeaturizer | None = None
+
+
+def _init_worker(spec: dict[str, Any]) -> None:
+    global _WORKER
+    _WORKER = MoleculeFeaturizer.from_spec(spec)
+
+
+def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]]:
+    """Parse and featurize one chunk: (valid rows, their features, quarantined rows)."""
+    assert _WORKER is not None
+    keep, feats, bad = [], [], []
+    canon = []
+    for i, (row, smi) in enumerate(zip(df["row"].tolist(), df["SMILES"].tolist(), strict=True)):
+        mol = parse_smiles(smi)
+        if mol is None:
+            bad.append((int(row), str(smi), invalid_reason(smi)))
+            continue
+        keep.append(i)
+        feats.append(_WORKER.transform_mol(mol))
+        from rdkit import Chem
+
+        canon.append(Chem.MolToSmiles(mol))
+    valid = df.iloc[keep].reset_index(drop=True)
+    valid.insert(2, "canonical_smiles", canon)
+    x = np.stack(feats) if feats else np.zeros((0, _WORKER.dim), np.float32)
+    return valid, x, bad
+
+
+def _prepared_chunks(
+    chunks: Iterator[pd.DataFrame], featurizer: MoleculeFeaturizer, workers: int
+) -> Iterator[tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]]]:
+    if workers <= 1:
+        _init_worker(featurizer.spec())
+        yield from (_prepare_chunk(c) for c in chunks)
+        return
+    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(featurizer.spec(),)) as pool:
+        yield from pool.imap(_prepare_chunk, chunks)
+
+
+def score_library(
+    model_dir: Path,
+    support_path: Path,
+    library_path: Path,
+    output: Path,
+    chunk_size: int = 4096,
+    workers: int = 2,
+    smiles_column: str | None = None,
+    label_column: str | None = "label",
+    device: str = "auto",
+    progress: bool = True,
+) -> ScoreReport:
+    """Adapt the model in ``model_dir`` to ``support_path`` and score ``library_path``.
+
+    Writes ``output`` (Parquet: ``row``, input columns, ``canonical_smiles``, ``score`` in [0, 1],
+    ``logit``) and, when needed, ``<output stem>.quarantine.csv`` (``row``, ``input``, ``reason``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = time.perf_counter()
+    predictor = OnnxPredictor.load(model_dir, device=device)
+    support = load_support(support_path, label_column=label_column)
+    s_smiles = support.items
+    s_rows = np.concatenate([t.item_idx for t in support.tasks])
+    s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
+    if s_y.min() == s_y.max():
+        raise InputError(f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}")
+    s_x = predictor.featurizer.transform([parse_smiles(s_smiles[i]) for i in s_rows])
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    q_path = output.with_name(output.stem + ".quarantine.csv")
+    q_path.unlink(missing_ok=True)
+    n_input = n_scored = 0
+    writer: pq.ParquetWriter | None = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="score", unit="mol")
+    with QuarantineWriter(q_path) as quarantine:
+        try:
+            chunks = iter_table_chunks(Path(library_path), chunk_size, smiles_column)
+            for valid, x, bad in _prepared_chunks(chunks, predictor.featurizer, workers):
+                for row, smi, reason in bad:
+                    quarantine.add(row, smi, reason)
+                logits = predictor.logits(s_x, s_y, x) if len(x) else np.zeros(0, np.float32)
+                valid["score"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+                valid["logit"] = logits.astype(np.float32)
+                table = pa.Table.from_pandas(valid, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                n_input += len(valid) + len(bad)
+                n_scored += len(valid)
+                if bar is not None:
+                    bar.update(len(valid) + len(bad))
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+    if writer is None:
+        raise InputError(f"{library_path}: the library has no rows")
+    tmp.replace(output)
+    report = ScoreReport(
+        n_input=n_input,
+        n_scored=n_scored,
+        n_quarantined=quarantine.count,
+        n_support=len(s_y),
+        output=str(output),
+        quarantine=str(q_path) if quarantine.count else None,
+        seconds=time.perf_counter() - start,
+        providers=list(predictor.session.get_providers()),
+    )
+    assert report.n_input == report.n_scored + report.n_quarantined
+    logger.info("scored %d of %d rows (%d quarantined) in %.1fs", n_scored, n_input, quarantine.count, report.seconds)
+    return report

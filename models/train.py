@@ -1,0 +1,239 @@
+"""The one episodic meta-training loop; learners plug in through ``episode_loss``.
+
+Checkpoints (model, optimiser, step, best state, RNG) are written atomically every
+``checkpoint_every`` steps and on early stop; rerunning with the same run directory resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..domains.episodes import Task
+from ..domains.errors import SamplingError
+from ..domains.io import atomic_write_bytes
+from ..domains.molecules.featurize import FloatArray
+from ..domains.molecules.tasks import TrainingEpisodeSampler
+from .evaluate import evaluate_tasks
+from .learners.base import EpisodicLearner
+from .seeding import resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Meta-training settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(3000, ge=0, description="optimiser steps (meta-batches)")
+    tasks_per_step: int = Field(16, ge=1, description="episodes per meta-batch")
+    support_sizes: tuple[int, ...] = Field((16,), description="support sizes drawn per training episode")
+    query_size: int = Field(64, ge=2)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    eval_every: int = Field(250, ge=1, description="steps between validation runs")
+    valid_support_size: int = Field(16, ge=2)
+    valid_repeats: int = Field(3, ge=1)
+    patience: int = Field(6, ge=1, description="validation runs without improvement before stopping")
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto|cpu|cuda")
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
+    max_minutes: float | None = Field(None, description="stop (keeping the best state) after this long")
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """What a training run produced."""
+
+    best_score: float
+    best_step: int
+    steps_done: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    skipped_episodes: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _torch_predict(learner: EpisodicLearner, device: torch.device) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
+    def predict(sx: FloatArray, sy: FloatArray, qx: FloatArray) -> np.ndarray:
+        with torch.no_grad():
+            out = learner(
+                torch.as_tensor(sx, device=device),
+                torch.as_tensor(sy, device=device),
+                torch.as_tensor(qx, device=device),
+            )
+        return out.float().cpu().numpy()
+
+    return predict
+
+
+def torch_predict_fn(learner: EpisodicLearner) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
+    """A ``PredictFn`` running ``learner`` in eval mode on its device."""
+    learner.eval()
+    return _torch_predict(learner, next(iter(learner.parameters())).device)
+
+
+def trainable_tasks(tasks: list[Task], support_sizes: tuple[int, ...]) -> list[Task]:
+    """Tasks big and mixed enough for a training episode at the smallest support size."""
+    need = min(support_sizes) + 2
+    return [t for t in tasks if len(t) >= need and t.n_positive >= 2 and len(t) - t.n_positive >= 2]
+
+
+def meta_train(
+    learner: EpisodicLearner,
+    train_tasks: list[Task],
+    train_x: FloatArray,
+    valid_tasks: list[Task],
+    valid_x: FloatArray,
+    cfg: TrainConfig,
+    run_dir: Path,
+    progress: bool = True,
+) -> TrainResult:
+    """Meta-train ``learner`` episodically; early-stop on valid ΔAUPRC; resume from ``run_dir``.
+
+    On return the learner holds the best validation state.
+    """
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    learner.to(device)
+    tasks = trainable_tasks(train_tasks, cfg.support_sizes)
+    if not tasks:
+        from ..domains.errors import ConfigError
+
+        raise ConfigError(f"no training task has at least {min(cfg.support_sizes) + 2} rows with both classes")
+    logger.info("meta-training %s on %d tasks (%d given), device %s", learner.name, len(tasks), len(train_tasks), device)
+    x_train = torch.as_tensor(train_x, device=device)
+    params = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
+    samplers = [TrainingEpisodeSampler(n, cfg.query_size) for n in cfg.support_sizes]
+    use_amp = cfg.amp and device.type == "cuda"
+
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    state: dict[str, Any] = {"step": 0, "best_score": -math.inf, "best_step": 0, "history": [], "bad_evals": 0, "skipped": 0}
+    best_state = copy.deepcopy(learner.state_dict())
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        learner.load_state_dict(ckpt["model"])
+        if optimizer is not None and ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_model"]
+        state.update({k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")})
+        state["history"] = [dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()]
+        torch.set_rng_state(ckpt["torch_rng"])
+        logger.info("resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"])
+
+    def save_checkpoint() -> None:
+        keys = ["step", "loss", "valid"]
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "model": learner.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else {},
+                "best_model": best_state,
+                "history_keys": keys,
+                "history": torch.tensor([[h[k] for k in keys] for h in state["history"]], dtype=torch.float64).reshape(-1, len(keys)),
+                "torch_rng": torch.get_rng_state(),
+                **{k: state[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")},
+            },
+            buf,
+        )
+        atomic_write_bytes(ckpt_path, buf.getvalue())
+
+    def validate() -> float:
+        learner.eval()
+        res = evaluate_tasks(valid_tasks, valid_x, _torch_predict(learner, device), cfg.valid_support_size, cfg.valid_repeats, seed=0)
+        learner.train()
+        return res.mean
+
+    start = time.perf_counter()
+    stopped_early = False
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"meta-train {learner.name}", unit="step")
+    learner.train()
+    running = 0.0
+    if optimizer is None:  # nothing to learn (e.g. a probe on a frozen encoder): validate once
+        score = validate() if valid_tasks else math.nan
+        state["history"].append({"step": 0, "loss": math.nan, "valid": score})
+        state["best_score"], best_state = score, copy.deepcopy(learner.state_dict())
+    while optimizer is not None and state["step"] < cfg.steps:
+        step = state["step"]
+        rng = np.random.default_rng([cfg.seed, step])
+        losses = []
+        for i in range(cfg.tasks_per_step):
+            task = tasks[int(rng.integers(len(tasks)))]
+            sampler = samplers[int(rng.integers(len(samplers)))]
+            try:
+                ep = sampler.sample(task, seed=int(rng.integers(2**31)))
+            except SamplingError:
+                state["skipped"] += 1
+                continue
+            del i
+            sx, qx = x_train[ep.support_items], x_train[ep.query_items]
+            sy = torch.as_tensor(ep.support_labels, device=device)
+            qy = torch.as_tensor(ep.query_labels, device=device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                losses.append(learner.episode_loss(sx, sy, qx, qy))
+        if not losses:
+            state["step"] += 1
+            continue
+        loss = torch.stack(losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        running = 0.95 * running + 0.05 * float(loss) if step else float(loss)
+        state["step"] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", best=f"{state['best_score']:.4f}")
+        done = state["step"] >= cfg.steps
+        timed_out = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+        if valid_tasks and (state["step"] % cfg.eval_every == 0 or done or timed_out):
+            score = validate()
+            state["history"].append({"step": state["step"], "loss": running, "valid": score})
+            logger.info("step %d loss %.4f valid ΔAUPRC@%d %.4f", state["step"], running, cfg.valid_support_size, score)
+            if score > state["best_score"]:
+                state.update(best_score=score, best_step=state["step"], bad_evals=0)
+                best_state = copy.deepcopy(learner.state_dict())
+            else:
+                state["bad_evals"] += 1
+                if state["bad_evals"] >= cfg.patience:
+                    logger.info("early stop at step %d (best %.4f at %d)", state["step"], state["best_score"], state["best_step"])
+                    stopped_early = True
+        elif not valid_tasks:
+            best_state = copy.deepcopy(learner.state_dict())
+            state["best_step"] = state["step"]
+        if state["step"] % cfg.checkpoint_every == 0 or done or stopped_early or timed_out:
+            save_checkpoint()
+        if stopped_early or timed_out:
+            break
+    if bar is not None:
+        bar.close()
+    learner.load_state_dict(best_state)
+    learner.eval()
+    return TrainResult(
+        best_score=float(state["best_score"]),
+        best_step=int(state["best_step"]),
+        steps_done=int(state["step"]),
+        history=state["history"],
+        skipped_episodes=int(state["skipped"]),
+        seconds=time.perf_counter() - start,
+        stopped_early=stopped_early,
+    )

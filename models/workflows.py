@@ -1,0 +1,222 @@
+"""End-to-end molecule workflows as plain functions: the CLI, the flows and notebooks call these.
+
+    prepare_tasks → train_model → evaluate_model → export_model → (serving.score_library)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..domains.episodes import TaskSet
+from ..domains.errors import ConfigError, InputError
+from ..domains.io import atomic_write_json, sha256_files
+from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer
+from ..domains.molecules.load import find_task_files, load_fsmol_dir
+from .artifact import DEFAULT_MODEL_DIR, read_artifact, utc_now
+from .evaluate import EvalResult, PredictFn, evaluate_tasks
+from .features import featurize_items, fit_featurizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PreparedSplit:
+    """A TaskSet with its feature matrix (row i = features of ``taskset.items[i]``)."""
+
+    taskset: TaskSet
+    x: FloatArray
+    data_hash: str
+
+
+def resolve_splits(data_dir: Path, valid_dir: Path | None = None) -> tuple[Path, Path | None]:
+    """``DATA_DIR`` holding ``train/`` and ``valid/`` (FS-Mol layout), or a train folder + ``valid_dir``."""
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise InputError(f"{data_dir}: no such directory")
+    if (data_dir / "train").is_dir():
+        return data_dir / "train", valid_dir or ((data_dir / "valid") if (data_dir / "valid").is_dir() else None)
+    return data_dir, valid_dir
+
+
+def prepare_tasks(
+    data_dir: Path,
+    featurizer: MoleculeFeaturizer,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> PreparedSplit:
+    """Load an FS-Mol-format task folder and featurize its unique molecules (cached)."""
+    files = find_task_files(Path(data_dir))
+    ts = load_fsmol_dir(Path(data_dir), workers=workers)
+    if not ts.tasks:
+        raise InputError(f"{data_dir}: no task file has a valid row")
+    x = featurize_items(featurizer, ts.items, cache_dir, workers=workers, progress=progress)
+    logger.info("%s: %d tasks, %d rows, %d molecules, %d invalid rows excluded", data_dir, len(ts.tasks), ts.n_rows, len(ts.items), ts.n_invalid)
+    return PreparedSplit(ts, x, sha256_files(files))
+
+
+def train_model(
+    data_dir: Path,
+    out_dir: Path,
+    learner_cfg: Any,
+    train_cfg: Any,
+    valid_dir: Path | None = None,
+    init_from: Path | None = None,
+    featurizer: MoleculeFeaturizer | None = None,
+    cache_dir: Path | None = Path(".cache/metascreen"),
+    run_dir: Path | None = None,
+    eval_support_sizes: tuple[int, ...] = (16, 32, 64),
+    eval_repeats: int = 10,
+    workers: int = 2,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Meta-train a learner on FS-Mol-format tasks and write a model artifact to ``out_dir``.
+
+    ``init_from`` starts the encoder (and featurizer) from an existing artifact — required for the
+    ``probe`` learner, which fits a linear head per task on that frozen encoder.
+    """
+    import torch
+
+    from .export import write_artifact
+    from .learners.registry import LearnerConfig, build_learner
+    from .train import TrainConfig, meta_train, torch_predict_fn
+
+    learner_cfg = LearnerConfig.model_validate(learner_cfg)
+    train_cfg = TrainConfig.model_validate(train_cfg)
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
+    init_meta: dict[str, Any] | None = None
+    if init_from is not None:
+        info = read_artifact(Path(init_from))
+        init_meta = info.metadata
+        fz = init_meta["featurizer"]
+        featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+        init_cfg = json.loads((Path(init_from) / "config.json").read_text())
+        learner_cfg = learner_cfg.model_copy(update={"encoder": LearnerConfig.model_validate(init_cfg["learner"]).encoder})
+    elif learner_cfg.learner == "probe":
+        raise ConfigError("the probe learner needs --init-from MODEL_DIR (a meta-trained encoder)")
+
+    t0 = time.perf_counter()
+    train_ts = load_fsmol_dir(train_dir, workers=workers)
+    if featurizer is None:
+        featurizer = fit_featurizer(MoleculeFeaturizer(), train_ts, seed=train_cfg.seed)
+    train = PreparedSplit(train_ts, featurize_items(featurizer, train_ts.items, cache_dir, workers, progress), sha256_files(find_task_files(train_dir)))
+    valid = prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
+    logger.info("data ready in %.0fs: %d train tasks, %d valid tasks", time.perf_counter() - t0, len(train_ts.tasks), len(valid.taskset.tasks) if valid else 0)
+
+    learner = build_learner(learner_cfg, featurizer.dim)
+    if init_from is not None:
+        state = torch.load(Path(init_from) / "weights.pt", map_location="cpu", weights_only=True)
+        enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        learner.encoder.load_state_dict(enc)
+    if run_dir is None:
+        stamp = utc_now().replace(":", "").replace("-", "")
+        run_dir = Path("runs") / f"molecules__{learner_cfg.learner}__seed{train_cfg.seed}__{stamp}"
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"learner": learner_cfg.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json")}
+    atomic_write_json(run_dir / "config.json", config)
+    result = meta_train(
+        learner, train_ts.tasks, train.x,
+        valid.taskset.tasks if valid else [], valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
+        train_cfg, run_dir, progress=progress,
+    )
+    learner.cpu()
+    metrics: dict[str, Any] = {"train": {"best_valid_delta_auprc@%d" % train_cfg.valid_support_size: result.best_score, "best_step": result.best_step, "steps": result.steps_done, "seconds": round(result.seconds, 1), "skipped_episodes": result.skipped_episodes, "history": result.history}}
+    if valid is not None:
+        predict = torch_predict_fn(learner)
+        metrics["valid"] = {}
+        for n in eval_support_sizes:
+            res = evaluate_tasks(valid.taskset.tasks, valid.x, predict, n, eval_repeats, seed=0)
+            metrics["valid"][str(n)] = {"mean": res.mean, "std": res.std, "n_tasks": res.n_tasks, "repeats": eval_repeats}
+            logger.info("valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, res.mean, res.std, res.n_tasks)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    extra = {
+        "seed": train_cfg.seed,
+        "command": command or shlex.join(sys.argv),
+        "training_data": {
+            "train_dir": str(train_dir), "train_sha256": train.data_hash, "n_train_tasks": len(train_ts.tasks),
+            "valid_dir": str(valid_dir) if valid_dir else None, "valid_sha256": valid.data_hash if valid else None,
+            "n_invalid_rows_excluded": train_ts.n_invalid,
+        },
+        "init_from": {"path": str(init_from), "onnx_sha256": init_meta["onnx"]["sha256"]} if init_meta else None,
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+    }
+    return write_artifact(out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra)
+
+
+def export_model(model_dir: Path, out_dir: Path) -> Path:
+    """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked)."""
+    import torch
+
+    from .export import write_artifact
+    from .learners.registry import LearnerConfig, build_learner
+
+    info = read_artifact(Path(model_dir))
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    fz = info.metadata["featurizer"]
+    featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+    learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), featurizer.dim)
+    from ..domains.io import sha256_file
+
+    weights = Path(model_dir) / info.metadata["weights"]["file"]
+    if sha256_file(weights) != info.metadata["weights"]["sha256"]:
+        from ..domains.errors import ArtifactMismatchError
+
+        raise ArtifactMismatchError(f"{weights}: sha256 differs from metadata; refusing modified weights")
+    learner.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    keep = {k: v for k, v in info.metadata.items() if k not in ("onnx", "weights", "featurizer", "versions", "created_at", "git_sha", "schema_version", "kind", "learner")}
+    keep["exported_from"] = str(model_dir)
+    return write_artifact(Path(out_dir), learner, featurizer.dim, fz["spec"], fz["hash"], cfg, keep)
+
+
+def baseline_predict(name: str) -> tuple[PredictFn, MoleculeFeaturizer]:
+    """The ``rf`` / ``knn`` baselines with their ECFP featurizer."""
+    from .baselines import BASELINE_FNS, baseline_featurizer
+
+    if name not in BASELINE_FNS:
+        raise ConfigError(f"unknown baseline {name!r}; choose one of {sorted(BASELINE_FNS)} or a model directory")
+    return BASELINE_FNS[name], baseline_featurizer()
+
+
+def evaluate_model(
+    data_dir: Path,
+    model: str | Path | None = None,
+    support_sizes: tuple[int, ...] = (16,),
+    repeats: int = 10,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[dict[int, EvalResult], str, int]:
+    """FS-Mol protocol on every task file in ``data_dir`` with an artifact (onnxruntime) or baseline.
+
+    Returns:
+        ({support_size: result}, model label, number of invalid SMILES rows excluded).
+    """
+    model = model if model is not None else DEFAULT_MODEL_DIR
+    predict: PredictFn
+    if str(model) in ("rf", "knn"):
+        predict, featurizer = baseline_predict(str(model))
+        label = str(model)
+    else:
+        from .serving import OnnxPredictor
+
+        onnx_model = OnnxPredictor.load(Path(model))
+        predict, featurizer, label = onnx_model.logits, onnx_model.featurizer, onnx_model.name
+    data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
+    results = {n: evaluate_tasks(data.taskset.tasks, data.x, predict, n, repeats, seed, progress=progress) for n in support_sizes}
+    return results, label, data.taskset.n_invalid
