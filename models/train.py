@@ -198,7 +198,7 @@ def meta_train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
-        running = 0.95 * running + 0.05 * float(loss) if step else float(loss)
+        running = 0.95 * running + 0.05 * loss.item() if step else loss.item()
         state["step"] += 1
         if bar is not None:
             bar.update(1)

@@ -89,6 +89,7 @@ def train_model(
 
     from .export import write_artifact
     from .learners.registry import LearnerConfig, build_learner
+    from .seeding import seed_everything
     from .train import TrainConfig, meta_train, torch_predict_fn
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
@@ -116,6 +117,7 @@ def train_model(
     valid = prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
     logger.info("data ready in %.0fs: %d train tasks, %d valid tasks", time.perf_counter() - t0, len(train_ts.tasks), len(valid.taskset.tasks) if valid else 0)
 
+    seed_everything(train_cfg.seed)  # weights are initialised from the run's seed
     learner = build_learner(learner_cfg, featurizer.dim)
     if init_from is not None:
         state = torch.load(Path(init_from) / "weights.pt", map_location="cpu", weights_only=True)

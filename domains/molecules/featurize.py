@@ -187,8 +187,9 @@ class MoleculeFeaturizer:
         mean = np.nan_to_num(np.nanmean(raw, axis=0))
         std = np.nan_to_num(np.nanstd(raw, axis=0))
         std[std < 1e-6] = 1.0
-        self.desc_mean = mean.tolist()
-        self.desc_std = std.tolist()
+        # Stored at the precision the spec keeps, so an artifact reproduces the features exactly.
+        self.desc_mean = [round(float(v), 8) for v in mean]
+        self.desc_std = [round(float(v), 8) for v in std]
         return self
 
     def transform_mol(self, mol: Chem.Mol) -> FloatArray:

@@ -150,7 +150,10 @@ def _build_taskset(parsed: list[ParsedFile], source: str, min_size: int) -> Task
         if p.invalid:
             logger.debug("%s: excluded %d rows with invalid SMILES", p.path, len(p.invalid))
         if len(p.smiles) < min_size:
-            reason = "empty task file" if not p.smiles else f"only {len(p.smiles)} valid rows"
+            if p.invalid and not p.smiles:
+                reason = f"no valid rows (all {len(p.invalid)} SMILES invalid)"
+            else:
+                reason = "empty task file" if not p.smiles else f"only {len(p.smiles)} valid rows"
             skipped[p.path] = reason
             logger.warning("skipping %s: %s", p.path, reason)
             continue

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, parse_smiles
+from metascreen.domains.molecules.load import iter_table_chunks, load_fsmol_dir, load_table_tasks, read_fsmol_file
+
+from tiny_data import make_smiles, write_task
+
+pytestmark = pytest.mark.unit
+
+
+def test_fsmol_dir_counts_invalid_and_skips_empty(tiny_fsmol: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ts = load_fsmol_dir(tiny_fsmol / "train")
+    assert len(ts.tasks) == 6
+    assert ts.n_invalid == 2  # "C1CC" and "" in the first task
+    assert any("CHEMBL9999" in k for k in ts.skipped)
+    assert "CHEMBL9999" in caplog.text
+    assert ts.n_rows == 6 * 48
+    assert all(canonicalize(s) == s for s in ts.items[:20])
+
+
+def test_validity_is_rdkit_default_sanitisation() -> None:
+    assert parse_smiles("") is None and parse_smiles("   ") is None
+    assert parse_smiles("C1CC") is None
+    assert parse_smiles("CC(=O)O[PH](=O)(=O)O") is None  # pentavalent P fails sanitisation
+    assert parse_smiles("c1ccccc1O") is not None
+
+
+def _gz(path: Path, lines: list[str]) -> Path:
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_missing_field_names_file_row_and_field(tmp_path: Path) -> None:
+    p = _gz(tmp_path / "A.jsonl.gz", [json.dumps({"SMILES": "CCO", "Property": "1.0"}), json.dumps({"SMILES": "CCN"})])
+    with pytest.raises(SchemaError, match=r"A\.jsonl\.gz line 2: field 'Property' missing"):
+        read_fsmol_file(p)
+
+
+def test_non_binary_label(tmp_path: Path) -> None:
+    p = _gz(tmp_path / "B.jsonl.gz", [json.dumps({"SMILES": "CCO", "Property": "0.7"})])
+    with pytest.raises(SchemaError, match=r"line 1 field 'Property'.*not binary"):
+        read_fsmol_file(p)
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    p = tmp_path / "C.jsonl.gz"
+    write_task(p, make_smiles(200, 0))
+    p.write_bytes(p.read_bytes()[:-40])
+    with pytest.raises(InputError, match="truncated"):
+        read_fsmol_file(p)
+
+
+def test_missing_and_empty_dirs(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such directory"):
+        load_fsmol_dir(tmp_path / "nope")
+    with pytest.raises(InputError, match="no '\\*.jsonl.gz' task files"):
+        load_fsmol_dir(tmp_path)
+
+
+def test_table_with_assay_column_and_threshold(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv"
+    p.write_text("smiles,assay,pIC50\nCCO,a1,7.0\nCCN,a1,5.0\nbad(,a2,8\nc1ccccc1,a2,4\n")
+    ts = load_table_tasks(p, assay_column="assay", value_column="pIC50", threshold=6.0)
+    assert [t.task_id for t in ts.tasks] == ["a1", "a2"]
+    assert ts.n_invalid == 1
+    assert ts.tasks[0].labels.tolist() == [1.0, 0.0]
+
+
+def test_table_chunks_number_rows(tmp_path: Path) -> None:
+    p = tmp_path / "lib.csv"
+    p.write_text("SMILES\n" + "\n".join(["CCO"] * 25) + "\n")
+    chunks = list(iter_table_chunks(p, 10))
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    assert np.concatenate([c["row"].to_numpy() for c in chunks]).tolist() == list(range(25))
+
+
+def test_featurizer_hash_changes_with_params_and_roundtrips() -> None:
+    mols = [parse_smiles(s) for s, _ in make_smiles(30, 1)]
+    f = MoleculeFeaturizer(n_bits=256).fit(mols)
+    g = MoleculeFeaturizer.from_spec(f.spec(), expected_hash=f.hash)
+    np.testing.assert_array_equal(f.transform(mols[:5]), g.transform(mols[:5]))
+    assert MoleculeFeaturizer(n_bits=512).fit(mols).hash != f.hash
+    assert f.transform(mols[:3]).shape == (3, 256 + len(f.descriptors))
