@@ -27,13 +27,25 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MOLECULES_PREDICTOR = "molecules-predictor"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "artifacts" / "molecules-default"
+DEFAULT_MODEL_DIR = (
+    Path(__file__).resolve().parent.parent / "data" / "artifacts" / "molecules-default"
+)
 
 
 def package_versions() -> dict[str, str]:
     """Versions of the libraries that determine an artifact's behaviour."""
     out = {"python": platform.python_version()}
-    for dist in ("metascreen", "torch", "torch-geometric", "rdkit", "onnx", "onnxruntime-gpu", "onnxruntime", "scikit-learn", "numpy"):
+    for dist in (
+        "metascreen",
+        "torch",
+        "torch-geometric",
+        "rdkit",
+        "onnx",
+        "onnxruntime-gpu",
+        "onnxruntime",
+        "scikit-learn",
+        "numpy",
+    ):
         try:
             out[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -45,7 +57,12 @@ def git_sha(cwd: Path | None = None) -> str | None:
     """Current commit of the source checkout, when there is one."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -80,7 +97,9 @@ def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = Tr
     path = Path(path)
     meta_path = path / "metadata.json"
     if not path.is_dir():
-        raise InputError(f"{path}: model directory not found (expected a folder with metadata.json and model.onnx)")
+        raise InputError(
+            f"{path}: model directory not found (expected a folder with metadata.json and model.onnx)"
+        )
     if not meta_path.exists():
         raise InputError(f"{path}: no metadata.json; not a metascreen model directory")
     try:
@@ -88,9 +107,13 @@ def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = Tr
     except json.JSONDecodeError as err:
         raise ArtifactMismatchError(f"{meta_path}: not valid JSON ({err.msg})") from err
     if meta.get("kind") != kind:
-        raise ArtifactMismatchError(f"{path}: artifact kind {meta.get('kind')!r}, expected {kind!r}")
+        raise ArtifactMismatchError(
+            f"{path}: artifact kind {meta.get('kind')!r}, expected {kind!r}"
+        )
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactMismatchError(f"{path}: schema_version {meta.get('schema_version')}, this code reads {SCHEMA_VERSION}")
+        raise ArtifactMismatchError(
+            f"{path}: schema_version {meta.get('schema_version')}, this code reads {SCHEMA_VERSION}"
+        )
     info = ArtifactInfo(path=path, metadata=meta)
     if verify:
         onnx_path = info.onnx_path

@@ -14,16 +14,24 @@ def baseline_featurizer() -> MoleculeFeaturizer:
     return MoleculeFeaturizer(radius=2, n_bits=2048, counts=False, descriptors=())
 
 
-def rf_predict(support_x: FloatArray, support_y: FloatArray, query_x: FloatArray, seed: int = 0) -> np.ndarray:
+def rf_predict(
+    support_x: FloatArray, support_y: FloatArray, query_x: FloatArray, seed: int = 0
+) -> np.ndarray:
     """Random forest (100 trees, balanced class weights) fitted on the support set."""
-    model = RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed, n_jobs=1)
+    model = RandomForestClassifier(
+        n_estimators=100, class_weight="balanced", random_state=seed, n_jobs=1
+    )
     model.fit(support_x, support_y > 0.5)
     return np.asarray(model.predict_proba(query_x)[:, 1])
 
 
-def knn_predict(support_x: FloatArray, support_y: FloatArray, query_x: FloatArray, k: int = 5) -> np.ndarray:
+def knn_predict(
+    support_x: FloatArray, support_y: FloatArray, query_x: FloatArray, k: int = 5
+) -> np.ndarray:
     """k nearest support compounds by Tanimoto (Jaccard) distance, distance-weighted vote."""
-    model = KNeighborsClassifier(n_neighbors=min(k, len(support_y)), metric="jaccard", weights="distance")
+    model = KNeighborsClassifier(
+        n_neighbors=min(k, len(support_y)), metric="jaccard", weights="distance"
+    )
     model.fit(support_x > 0.5, support_y > 0.5)
     proba = model.predict_proba(query_x > 0.5)
     return np.asarray(proba[:, list(model.classes_).index(True)])

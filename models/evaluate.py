@@ -94,16 +94,28 @@ def evaluate_tasks(
                 n_skipped += 1
                 continue
             n_draws += 1
-            scores = predict(features[ep.support_items], ep.support_labels, features[ep.query_items])
+            scores = predict(
+                features[ep.support_items], ep.support_labels, features[ep.query_items]
+            )
             values.append(delta_auprc(ep.query_labels, scores))
         if values:
             per_task[task.task_id] = float(np.mean(values))
         else:
             no_draws.append(task.task_id)
     if n_skipped:
-        logger.info("support %d: skipped %d of %d draws (a fold would lack a class)", support_size, n_skipped, n_skipped + n_draws)
+        logger.info(
+            "support %d: skipped %d of %d draws (a fold would lack a class)",
+            support_size,
+            n_skipped,
+            n_skipped + n_draws,
+        )
     if no_draws:
-        logger.warning("support %d: %d tasks had no valid draw and are excluded: %s", support_size, len(no_draws), no_draws[:10])
+        logger.warning(
+            "support %d: %d tasks had no valid draw and are excluded: %s",
+            support_size,
+            len(no_draws),
+            no_draws[:10],
+        )
     vals = np.array(list(per_task.values()), dtype=np.float64)
     return EvalResult(
         support_size=support_size,

@@ -30,7 +30,9 @@ class ExportError(MetascreenError):
     """The exported graph does not reproduce the torch model."""
 
 
-def export_onnx(learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 0) -> float:
+def export_onnx(
+    learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 0
+) -> float:
     """Export ``learner`` (dynamic support and query sizes) and check parity with onnxruntime.
 
     Returns:
@@ -64,7 +66,9 @@ def export_onnx(learner: EpisodicLearner, path: Path, in_dim: int, atol: float =
     return check_parity(learner, path, in_dim, atol=atol, seed=seed + 1)
 
 
-def check_parity(learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 1) -> float:
+def check_parity(
+    learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 1
+) -> float:
     """Compare torch and onnxruntime on several shapes unlike the export example."""
     import onnxruntime as ort
 
@@ -72,17 +76,25 @@ def check_parity(learner: EpisodicLearner, path: Path, in_dim: int, atol: float 
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for n_s, n_q in ((5, 1), (37, 301), (128, 7)):
-        sx = (torch.rand(n_s, in_dim, generator=gen) < 0.1).float() * torch.rand(n_s, in_dim, generator=gen)
-        qx = (torch.rand(n_q, in_dim, generator=gen) < 0.1).float() * torch.rand(n_q, in_dim, generator=gen)
+        sx = (torch.rand(n_s, in_dim, generator=gen) < 0.1).float() * torch.rand(
+            n_s, in_dim, generator=gen
+        )
+        qx = (torch.rand(n_q, in_dim, generator=gen) < 0.1).float() * torch.rand(
+            n_q, in_dim, generator=gen
+        )
         sy = torch.zeros(n_s)
         sy[: max(1, n_s // 3)] = 1.0
         with torch.no_grad():
             want = learner(sx, sy, qx).numpy()
-        got = sess.run(None, {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()})[0]
+        got = sess.run(
+            None, {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
+        )[0]
         diff = float(np.max(np.abs(got - want)))
         worst = max(worst, diff)
         if not np.allclose(got, want, atol=atol, rtol=1e-4):
-            raise ExportError(f"{path}: onnxruntime differs from torch by {diff:.2e} (> {atol}) at support {n_s}, query {n_q}")
+            raise ExportError(
+                f"{path}: onnxruntime differs from torch by {diff:.2e} (> {atol}) at support {n_s}, query {n_q}"
+            )
     logger.info("ONNX parity ok: max |diff| %.2e", worst)
     return worst
 
@@ -100,7 +112,9 @@ def write_artifact(
     """Write ONNX + weights + metadata into a temp folder and rename it to ``out_dir``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise MetascreenError(f"{out_dir} exists; choose a new --out (artifacts are never overwritten)")
+        raise MetascreenError(
+            f"{out_dir} exists; choose a new --out (artifacts are never overwritten)"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
@@ -119,7 +133,11 @@ def write_artifact(
                 "file": "model.onnx",
                 "sha256": sha256_file(tmp / "model.onnx"),
                 "opset": OPSET,
-                "inputs": {"support_x": ["n_support", in_dim], "support_y": ["n_support"], "query_x": ["n_query", in_dim]},
+                "inputs": {
+                    "support_x": ["n_support", in_dim],
+                    "support_y": ["n_support"],
+                    "query_x": ["n_query", in_dim],
+                },
                 "outputs": {"logit": ["n_query"]},
                 "parity_max_abs_diff": parity,
             },

@@ -11,7 +11,7 @@ import torch
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed ``random``, numpy and torch (CUDA too); optionally ask torch for deterministic kernels."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the legacy global RNG
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

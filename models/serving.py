@@ -22,7 +22,12 @@ import pandas as pd
 
 from ..domains.episodes import TaskSet
 from ..domains.errors import InputError
-from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer, invalid_reason, parse_smiles
+from ..domains.molecules.featurize import (
+    FloatArray,
+    MoleculeFeaturizer,
+    invalid_reason,
+    parse_smiles,
+)
 from ..domains.molecules.load import iter_table_chunks, load_table_tasks
 from ..domains.quarantine import QuarantineWriter
 from .artifact import ArtifactInfo, read_artifact
@@ -48,7 +53,9 @@ class OnnxPredictor:
         >>> logits = pred.logits(support_x, support_y, query_x)
     """
 
-    def __init__(self, info: ArtifactInfo, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, info: ArtifactInfo, device: str = "auto", threads: int | None = None
+    ) -> None:
         """Open an inference session for a verified artifact."""
         import onnxruntime as ort
 
@@ -59,11 +66,15 @@ class OnnxPredictor:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(info.onnx_path), sess_options=opts, providers=available_providers(device))
+        self.session = ort.InferenceSession(
+            str(info.onnx_path), sess_options=opts, providers=available_providers(device)
+        )
         logger.info("onnxruntime providers in use: %s", self.session.get_providers())
 
     @classmethod
-    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> OnnxPredictor:
+    def load(
+        cls, model_dir: Path, device: str = "auto", threads: int | None = None
+    ) -> OnnxPredictor:
         """Read, verify and open the artifact in ``model_dir``."""
         return cls(read_artifact(Path(model_dir)), device=device, threads=threads)
 
@@ -72,7 +83,9 @@ class OnnxPredictor:
         """Learner name and folder, for reports."""
         return f"{self.info.metadata.get('learner', '?')}:{self.info.path}"
 
-    def logits(self, support_x: FloatArray, support_y: FloatArray, query_x: FloatArray) -> np.ndarray:
+    def logits(
+        self, support_x: FloatArray, support_y: FloatArray, query_x: FloatArray
+    ) -> np.ndarray:
         """(Q,) logits for ``query_x`` adapted to the support set."""
         out = self.session.run(
             None,
@@ -106,11 +119,15 @@ class ScoreReport:
         return self.n_input / self.seconds if self.seconds > 0 else float("nan")
 
 
-def load_support(path: Path, label_column: str | None = "label", smiles_column: str | None = None) -> TaskSet:
+def load_support(
+    path: Path, label_column: str | None = "label", smiles_column: str | None = None
+) -> TaskSet:
     """The new assay's labelled compounds (a table with SMILES and a binary label)."""
     ts = load_table_tasks(Path(path), smiles_column=smiles_column, label_column=label_column)
     if ts.n_invalid:
-        raise InputError(f"{path}: {ts.n_invalid} support rows have invalid SMILES; fix or remove them (support rows carry labels)")
+        raise InputError(
+            f"{path}: {ts.n_invalid} support rows have invalid SMILES; fix or remove them (support rows carry labels)"
+        )
     return ts
 
 
@@ -150,7 +167,9 @@ def _prepared_chunks(
         _init_worker(featurizer.spec())
         yield from (_prepare_chunk(c) for c in chunks)
         return
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(featurizer.spec(),)) as pool:
+    with mp.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(featurizer.spec(),)
+    ) as pool:
         yield from pool.imap(_prepare_chunk, chunks)
 
 
@@ -181,8 +200,10 @@ def score_library(
     s_rows = np.concatenate([t.item_idx for t in support.tasks])
     s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
     if s_y.min() == s_y.max():
-        raise InputError(f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}")
-    s_x = predictor.featurizer.transform([parse_smiles(s_smiles[i]) for i in s_rows])
+        raise InputError(
+            f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}"
+        )
+    s_x = predictor.featurizer.transform_smiles([s_smiles[i] for i in s_rows])
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +224,9 @@ def score_library(
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
                 logits = predictor.logits(s_x, s_y, x) if len(x) else np.zeros(0, np.float32)
-                valid["score"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+                valid["score"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(
+                    np.float32
+                )
                 valid["logit"] = logits.astype(np.float32)
                 table = pa.Table.from_pandas(valid, preserve_index=False)
                 if writer is None:
@@ -232,5 +255,11 @@ def score_library(
         providers=list(predictor.session.get_providers()),
     )
     assert report.n_input == report.n_scored + report.n_quarantined
-    logger.info("scored %d of %d rows (%d quarantined) in %.1fs", n_scored, n_input, quarantine.count, report.seconds)
+    logger.info(
+        "scored %d of %d rows (%d quarantined) in %.1fs",
+        n_scored,
+        n_input,
+        quarantine.count,
+        report.seconds,
+    )
     return report

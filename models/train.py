@@ -39,19 +39,25 @@ class TrainConfig(BaseModel):
 
     steps: int = Field(3000, ge=0, description="optimiser steps (meta-batches)")
     tasks_per_step: int = Field(16, ge=1, description="episodes per meta-batch")
-    support_sizes: tuple[int, ...] = Field((16,), description="support sizes drawn per training episode")
+    support_sizes: tuple[int, ...] = Field(
+        (16,), description="support sizes drawn per training episode"
+    )
     query_size: int = Field(64, ge=2)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     eval_every: int = Field(250, ge=1, description="steps between validation runs")
     valid_support_size: int = Field(16, ge=2)
     valid_repeats: int = Field(3, ge=1)
-    patience: int = Field(6, ge=1, description="validation runs without improvement before stopping")
+    patience: int = Field(
+        6, ge=1, description="validation runs without improvement before stopping"
+    )
     checkpoint_every: int = Field(250, ge=1)
     seed: int = 0
     device: str = Field("auto", description="auto|cpu|cuda")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
-    max_minutes: float | None = Field(None, description="stop (keeping the best state) after this long")
+    max_minutes: float | None = Field(
+        None, description="stop (keeping the best state) after this long"
+    )
 
 
 @dataclass(slots=True)
@@ -67,7 +73,9 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def _torch_predict(learner: EpisodicLearner, device: torch.device) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
+def _torch_predict(
+    learner: EpisodicLearner, device: torch.device
+) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
     def predict(sx: FloatArray, sy: FloatArray, qx: FloatArray) -> np.ndarray:
         with torch.no_grad():
             out = learner(
@@ -80,7 +88,9 @@ def _torch_predict(learner: EpisodicLearner, device: torch.device) -> Callable[[
     return predict
 
 
-def torch_predict_fn(learner: EpisodicLearner) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
+def torch_predict_fn(
+    learner: EpisodicLearner,
+) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
     """A ``PredictFn`` running ``learner`` in eval mode on its device."""
     learner.eval()
     return _torch_predict(learner, next(iter(learner.parameters())).device)
@@ -113,17 +123,34 @@ def meta_train(
     if not tasks:
         from ..domains.errors import ConfigError
 
-        raise ConfigError(f"no training task has at least {min(cfg.support_sizes) + 2} rows with both classes")
-    logger.info("meta-training %s on %d tasks (%d given), device %s", learner.name, len(tasks), len(train_tasks), device)
+        raise ConfigError(
+            f"no training task has at least {min(cfg.support_sizes) + 2} rows with both classes"
+        )
+    logger.info(
+        "meta-training %s on %d tasks (%d given), device %s",
+        learner.name,
+        len(tasks),
+        len(train_tasks),
+        device,
+    )
     x_train = torch.as_tensor(train_x, device=device)
     params = [p for p in learner.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
+    optimizer = (
+        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
+    )
     samplers = [TrainingEpisodeSampler(n, cfg.query_size) for n in cfg.support_sizes]
     use_amp = cfg.amp and device.type == "cuda"
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
-    state: dict[str, Any] = {"step": 0, "best_score": -math.inf, "best_step": 0, "history": [], "bad_evals": 0, "skipped": 0}
+    state: dict[str, Any] = {
+        "step": 0,
+        "best_score": -math.inf,
+        "best_step": 0,
+        "history": [],
+        "bad_evals": 0,
+        "skipped": 0,
+    }
     best_state = copy.deepcopy(learner.state_dict())
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -131,10 +158,16 @@ def meta_train(
         if optimizer is not None and ckpt.get("optimizer"):
             optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_model"]
-        state.update({k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")})
-        state["history"] = [dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()]
+        state.update(
+            {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
+        )
+        state["history"] = [
+            dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()
+        ]
         torch.set_rng_state(ckpt["torch_rng"])
-        logger.info("resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"])
+        logger.info(
+            "resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"]
+        )
 
     def save_checkpoint() -> None:
         keys = ["step", "loss", "valid"]
@@ -145,9 +178,13 @@ def meta_train(
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
                 "history_keys": keys,
-                "history": torch.tensor([[h[k] for k in keys] for h in state["history"]], dtype=torch.float64).reshape(-1, len(keys)),
+                "history": torch.tensor(
+                    [[h[k] for k in keys] for h in state["history"]], dtype=torch.float64
+                ).reshape(-1, len(keys)),
                 "torch_rng": torch.get_rng_state(),
-                **{k: state[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")},
+                **{
+                    k: state[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")
+                },
             },
             buf,
         )
@@ -155,7 +192,14 @@ def meta_train(
 
     def validate() -> float:
         learner.eval()
-        res = evaluate_tasks(valid_tasks, valid_x, _torch_predict(learner, device), cfg.valid_support_size, cfg.valid_repeats, seed=0)
+        res = evaluate_tasks(
+            valid_tasks,
+            valid_x,
+            _torch_predict(learner, device),
+            cfg.valid_support_size,
+            cfg.valid_repeats,
+            seed=0,
+        )
         learner.train()
         return res.mean
 
@@ -165,7 +209,9 @@ def meta_train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"meta-train {learner.name}", unit="step")
+        bar = tqdm(
+            total=cfg.steps, initial=state["step"], desc=f"meta-train {learner.name}", unit="step"
+        )
     learner.train()
     running = 0.0
     if optimizer is None:  # nothing to learn (e.g. a probe on a frozen encoder): validate once
@@ -204,18 +250,31 @@ def meta_train(
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", best=f"{state['best_score']:.4f}")
         done = state["step"] >= cfg.steps
-        timed_out = cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+        timed_out = (
+            cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+        )
         if valid_tasks and (state["step"] % cfg.eval_every == 0 or done or timed_out):
             score = validate()
             state["history"].append({"step": state["step"], "loss": running, "valid": score})
-            logger.info("step %d loss %.4f valid ΔAUPRC@%d %.4f", state["step"], running, cfg.valid_support_size, score)
+            logger.info(
+                "step %d loss %.4f valid ΔAUPRC@%d %.4f",
+                state["step"],
+                running,
+                cfg.valid_support_size,
+                score,
+            )
             if score > state["best_score"]:
                 state.update(best_score=score, best_step=state["step"], bad_evals=0)
                 best_state = copy.deepcopy(learner.state_dict())
             else:
                 state["bad_evals"] += 1
                 if state["bad_evals"] >= cfg.patience:
-                    logger.info("early stop at step %d (best %.4f at %d)", state["step"], state["best_score"], state["best_step"])
+                    logger.info(
+                        "early stop at step %d (best %.4f at %d)",
+                        state["step"],
+                        state["best_score"],
+                        state["best_step"],
+                    )
                     stopped_early = True
         elif not valid_tasks:
             best_state = copy.deepcopy(learner.state_dict())

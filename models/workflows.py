@@ -1,6 +1,6 @@
 """End-to-end molecule workflows as plain functions: the CLI, the flows and notebooks call these.
 
-    prepare_tasks → train_model → evaluate_model → export_model → (serving.score_library)
+prepare_tasks → train_model → evaluate_model → export_model → (serving.score_library)
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def resolve_splits(data_dir: Path, valid_dir: Path | None = None) -> tuple[Path,
     if not data_dir.exists():
         raise InputError(f"{data_dir}: no such directory")
     if (data_dir / "train").is_dir():
-        return data_dir / "train", valid_dir or ((data_dir / "valid") if (data_dir / "valid").is_dir() else None)
+        return data_dir / "train", valid_dir or (
+            (data_dir / "valid") if (data_dir / "valid").is_dir() else None
+        )
     return data_dir, valid_dir
 
 
@@ -60,7 +62,14 @@ def prepare_tasks(
     if not ts.tasks:
         raise InputError(f"{data_dir}: no task file has a valid row")
     x = featurize_items(featurizer, ts.items, cache_dir, workers=workers, progress=progress)
-    logger.info("%s: %d tasks, %d rows, %d molecules, %d invalid rows excluded", data_dir, len(ts.tasks), ts.n_rows, len(ts.items), ts.n_invalid)
+    logger.info(
+        "%s: %d tasks, %d rows, %d molecules, %d invalid rows excluded",
+        data_dir,
+        len(ts.tasks),
+        ts.n_rows,
+        len(ts.items),
+        ts.n_invalid,
+    )
     return PreparedSplit(ts, x, sha256_files(files))
 
 
@@ -105,7 +114,9 @@ def train_model(
         fz = init_meta["featurizer"]
         featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
         init_cfg = json.loads((Path(init_from) / "config.json").read_text())
-        learner_cfg = learner_cfg.model_copy(update={"encoder": LearnerConfig.model_validate(init_cfg["learner"]).encoder})
+        learner_cfg = learner_cfg.model_copy(
+            update={"encoder": LearnerConfig.model_validate(init_cfg["learner"]).encoder}
+        )
     elif learner_cfg.learner == "probe":
         raise ConfigError("the probe learner needs --init-from MODEL_DIR (a meta-trained encoder)")
 
@@ -113,9 +124,20 @@ def train_model(
     train_ts = load_fsmol_dir(train_dir, workers=workers)
     if featurizer is None:
         featurizer = fit_featurizer(MoleculeFeaturizer(), train_ts, seed=train_cfg.seed)
-    train = PreparedSplit(train_ts, featurize_items(featurizer, train_ts.items, cache_dir, workers, progress), sha256_files(find_task_files(train_dir)))
-    valid = prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
-    logger.info("data ready in %.0fs: %d train tasks, %d valid tasks", time.perf_counter() - t0, len(train_ts.tasks), len(valid.taskset.tasks) if valid else 0)
+    train = PreparedSplit(
+        train_ts,
+        featurize_items(featurizer, train_ts.items, cache_dir, workers, progress),
+        sha256_files(find_task_files(train_dir)),
+    )
+    valid = (
+        prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
+    )
+    logger.info(
+        "data ready in %.0fs: %d train tasks, %d valid tasks",
+        time.perf_counter() - t0,
+        len(train_ts.tasks),
+        len(valid.taskset.tasks) if valid else 0,
+    )
 
     seed_everything(train_cfg.seed)  # weights are initialised from the run's seed
     learner = build_learner(learner_cfg, featurizer.dim)
@@ -128,36 +150,67 @@ def train_model(
         run_dir = Path("runs") / f"molecules__{learner_cfg.learner}__seed{train_cfg.seed}__{stamp}"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"learner": learner_cfg.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json")}
+    config = {
+        "learner": learner_cfg.model_dump(mode="json"),
+        "train": train_cfg.model_dump(mode="json"),
+    }
     atomic_write_json(run_dir / "config.json", config)
     result = meta_train(
-        learner, train_ts.tasks, train.x,
-        valid.taskset.tasks if valid else [], valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
-        train_cfg, run_dir, progress=progress,
+        learner,
+        train_ts.tasks,
+        train.x,
+        valid.taskset.tasks if valid else [],
+        valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
+        train_cfg,
+        run_dir,
+        progress=progress,
     )
     learner.cpu()
-    metrics: dict[str, Any] = {"train": {"best_valid_delta_auprc@%d" % train_cfg.valid_support_size: result.best_score, "best_step": result.best_step, "steps": result.steps_done, "seconds": round(result.seconds, 1), "skipped_episodes": result.skipped_episodes, "history": result.history}}
+    metrics: dict[str, Any] = {
+        "train": {
+            f"best_valid_delta_auprc@{train_cfg.valid_support_size}": result.best_score,
+            "best_step": result.best_step,
+            "steps": result.steps_done,
+            "seconds": round(result.seconds, 1),
+            "skipped_episodes": result.skipped_episodes,
+            "history": result.history,
+        }
+    }
     if valid is not None:
         predict = torch_predict_fn(learner)
         metrics["valid"] = {}
         for n in eval_support_sizes:
             res = evaluate_tasks(valid.taskset.tasks, valid.x, predict, n, eval_repeats, seed=0)
-            metrics["valid"][str(n)] = {"mean": res.mean, "std": res.std, "n_tasks": res.n_tasks, "repeats": eval_repeats}
-            logger.info("valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, res.mean, res.std, res.n_tasks)
+            metrics["valid"][str(n)] = {
+                "mean": res.mean,
+                "std": res.std,
+                "n_tasks": res.n_tasks,
+                "repeats": eval_repeats,
+            }
+            logger.info(
+                "valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, res.mean, res.std, res.n_tasks
+            )
     atomic_write_json(run_dir / "metrics.json", metrics)
     extra = {
         "seed": train_cfg.seed,
         "command": command or shlex.join(sys.argv),
         "training_data": {
-            "train_dir": str(train_dir), "train_sha256": train.data_hash, "n_train_tasks": len(train_ts.tasks),
-            "valid_dir": str(valid_dir) if valid_dir else None, "valid_sha256": valid.data_hash if valid else None,
+            "train_dir": str(train_dir),
+            "train_sha256": train.data_hash,
+            "n_train_tasks": len(train_ts.tasks),
+            "valid_dir": str(valid_dir) if valid_dir else None,
+            "valid_sha256": valid.data_hash if valid else None,
             "n_invalid_rows_excluded": train_ts.n_invalid,
         },
-        "init_from": {"path": str(init_from), "onnx_sha256": init_meta["onnx"]["sha256"]} if init_meta else None,
+        "init_from": {"path": str(init_from), "onnx_sha256": init_meta["onnx"]["sha256"]}
+        if init_meta
+        else None,
         "metrics": metrics,
         "run_dir": str(run_dir),
     }
-    return write_artifact(out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra)
+    return write_artifact(
+        out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra
+    )
 
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:
@@ -178,9 +231,26 @@ def export_model(model_dir: Path, out_dir: Path) -> Path:
     if sha256_file(weights) != info.metadata["weights"]["sha256"]:
         from ..domains.errors import ArtifactMismatchError
 
-        raise ArtifactMismatchError(f"{weights}: sha256 differs from metadata; refusing modified weights")
+        raise ArtifactMismatchError(
+            f"{weights}: sha256 differs from metadata; refusing modified weights"
+        )
     learner.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    keep = {k: v for k, v in info.metadata.items() if k not in ("onnx", "weights", "featurizer", "versions", "created_at", "git_sha", "schema_version", "kind", "learner")}
+    keep = {
+        k: v
+        for k, v in info.metadata.items()
+        if k
+        not in (
+            "onnx",
+            "weights",
+            "featurizer",
+            "versions",
+            "created_at",
+            "git_sha",
+            "schema_version",
+            "kind",
+            "learner",
+        )
+    }
     keep["exported_from"] = str(model_dir)
     return write_artifact(Path(out_dir), learner, featurizer.dim, fz["spec"], fz["hash"], cfg, keep)
 
@@ -190,7 +260,9 @@ def baseline_predict(name: str) -> tuple[PredictFn, MoleculeFeaturizer]:
     from .baselines import BASELINE_FNS, baseline_featurizer
 
     if name not in BASELINE_FNS:
-        raise ConfigError(f"unknown baseline {name!r}; choose one of {sorted(BASELINE_FNS)} or a model directory")
+        raise ConfigError(
+            f"unknown baseline {name!r}; choose one of {sorted(BASELINE_FNS)} or a model directory"
+        )
     return BASELINE_FNS[name], baseline_featurizer()
 
 
@@ -220,5 +292,8 @@ def evaluate_model(
         onnx_model = OnnxPredictor.load(Path(model))
         predict, featurizer, label = onnx_model.logits, onnx_model.featurizer, onnx_model.name
     data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
-    results = {n: evaluate_tasks(data.taskset.tasks, data.x, predict, n, repeats, seed, progress=progress) for n in support_sizes}
+    results = {
+        n: evaluate_tasks(data.taskset.tasks, data.x, predict, n, repeats, seed, progress=progress)
+        for n in support_sizes
+    }
     return results, label, data.taskset.n_invalid

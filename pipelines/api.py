@@ -18,7 +18,16 @@ from ..models.artifact import DEFAULT_MODEL_DIR
 from ..models.evaluate import EvalResult
 from ..models.serving import OnnxPredictor, ScoreReport, score_library
 
-__all__ = ["DEFAULT_MODEL_DIR", "OnnxPredictor", "evaluate", "export", "load_table", "load_tasks", "score", "train"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "OnnxPredictor",
+    "evaluate",
+    "export",
+    "load_table",
+    "load_tasks",
+    "score",
+    "train",
+]
 
 
 def load_tasks(data_dir: str | Path, workers: int = 1) -> TaskSet:
@@ -31,16 +40,24 @@ def load_table(path: str | Path, **kwargs: Any) -> TaskSet:
     return load_table_tasks(Path(path), **kwargs)
 
 
-def train(data_dir: str | Path, out_dir: str | Path, learner: str = "protonet", **train_options: Any) -> Path:
+def train(
+    data_dir: str | Path, out_dir: str | Path, learner: str = "protonet", **train_options: Any
+) -> Path:
     """Meta-train ``learner`` on ``data_dir`` (FS-Mol layout) and write an artifact."""
     from ..models.workflows import train_model
 
     init_from = train_options.pop("init_from", None)
-    return train_model(Path(data_dir), Path(out_dir), {"learner": learner}, train_options, init_from=init_from)
+    return train_model(
+        Path(data_dir), Path(out_dir), {"learner": learner}, train_options, init_from=init_from
+    )
 
 
 def evaluate(
-    data_dir: str | Path, model: str | Path | None = None, support_sizes: tuple[int, ...] = (16,), repeats: int = 10, seed: int = 0
+    data_dir: str | Path,
+    model: str | Path | None = None,
+    support_sizes: tuple[int, ...] = (16,),
+    repeats: int = 10,
+    seed: int = 0,
 ) -> tuple[dict[int, EvalResult], str, int]:
     """FS-Mol protocol with an artifact (onnxruntime) or a baseline name (``rf``, ``knn``)."""
     from ..models.workflows import evaluate_model
@@ -55,6 +72,12 @@ def export(model_dir: str | Path, out_dir: str | Path) -> Path:
     return export_model(Path(model_dir), Path(out_dir))
 
 
-def score(model_dir: str | Path, support: str | Path, library: str | Path, output: str | Path, **kwargs: Any) -> ScoreReport:
+def score(
+    model_dir: str | Path,
+    support: str | Path,
+    library: str | Path,
+    output: str | Path,
+    **kwargs: Any,
+) -> ScoreReport:
     """Adapt to ``support`` and score ``library`` with onnxruntime (see ``serving.score_library``)."""
     return score_library(Path(model_dir), Path(support), Path(library), Path(output), **kwargs)

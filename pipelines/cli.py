@@ -21,10 +21,19 @@ import typer
 
 from ..domains.errors import MetascreenError
 
-app = typer.Typer(help="Few-shot, meta-learned screening: train, evaluate, export and score.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Few-shot, meta-learned screening: train, evaluate, export and score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 train_app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
-evaluate_app = typer.Typer(help="Evaluate a model or baseline with the FS-Mol protocol.", no_args_is_help=True)
-score_app = typer.Typer(help="Batch-score a library with onnxruntime (no torch).", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Evaluate a model or baseline with the FS-Mol protocol.", no_args_is_help=True
+)
+score_app = typer.Typer(
+    help="Batch-score a library with onnxruntime (no torch).", no_args_is_help=True
+)
 prepare_app = typer.Typer(help="Validate and featurize a task folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
@@ -37,11 +46,19 @@ T = TypeVar("T")
 
 @app.callback()
 def _main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more logging (-v info, -vv debug)")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="errors only, no progress bars")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="more logging (-v info, -vv debug)")
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="errors only, no progress bars")
+    ] = False,
 ) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("metascreen").setLevel(level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING" if verbose == 0 else "INFO")
@@ -77,10 +94,18 @@ def _write_json(path: Path | None, obj: Any) -> None:
 # -- demo -------------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    out: Annotated[Path | None, typer.Option(help="report folder (default reports/demo-<timestamp>)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default reports/demo-<timestamp>)")
+    ] = None,
     steps: Annotated[int, typer.Option(help="meta-training steps on the sample")] = 300,
     repeats: Annotated[int, typer.Option(help="evaluation repeats per task")] = 5,
-    flow: Annotated[bool, typer.Option("--flow/--no-flow", help="run as a Prefect flow (embedded backend unless PREFECT_API_URL is set)")] = True,
+    flow: Annotated[
+        bool,
+        typer.Option(
+            "--flow/--no-flow",
+            help="run as a Prefect flow (embedded backend unless PREFECT_API_URL is set)",
+        ),
+    ] = True,
 ) -> None:
     """Run the whole pipeline on the bundled FS-Mol sample and write a report (Markdown + JSON + PNG)."""
     from ..models.artifact import utc_now
@@ -105,7 +130,9 @@ def demo(
 @prepare_app.command("molecules")
 def prepare_molecules(
     data_dir: Annotated[Path, typer.Argument(help="folder of FS-Mol task files (*.jsonl.gz)")],
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the statistics as JSON")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the statistics as JSON")
+    ] = None,
 ) -> None:
     """Check a task folder: tasks, rows, invalid SMILES excluded, files skipped."""
     from .report import LocalStages
@@ -118,26 +145,47 @@ def prepare_molecules(
 # -- train ----------------------------------------------------------------------------------------
 @train_app.command("molecules")
 def train_molecules(
-    data_dir: Annotated[Path, typer.Argument(help="FS-Mol folder with train/ and valid/, or a train folder (then --valid-dir)")],
-    out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path("models-out/molecules"),
+    data_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="FS-Mol folder with train/ and valid/, or a train folder (then --valid-dir)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
+        "models-out/molecules"
+    ),
     learner: Annotated[str, typer.Option(help="protonet | maml | matching | probe")] = "protonet",
-    valid_dir: Annotated[Path | None, typer.Option(help="validation task folder (default DATA_DIR/valid)")] = None,
-    init_from: Annotated[Path | None, typer.Option(help="start the encoder from this artifact (required for probe)")] = None,
+    valid_dir: Annotated[
+        Path | None, typer.Option(help="validation task folder (default DATA_DIR/valid)")
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="start the encoder from this artifact (required for probe)")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
     tasks_per_step: Annotated[int | None, typer.Option(help="episodes per meta-batch")] = None,
-    support_sizes: Annotated[str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")] = None,
+    support_sizes: Annotated[
+        str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
     out_dim: Annotated[int | None, typer.Option(help="embedding size")] = None,
     dropout: Annotated[float | None, typer.Option(help="encoder dropout")] = None,
     eval_every: Annotated[int | None, typer.Option(help="steps between validations")] = None,
-    patience: Annotated[int | None, typer.Option(help="validations without improvement before stopping")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="wall-clock budget; keeps the best state")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="validations without improvement before stopping")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="wall-clock budget; keeps the best state")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    run_dir: Annotated[Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
+    ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = Path(".cache/metascreen"),
-    flow: Annotated[bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")] = False,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
+    ] = False,
 ) -> None:
     """Meta-train a learner on FS-Mol-format tasks and write an artifact (ONNX + weights + metadata)."""
     learner_cfg: dict[str, Any] = {"learner": learner}
@@ -150,13 +198,27 @@ def train_molecules(
         enc["dropout"] = dropout
     if enc:
         learner_cfg["encoder"] = enc
-    overrides = {"steps": steps, "tasks_per_step": tasks_per_step, "lr": lr, "eval_every": eval_every, "patience": patience, "max_minutes": max_minutes}
+    overrides = {
+        "steps": steps,
+        "tasks_per_step": tasks_per_step,
+        "lr": lr,
+        "eval_every": eval_every,
+        "patience": patience,
+        "max_minutes": max_minutes,
+    }
     train_cfg: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if support_sizes:
         train_cfg["support_sizes"] = tuple(int(s) for s in support_sizes.split(","))
     train_cfg.update(seed=seed, device=device)
     command = "metascreen " + shlex.join(sys.argv[1:])
-    kwargs = {"valid_dir": valid_dir, "init_from": init_from, "cache_dir": cache_dir, "run_dir": run_dir, "progress": _progress(), "command": command}
+    kwargs: dict[str, Any] = {
+        "valid_dir": valid_dir,
+        "init_from": init_from,
+        "cache_dir": cache_dir,
+        "run_dir": run_dir,
+        "progress": _progress(),
+        "command": command,
+    }
 
     def body() -> str:
         from pydantic import ValidationError
@@ -172,7 +234,9 @@ def train_molecules(
         except ValidationError as err:
             from ..domains.errors import ConfigError
 
-            raise ConfigError(f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from err
+            raise ConfigError(
+                f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+            ) from err
 
     path = _run(body)
     meta = json.loads((Path(path) / "metadata.json").read_text())
@@ -185,13 +249,20 @@ def train_molecules(
 @evaluate_app.command("molecules")
 def evaluate_molecules(
     data_dir: Annotated[Path, typer.Argument(help="folder of FS-Mol task files (*.jsonl.gz)")],
-    model: Annotated[str | None, typer.Option(help="model artifact folder, or rf | knn (default: the shipped model)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="model artifact folder, or rf | knn (default: the shipped model)"),
+    ] = None,
     support_size: Annotated[int, typer.Option(help="support set size per task")] = 16,
     repeats: Annotated[int, typer.Option(help="draws per task; repeat r uses seed + r")] = 10,
     seed: Annotated[int, typer.Option(help="base seed")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the result JSON here")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result JSON here")
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
-    flow: Annotated[bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")] = False,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
+    ] = False,
 ) -> None:
     """ΔAUPRC with FS-Mol's protocol: stratified support, query = rest, mean over repeats then tasks."""
     import time
@@ -202,18 +273,30 @@ def evaluate_molecules(
         if flow:
             from .flows import evaluate_flow
 
-            return next(iter(evaluate_flow(str(data_dir), [model] if model else None, [support_size], repeats, seed).values()))[str(support_size)]  # type: ignore[no-any-return]
+            return next(
+                iter(
+                    evaluate_flow(
+                        str(data_dir), [model] if model else None, [support_size], repeats, seed
+                    ).values()
+                )
+            )[str(support_size)]
         from ..models.workflows import evaluate_model
 
-        res, label, n_invalid = evaluate_model(data_dir, model, (support_size,), repeats, seed, cache_dir, progress=_progress())
+        res, label, n_invalid = evaluate_model(
+            data_dir, model, (support_size,), repeats, seed, cache_dir, progress=_progress()
+        )
         return res[support_size].to_json(label, n_invalid)
 
     out = _run(body)
     out["seconds"] = round(time.perf_counter() - start, 2)
     typer.echo(f"{'model':<40} {'support':>7} {'tasks':>5} {'ΔAUPRC':>8} {'std':>7} {'seconds':>8}")
-    typer.echo(f"{str(out['model'])[-40:]:<40} {out['support_size']:>7} {out['n_tasks']:>5} {out['mean']:>8.4f} {out['std']:>7.4f} {out['seconds']:>8.1f}")
+    typer.echo(
+        f"{str(out['model'])[-40:]:<40} {out['support_size']:>7} {out['n_tasks']:>5} {out['mean']:>8.4f} {out['std']:>7.4f} {out['seconds']:>8.1f}"
+    )
     if out["n_skipped_draws"] or out["n_invalid_smiles_excluded"]:
-        typer.echo(f"({out['n_skipped_draws']} draws skipped for a single-class fold; {out['n_invalid_smiles_excluded']} invalid SMILES rows excluded)")
+        typer.echo(
+            f"({out['n_skipped_draws']} draws skipped for a single-class fold; {out['n_invalid_smiles_excluded']} invalid SMILES rows excluded)"
+        )
     _write_json(json_out, out)
 
 
@@ -232,18 +315,32 @@ def export(
 
     path = _run(body)
     meta = json.loads((path / "metadata.json").read_text())
-    typer.echo(f"exported {path / 'model.onnx'} (parity max |diff| {meta['onnx']['parity_max_abs_diff']:.2e})")
+    typer.echo(
+        f"exported {path / 'model.onnx'} (parity max |diff| {meta['onnx']['parity_max_abs_diff']:.2e})"
+    )
 
 
 # -- score ----------------------------------------------------------------------------------------
 @score_app.command("molecules")
 def score_molecules(
-    support: Annotated[Path, typer.Option(help="labelled compounds of the new assay (CSV/Parquet/SDF with SMILES + label)")],
-    input: Annotated[Path, typer.Option("--input", help="library to score (CSV/TSV/Parquet/SDF/.smi with SMILES)")],  # noqa: A002
+    support: Annotated[
+        Path,
+        typer.Option(
+            help="labelled compounds of the new assay (CSV/Parquet/SDF with SMILES + label)"
+        ),
+    ],
+    input: Annotated[
+        Path,
+        typer.Option("--input", help="library to score (CSV/TSV/Parquet/SDF/.smi with SMILES)"),
+    ],  # noqa: A002
     output: Annotated[Path, typer.Option(help="scores (Parquet)")],
-    model: Annotated[Path | None, typer.Option(help="model artifact folder (default: the shipped model)")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="model artifact folder (default: the shipped model)")
+    ] = None,
     label_column: Annotated[str, typer.Option(help="support label column")] = "label",
-    smiles_column: Annotated[str | None, typer.Option(help="library SMILES column (default SMILES/smiles)")] = None,
+    smiles_column: Annotated[
+        str | None, typer.Option(help="library SMILES column (default SMILES/smiles)")
+    ] = None,
     chunk_size: Annotated[int, typer.Option(help="rows per chunk")] = 4096,
     workers: Annotated[int, typer.Option(help="featurization processes")] = 2,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
@@ -254,10 +351,23 @@ def score_molecules(
         from ..models.artifact import DEFAULT_MODEL_DIR
         from ..models.serving import score_library
 
-        return score_library(model or DEFAULT_MODEL_DIR, support, input, output, chunk_size=chunk_size, workers=workers, smiles_column=smiles_column, label_column=label_column, device=device, progress=_progress())
+        return score_library(
+            model or DEFAULT_MODEL_DIR,
+            support,
+            input,
+            output,
+            chunk_size=chunk_size,
+            workers=workers,
+            smiles_column=smiles_column,
+            label_column=label_column,
+            device=device,
+            progress=_progress(),
+        )
 
     rep = _run(body)
-    typer.echo(f"scored {rep.n_scored} / {rep.n_input} rows, quarantined {rep.n_quarantined} ({rep.mol_per_s:.0f} mol/s, {', '.join(rep.providers)})")
+    typer.echo(
+        f"scored {rep.n_scored} / {rep.n_input} rows, quarantined {rep.n_quarantined} ({rep.mol_per_s:.0f} mol/s, {', '.join(rep.providers)})"
+    )
     typer.echo(f"scores: {rep.output}")
     if rep.quarantine:
         typer.echo(f"quarantine: {rep.quarantine}")

@@ -28,31 +28,63 @@ def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 
 @task(name="prepare-tasks")
-def prepare_tasks_task(data_dir: str, cache_dir: str | None = None, workers: int = 2) -> dict[str, Any]:
+def prepare_tasks_task(
+    data_dir: str, cache_dir: str | None = None, workers: int = 2
+) -> dict[str, Any]:
     """Load and featurize a task folder with the default featurizer; return its statistics."""
     from ..domains.molecules.featurize import MoleculeFeaturizer
 
-    prepared = workflows.prepare_tasks(Path(data_dir), MoleculeFeaturizer(descriptors=()), Path(cache_dir) if cache_dir else None, workers, progress=False)
+    prepared = workflows.prepare_tasks(
+        Path(data_dir),
+        MoleculeFeaturizer(descriptors=()),
+        Path(cache_dir) if cache_dir else None,
+        workers,
+        progress=False,
+    )
     ts = prepared.taskset
-    return {"data_dir": data_dir, "n_tasks": len(ts.tasks), "n_rows": ts.n_rows, "n_molecules": len(ts.items), "n_invalid": ts.n_invalid, "skipped_files": ts.skipped, "data_sha256": prepared.data_hash}
+    return {
+        "data_dir": data_dir,
+        "n_tasks": len(ts.tasks),
+        "n_rows": ts.n_rows,
+        "n_molecules": len(ts.items),
+        "n_invalid": ts.n_invalid,
+        "skipped_files": ts.skipped,
+        "data_sha256": prepared.data_hash,
+    }
 
 
 @flow(name="prepare_tasks")
-def prepare_tasks_flow(data_dir: str, cache_dir: str | None = None, workers: int = 2) -> dict[str, Any]:
+def prepare_tasks_flow(
+    data_dir: str, cache_dir: str | None = None, workers: int = 2
+) -> dict[str, Any]:
     """Validate an FS-Mol-format task folder: counts of tasks, rows, invalid SMILES, skipped files."""
     stats = prepare_tasks_task(data_dir, cache_dir, workers)
-    _log().info("prepared %s: %d tasks, %d rows (%d invalid SMILES excluded)", data_dir, stats["n_tasks"], stats["n_rows"], stats["n_invalid"])
+    _log().info(
+        "prepared %s: %d tasks, %d rows (%d invalid SMILES excluded)",
+        data_dir,
+        stats["n_tasks"],
+        stats["n_rows"],
+        stats["n_invalid"],
+    )
     return stats
 
 
 @task(name="meta-train")
-def meta_train_task(data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any) -> str:
+def meta_train_task(
+    data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any
+) -> str:
     """Meta-train and write an artifact; returns its folder."""
     return str(workflows.train_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
 
 
 @flow(name="meta_train")
-def meta_train_flow(data_dir: str, out_dir: str, learner: dict[str, Any] | None = None, train: dict[str, Any] | None = None, **kwargs: Any) -> str:
+def meta_train_flow(
+    data_dir: str,
+    out_dir: str,
+    learner: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> str:
     """Meta-train a learner on FS-Mol-format tasks (GPU when present) and write a model artifact."""
     path = meta_train_task(data_dir, out_dir, learner or {}, train or {}, **kwargs)
     _log().info("model artifact: %s", path)
@@ -60,17 +92,47 @@ def meta_train_flow(data_dir: str, out_dir: str, learner: dict[str, Any] | None 
 
 
 @task(name="evaluate")
-def evaluate_task(data_dir: str, model: str | None, support_sizes: list[int], repeats: int, seed: int, cache_dir: str | None = None) -> dict[str, Any]:
+def evaluate_task(
+    data_dir: str,
+    model: str | None,
+    support_sizes: list[int],
+    repeats: int,
+    seed: int,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
     """Run the FS-Mol protocol; return the contract JSON for each support size."""
-    results, label, n_invalid = workflows.evaluate_model(Path(data_dir), model, tuple(support_sizes), repeats, seed, Path(cache_dir) if cache_dir else None, progress=False)
+    results, label, n_invalid = workflows.evaluate_model(
+        Path(data_dir),
+        model,
+        tuple(support_sizes),
+        repeats,
+        seed,
+        Path(cache_dir) if cache_dir else None,
+        progress=False,
+    )
     return {str(n): r.to_json(label, n_invalid) for n, r in results.items()}
 
 
 @flow(name="evaluate")
-def evaluate_flow(data_dir: str, models: list[str] | None = None, support_sizes: list[int] | None = None, repeats: int = 10, seed: int = 0, cache_dir: str | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_flow(
+    data_dir: str,
+    models: list[str] | None = None,
+    support_sizes: list[int] | None = None,
+    repeats: int = 10,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """Evaluate models and/or baselines side by side; publishes a Markdown table artifact."""
-    out = {m: evaluate_task(data_dir, m, support_sizes or [16], repeats, seed, cache_dir) for m in (models or [None])}  # type: ignore[list-item]
-    create_markdown_artifact(key="evaluation", markdown=report.evaluation_table(out), description=f"FS-Mol ΔAUPRC on {data_dir}")
+    names: list[str | None] = list(models) if models else [None]
+    out = {
+        m: evaluate_task(data_dir, m, support_sizes or [16], repeats, seed, cache_dir)
+        for m in names
+    }
+    create_markdown_artifact(
+        key="evaluation",
+        markdown=report.evaluation_table(out),
+        description=f"FS-Mol ΔAUPRC on {data_dir}",
+    )
     return {str(k): v for k, v in out.items()}
 
 
@@ -81,28 +143,52 @@ def export_flow(model_dir: str, out_dir: str) -> str:
 
 
 @task(name="batch-score")
-def batch_score_task(model_dir: str, support: str, library: str, output: str, **kwargs: Any) -> dict[str, Any]:
+def batch_score_task(
+    model_dir: str, support: str, library: str, output: str, **kwargs: Any
+) -> dict[str, Any]:
     """Score a library with onnxruntime; returns the row accounting."""
     from dataclasses import asdict
 
     from ..models.serving import score_library
 
-    rep = score_library(Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs)
+    rep = score_library(
+        Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs
+    )
     return {**asdict(rep), "mol_per_s": rep.mol_per_s}
 
 
 @flow(name="batch_score")
-def batch_score_flow(model_dir: str, support: str, library: str, output: str, chunk_size: int = 4096, workers: int = 2) -> dict[str, Any]:
+def batch_score_flow(
+    model_dir: str,
+    support: str,
+    library: str,
+    output: str,
+    chunk_size: int = 4096,
+    workers: int = 2,
+) -> dict[str, Any]:
     """Adapt to an assay's support set and score a library (onnxruntime only)."""
-    rep = batch_score_task(model_dir, support, library, output, chunk_size=chunk_size, workers=workers)
+    rep = batch_score_task(
+        model_dir, support, library, output, chunk_size=chunk_size, workers=workers
+    )
     _log().info("scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"])
     return rep
 
 
 @flow(name="demo")
-def demo_flow(out_dir: str, steps: int = 300, repeats: int = 5, workers: int = 2) -> str:
-    """The whole pipeline on the bundled FS-Mol sample; returns the report folder."""
-    return str(report.run_demo(Path(out_dir), steps=steps, repeats=repeats, workers=workers, stages=_Stages()))
+def demo_flow(
+    out_dir: str, steps: int = 300, repeats: int = 5, workers: int = 2, data_dir: str | None = None
+) -> str:
+    """The whole pipeline on the bundled FS-Mol sample (or ``data_dir``); returns the report folder."""
+    return str(
+        report.run_demo(
+            Path(out_dir),
+            steps=steps,
+            repeats=repeats,
+            workers=workers,
+            stages=_Stages(),
+            data_dir=Path(data_dir) if data_dir else report.SAMPLE_DIR,
+        )
+    )
 
 
 class _Stages:
@@ -111,14 +197,25 @@ class _Stages:
     def prepare(self, data_dir: str) -> dict[str, Any]:
         return prepare_tasks_task(data_dir)
 
-    def train(self, data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any) -> str:
+    def train(
+        self,
+        data_dir: str,
+        out_dir: str,
+        learner: dict[str, Any],
+        train: dict[str, Any],
+        **kwargs: Any,
+    ) -> str:
         return meta_train_task(data_dir, out_dir, learner, train, **kwargs)
 
-    def evaluate(self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int) -> dict[str, Any]:
+    def evaluate(
+        self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int
+    ) -> dict[str, Any]:
         return evaluate_task(data_dir, model, support_sizes, repeats, seed)
 
     def score(self, model_dir: str, support: str, library: str, output: str) -> dict[str, Any]:
         return batch_score_task(model_dir, support, library, output)
 
     def publish(self, markdown: str) -> None:
-        create_markdown_artifact(key="demo-report", markdown=markdown, description="metascreen demo")
+        create_markdown_artifact(
+            key="demo-report", markdown=markdown, description="metascreen demo"
+        )

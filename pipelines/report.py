@@ -25,8 +25,17 @@ class Stages(Protocol):
     """The demo's steps; the Prefect flow runs each as a task, tests call functions directly."""
 
     def prepare(self, data_dir: str) -> dict[str, Any]: ...  # noqa: D102
-    def train(self, data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any) -> str: ...  # noqa: D102
-    def evaluate(self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int) -> dict[str, Any]: ...  # noqa: D102
+    def train(
+        self,
+        data_dir: str,
+        out_dir: str,
+        learner: dict[str, Any],
+        train: dict[str, Any],
+        **kwargs: Any,
+    ) -> str: ...  # noqa: D102
+    def evaluate(
+        self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int
+    ) -> dict[str, Any]: ...  # noqa: D102
     def score(self, model_dir: str, support: str, library: str, output: str) -> dict[str, Any]: ...  # noqa: D102
     def publish(self, markdown: str) -> None: ...  # noqa: D102
 
@@ -34,12 +43,17 @@ class Stages(Protocol):
 def evaluation_table(results: dict[Any, dict[str, Any]]) -> str:
     """Markdown table: one row per model, one column per support size (mean ± std over tasks)."""
     sizes = sorted({int(n) for r in results.values() for n in r})
-    lines = ["| model | " + " | ".join(f"ΔAUPRC@{n}" for n in sizes) + " | tasks |", "|---|" + "---|" * (len(sizes) + 1)]
+    lines = [
+        "| model | " + " | ".join(f"ΔAUPRC@{n}" for n in sizes) + " | tasks |",
+        "|---|" + "---|" * (len(sizes) + 1),
+    ]
     for name, per in results.items():
         cells = []
         for n in sizes:
             r = per.get(str(n))
-            cells.append(f"{r['mean']:.4f} ± {r['std']:.4f}" if r and not math.isnan(r["mean"]) else "n/a")
+            cells.append(
+                f"{r['mean']:.4f} ± {r['std']:.4f}" if r and not math.isnan(r["mean"]) else "n/a"
+            )
         n_tasks = next(iter(per.values()))["n_tasks"] if per else 0
         lines.append(f"| {name or 'default'} | " + " | ".join(cells) + f" | {n_tasks} |")
     return "\n".join(lines) + "\n"
@@ -59,8 +73,19 @@ def plot_evaluation(results: dict[str, dict[str, Any]], path: Path, title: str) 
     width = 0.8 / max(1, len(sizes))
     for j, n in enumerate(sizes):
         means = [results[m].get(str(n), {}).get("mean", np.nan) for m in names]
-        errs = [results[m].get(str(n), {}).get("std", np.nan) / max(1, results[m].get(str(n), {}).get("n_tasks", 1)) ** 0.5 for m in names]
-        ax.bar(np.arange(len(names)) + j * width, means, width, yerr=errs, capsize=3, label=f"support {n}")
+        errs = [
+            results[m].get(str(n), {}).get("std", np.nan)
+            / max(1, results[m].get(str(n), {}).get("n_tasks", 1)) ** 0.5
+            for m in names
+        ]
+        ax.bar(
+            np.arange(len(names)) + j * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=3,
+            label=f"support {n}",
+        )
     ax.set_xticks(np.arange(len(names)) + width * (len(sizes) - 1) / 2, names, rotation=15)
     ax.set_ylabel("ΔAUPRC (mean over tasks ± s.e.)")
     ax.set_title(title)
@@ -79,14 +104,32 @@ class LocalStages:
     def prepare(self, data_dir: str) -> dict[str, Any]:  # noqa: D102
         from ..domains.molecules.featurize import MoleculeFeaturizer
 
-        p = workflows.prepare_tasks(Path(data_dir), MoleculeFeaturizer(descriptors=()), None, 1, progress=False)
-        return {"data_dir": data_dir, "n_tasks": len(p.taskset.tasks), "n_rows": p.taskset.n_rows, "n_invalid": p.taskset.n_invalid}
+        p = workflows.prepare_tasks(
+            Path(data_dir), MoleculeFeaturizer(descriptors=()), None, 1, progress=False
+        )
+        return {
+            "data_dir": data_dir,
+            "n_tasks": len(p.taskset.tasks),
+            "n_rows": p.taskset.n_rows,
+            "n_invalid": p.taskset.n_invalid,
+        }
 
-    def train(self, data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any) -> str:  # noqa: D102
+    def train(
+        self,
+        data_dir: str,
+        out_dir: str,
+        learner: dict[str, Any],
+        train: dict[str, Any],
+        **kwargs: Any,
+    ) -> str:  # noqa: D102
         return str(workflows.train_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
 
-    def evaluate(self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int) -> dict[str, Any]:  # noqa: D102
-        res, label, n_invalid = workflows.evaluate_model(Path(data_dir), model, tuple(support_sizes), repeats, seed, progress=False)
+    def evaluate(
+        self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int
+    ) -> dict[str, Any]:  # noqa: D102
+        res, label, n_invalid = workflows.evaluate_model(
+            Path(data_dir), model, tuple(support_sizes), repeats, seed, progress=False
+        )
         return {str(n): r.to_json(label, n_invalid) for n, r in res.items()}
 
     def score(self, model_dir: str, support: str, library: str, output: str) -> dict[str, Any]:  # noqa: D102
@@ -94,13 +137,24 @@ class LocalStages:
 
         from ..models.serving import score_library
 
-        return asdict(score_library(Path(model_dir), Path(support), Path(library), Path(output), progress=False))
+        return asdict(
+            score_library(
+                Path(model_dir), Path(support), Path(library), Path(output), progress=False
+            )
+        )
 
     def publish(self, markdown: str) -> None:  # noqa: D102
         return None
 
 
-def run_demo(out_dir: Path, steps: int = 300, repeats: int = 5, workers: int = 2, stages: Stages | None = None, data_dir: Path = SAMPLE_DIR) -> Path:
+def run_demo(
+    out_dir: Path,
+    steps: int = 300,
+    repeats: int = 5,
+    workers: int = 2,
+    stages: Stages | None = None,
+    data_dir: Path = SAMPLE_DIR,
+) -> Path:
     """Prepare → meta-train → evaluate (vs. rf/knn and the shipped model) → score a library → report."""
     stages = stages or LocalStages()
     start = time.perf_counter()
@@ -110,19 +164,43 @@ def run_demo(out_dir: Path, steps: int = 300, repeats: int = 5, workers: int = 2
     summary["prepare"] = {s: stages.prepare(str(data_dir / s)) for s in ("train", "valid")}
     model_dir = out_dir / "model"
     summary["model"] = stages.train(
-        str(data_dir), str(model_dir), {"learner": "protonet"},
-        {"steps": steps, "eval_every": max(50, steps // 4), "checkpoint_every": max(50, steps // 4), "seed": 0},
-        eval_support_sizes=(16,), eval_repeats=repeats, run_dir=out_dir / "run", cache_dir=None, workers=workers, progress=False,
+        str(data_dir),
+        str(model_dir),
+        {"learner": "protonet"},
+        {
+            "steps": steps,
+            "eval_every": max(50, steps // 4),
+            "checkpoint_every": max(50, steps // 4),
+            "seed": 0,
+        },
+        eval_support_sizes=(16,),
+        eval_repeats=repeats,
+        run_dir=out_dir / "run",
+        cache_dir=None,
+        workers=workers,
+        progress=False,
         command=f"metascreen demo (steps={steps})",
     )
     models = {"demo-protonet": str(model_dir), "rf": "rf", "knn": "knn"}
     if (DEFAULT_MODEL_DIR / "metadata.json").exists():
         models = {"shipped-default": str(DEFAULT_MODEL_DIR), **models}
-    evals = {name: stages.evaluate(str(data_dir / "valid"), m, [16], repeats, 0) for name, m in models.items()}
-    summary["evaluation"] = {k: {n: {kk: vv for kk, vv in v.items() if kk != "per_task"} for n, v in r.items()} for k, r in evals.items()}
-    plot_evaluation(evals, out_dir / "evaluation.png", f"FS-Mol sample valid ({next(iter(evals.values()))['16']['n_tasks']} tasks)")
+    evals = {
+        name: stages.evaluate(str(data_dir / "valid"), m, [16], repeats, 0)
+        for name, m in models.items()
+    }
+    summary["evaluation"] = {
+        k: {n: {kk: vv for kk, vv in v.items() if kk != "per_task"} for n, v in r.items()}
+        for k, r in evals.items()
+    }
+    plot_evaluation(
+        evals,
+        out_dir / "evaluation.png",
+        f"FS-Mol sample valid ({next(iter(evals.values()))['16']['n_tasks']} tasks)",
+    )
     scorer = str(DEFAULT_MODEL_DIR) if "shipped-default" in models else str(model_dir)
-    summary["scoring"] = stages.score(scorer, str(SUPPORT), str(LIBRARY), str(out_dir / "scores.parquet"))
+    summary["scoring"] = stages.score(
+        scorer, str(SUPPORT), str(LIBRARY), str(out_dir / "scores.parquet")
+    )
     summary["seconds"] = round(time.perf_counter() - start, 1)
     md = render_demo_markdown(summary, evals)
     atomic_write_text(out_dir / "report.md", md)

@@ -25,7 +25,14 @@ def tiny_fsmol(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FS-Mol layout: train/ (6 tasks × 48, one with 2 invalid SMILES, one empty file) and valid/ (3 × 40)."""
     root = tmp_path_factory.mktemp("fsmol")
     for i in range(6):
-        extra = [json.dumps({"SMILES": "C1CC", "Property": "1.0"}), json.dumps({"SMILES": "", "Property": "0.0"})] if i == 0 else None
+        extra = (
+            [
+                json.dumps({"SMILES": "C1CC", "Property": "1.0"}),
+                json.dumps({"SMILES": "", "Property": "0.0"}),
+            ]
+            if i == 0
+            else None
+        )
         write_task(root / "train" / f"CHEMBL9{i:03d}.jsonl.gz", make_smiles(48, seed=i), extra)
     write_task(root / "train" / "CHEMBL9999.jsonl.gz", [])
     for i in range(3):

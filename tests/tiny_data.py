@@ -25,11 +25,18 @@ def make_smiles(n: int, seed: int) -> list[tuple[str, float]]:
     return list(out.items())
 
 
-def write_task(path: Path, rows: list[tuple[str, float]], extra_lines: list[str] | None = None) -> None:
+def write_task(
+    path: Path, rows: list[tuple[str, float]], extra_lines: list[str] | None = None
+) -> None:
     """Write an FS-Mol task file (gzipped JSON lines)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wt") as fh:
         for smi, y in rows:
-            fh.write(json.dumps({"SMILES": smi, "Property": f"{y:.1f}", "Assay_ID": path.name.split(".")[0]}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"SMILES": smi, "Property": f"{y:.1f}", "Assay_ID": path.name.split(".")[0]}
+                )
+                + "\n"
+            )
         for line in extra_lines or []:
             fh.write(line + "\n")

@@ -23,7 +23,7 @@ from ..errors import ArtifactMismatchError, ConfigError
 from ..io import canonical_json_hash
 
 logger = logging.getLogger(__name__)
-RDLogger.DisableLog("rdApp.*")
+RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
 FEATURIZER_VERSION = 1
 FloatArray = npt.NDArray[np.float32]
@@ -33,13 +33,37 @@ FloatArray = npt.NDArray[np.float32]
 # carrying information the fingerprint and the cheap descriptors already hold.
 SLOW_DESCRIPTORS = frozenset(
     {
-        "qed", "BertzCT", "Ipc", "AvgIpc", "SPS", "BalabanJ",
-        "BCUT2D_MWHI", "BCUT2D_MWLOW", "BCUT2D_CHGHI", "BCUT2D_CHGLO",
-        "BCUT2D_LOGPHI", "BCUT2D_LOGPLOW", "BCUT2D_MRHI", "BCUT2D_MRLOW",
-        "MaxEStateIndex", "MinEStateIndex", "MaxAbsEStateIndex", "MinAbsEStateIndex",
-        "FpDensityMorgan1", "FpDensityMorgan2", "FpDensityMorgan3",
-        "Chi3n", "Chi3v", "Chi4n", "Chi4v", "Kappa3", "Phi",
-        "MaxPartialCharge", "MinPartialCharge", "MaxAbsPartialCharge", "MinAbsPartialCharge",
+        "qed",
+        "BertzCT",
+        "Ipc",
+        "AvgIpc",
+        "SPS",
+        "BalabanJ",
+        "BCUT2D_MWHI",
+        "BCUT2D_MWLOW",
+        "BCUT2D_CHGHI",
+        "BCUT2D_CHGLO",
+        "BCUT2D_LOGPHI",
+        "BCUT2D_LOGPLOW",
+        "BCUT2D_MRHI",
+        "BCUT2D_MRLOW",
+        "MaxEStateIndex",
+        "MinEStateIndex",
+        "MaxAbsEStateIndex",
+        "MinAbsEStateIndex",
+        "FpDensityMorgan1",
+        "FpDensityMorgan2",
+        "FpDensityMorgan3",
+        "Chi3n",
+        "Chi3v",
+        "Chi4n",
+        "Chi4v",
+        "Kappa3",
+        "Phi",
+        "MaxPartialCharge",
+        "MinPartialCharge",
+        "MaxAbsPartialCharge",
+        "MinAbsPartialCharge",
     }
 )
 _DESCRIPTOR_FNS = dict(Descriptors.descList)
@@ -128,7 +152,9 @@ class MoleculeFeaturizer:
         return canonical_json_hash(self.spec())
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], expected_hash: str | None = None) -> MoleculeFeaturizer:
+    def from_spec(
+        cls, spec: dict[str, Any], expected_hash: str | None = None
+    ) -> MoleculeFeaturizer:
         """Rebuild from ``spec()``; raise ``ArtifactMismatchError`` if the hash differs."""
         p = spec["params"]
         feat = cls(
@@ -201,7 +227,11 @@ class MoleculeFeaturizer:
             z = (desc - np.asarray(self.desc_mean, np.float32)) / np.asarray(
                 self.desc_std, np.float32
             )
-            z = np.clip(np.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip), -self.clip, self.clip)
+            z = np.clip(
+                np.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip),
+                -self.clip,
+                self.clip,
+            )
             return np.concatenate([fp, z.astype(np.float32)])
         return fp
 

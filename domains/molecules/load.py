@@ -162,7 +162,9 @@ def _build_taskset(parsed: list[ParsedFile], source: str, min_size: int) -> Task
     tasks.sort(key=lambda t: t.task_id)
     if n_invalid:
         logger.warning("%s: excluded %d rows with invalid SMILES", source, n_invalid)
-    return TaskSet(tasks=tasks, items=list(vocab), source=source, n_invalid=n_invalid, skipped=skipped)
+    return TaskSet(
+        tasks=tasks, items=list(vocab), source=source, n_invalid=n_invalid, skipped=skipped
+    )
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -181,7 +183,9 @@ def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
         raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
     try:
         if suffix in (".csv", ".tsv"):
-            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            df = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix == ".sdf":
@@ -193,10 +197,14 @@ def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
     return _normalise_smiles_column(df, path, smiles_column)
 
 
-def _normalise_smiles_column(df: pd.DataFrame, path: Path, smiles_column: str | None) -> pd.DataFrame:
+def _normalise_smiles_column(
+    df: pd.DataFrame, path: Path, smiles_column: str | None
+) -> pd.DataFrame:
     if smiles_column is not None:
         if smiles_column not in df.columns:
-            raise SchemaError(f"{path}: column {smiles_column!r} not found; columns are {list(df.columns)}")
+            raise SchemaError(
+                f"{path}: column {smiles_column!r} not found; columns are {list(df.columns)}"
+            )
         col = smiles_column
     else:
         matches = [c for c in df.columns if str(c).lower() == "smiles"]
@@ -251,7 +259,9 @@ def labels_from_table(
         if threshold is None:
             raise SchemaError(f"{path}: --value-column {value_column!r} needs a --threshold")
         if value_column not in df.columns:
-            raise SchemaError(f"{path}: column {value_column!r} not found; columns are {list(df.columns)}")
+            raise SchemaError(
+                f"{path}: column {value_column!r} not found; columns are {list(df.columns)}"
+            )
         vals = pd.to_numeric(df[value_column], errors="coerce")
         bad = np.flatnonzero(vals.isna().to_numpy())
         if bad.size:
@@ -263,12 +273,17 @@ def labels_from_table(
         return ((v >= threshold) if active_above else (v <= threshold)).astype(np.float32)
     col = _find_column(df, path, label_column, ("label", "Label", "Property", "active", "y"))
     return np.asarray(
-        [parse_label(v, f"{path} row {i + 1} field {col!r}") for i, v in enumerate(df[col].tolist())],
+        [
+            parse_label(v, f"{path} row {i + 1} field {col!r}")
+            for i, v in enumerate(df[col].tolist())
+        ],
         np.float32,
     )
 
 
-def _find_column(df: pd.DataFrame, path: Path, wanted: str | None, fallbacks: tuple[str, ...]) -> str:
+def _find_column(
+    df: pd.DataFrame, path: Path, wanted: str | None, fallbacks: tuple[str, ...]
+) -> str:
     if wanted is not None and wanted in df.columns:
         return wanted
     for c in fallbacks:
@@ -293,10 +308,14 @@ def load_table_tasks(
     df = read_table(path, smiles_column)
     labels = labels_from_table(df, path, label_column, value_column, threshold)
     if assay_column is not None and assay_column not in df.columns:
-        raise SchemaError(f"{path}: assay column {assay_column!r} not found; columns are {list(df.columns)}")
+        raise SchemaError(
+            f"{path}: assay column {assay_column!r} not found; columns are {list(df.columns)}"
+        )
     assays = df[assay_column].astype(str).tolist() if assay_column else [path.stem] * len(df)
     by_task: dict[str, ParsedFile] = {}
-    for row, (smi, lab, assay) in enumerate(zip(df["SMILES"].tolist(), labels.tolist(), assays, strict=True)):
+    for row, (smi, lab, assay) in enumerate(
+        zip(df["SMILES"].tolist(), labels.tolist(), assays, strict=True)
+    ):
         p = by_task.setdefault(assay, ParsedFile(path=f"{path}[{assay}]", task_id=assay))
         canon = canonicalize(smi)
         if canon is None:
@@ -322,7 +341,10 @@ def iter_table_chunks(
     if suffix in (".csv", ".tsv"):
         try:
             reader = pd.read_csv(
-                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                path,
+                sep="\t" if suffix == ".tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
                 chunksize=chunk_size,
             )
             for df in reader:

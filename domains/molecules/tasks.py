@@ -39,7 +39,9 @@ class StratifiedSupportSampler:
         n = len(order)
         n_query = n - self.support_size
         if n_query < 2:
-            raise TaskTooSmallError(task.task_id, n, f"support {self.support_size} leaves {n_query} for the query")
+            raise TaskTooSmallError(
+                task.task_id, n, f"support {self.support_size} leaves {n_query} for the query"
+            )
         if len(neg) < 2 or len(pos) < 2:
             raise TaskTooSmallError(
                 task.task_id, n, f"{len(pos)} actives / {len(neg)} inactives cannot fill both folds"
@@ -52,7 +54,12 @@ class StratifiedSupportSampler:
             n_pos = int(y[fold].sum())
             if not 0 < n_pos < len(fold):
                 raise TaskTooSmallError(task.task_id, n, f"the {name} would hold a single class")
-        return Episode(task=task, support=order[sup].astype(np.int64), query=order[qry].astype(np.int64), seed=seed)
+        return Episode(
+            task=task,
+            support=order[sup].astype(np.int64),
+            query=order[qry].astype(np.int64),
+            seed=seed,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,9 @@ class TrainingEpisodeSampler:
         if len(pos) < 2 or len(neg) < 2 or n < self.support_size + 2:
             raise TaskTooSmallError(task.task_id, n, "too small for a training episode")
         frac = len(pos) / n
-        n_pos = int(np.clip(round(self.support_size * frac), 1, min(len(pos) - 1, self.support_size - 1)))
+        n_pos = int(
+            np.clip(round(self.support_size * frac), 1, min(len(pos) - 1, self.support_size - 1))
+        )
         n_neg = self.support_size - n_pos
         if n_neg > len(neg) - 1:
             raise TaskTooSmallError(task.task_id, n, "too few inactives for the support")

@@ -21,12 +21,18 @@ class Learner(Protocol):
 
     name: str
 
-    def __call__(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
         """(n_query,) logits for ``query_x`` after adapting to (support_x, support_y)."""
         ...
 
     def episode_loss(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
     ) -> torch.Tensor:
         """Scalar meta-training loss of one episode."""
         ...
@@ -46,7 +52,9 @@ class EpisodicLearner(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
+    ) -> torch.Tensor:
         """(Q,) logits from embeddings; implemented by each learner."""
         raise NotImplementedError
 
@@ -54,14 +62,20 @@ class EpisodicLearner(nn.Module):
         """(n, E) embeddings."""
         return self.encoder(x)
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
         """Adapt to the support set and return (Q,) query logits."""
         n_support = support_x.shape[0]
         emb = self.embed(torch.cat([support_x, query_x], dim=0))
         return self.head(emb[:n_support], support_y, emb[n_support:])
 
     def episode_loss(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
     ) -> torch.Tensor:
         """Binary cross-entropy of the query logits."""
         logits = self(support_x, support_y, query_x)

@@ -25,7 +25,9 @@ class MatchingNetLearner(EpisodicLearner):
         super().__init__(encoder)
         self.log_tau = nn.Parameter(torch.tensor(math.log(10.0)))
 
-    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
+    ) -> torch.Tensor:
         """(Q,) logits of the attention-weighted support labels."""
         sim = F.normalize(query_emb, dim=-1) @ F.normalize(support_emb, dim=-1).t()  # (Q, S)
         att = torch.softmax(sim * self.log_tau.exp(), dim=-1)

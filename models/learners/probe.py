@@ -17,7 +17,9 @@ class LinearProbeLearner(EpisodicLearner):
 
     name = "probe"
 
-    def __init__(self, encoder: nn.Module, steps: int = 50, lr: float = 2.0, l2: float = 0.01) -> None:
+    def __init__(
+        self, encoder: nn.Module, steps: int = 50, lr: float = 2.0, l2: float = 0.01
+    ) -> None:
         """Freeze ``encoder``; store the probe's optimisation settings."""
         super().__init__(encoder)
         for p in self.encoder.parameters():
@@ -30,7 +32,9 @@ class LinearProbeLearner(EpisodicLearner):
         e = self.encoder(x)
         return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
-    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
+    ) -> torch.Tensor:
         """Fit the probe on the support set and score the query."""
         neg, pos = class_prototypes(support_emb, support_y)
         w0 = pos - neg

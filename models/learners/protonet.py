@@ -17,7 +17,9 @@ class ProtoNetLearner(EpisodicLearner):
 
     name = "protonet"
 
-    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
+    ) -> torch.Tensor:
         """(Q,) logits from squared distances to the two class prototypes."""
         neg, pos = class_prototypes(support_emb, support_y)
         d_pos = ((query_emb - pos) ** 2).sum(-1)

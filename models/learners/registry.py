@@ -23,11 +23,15 @@ class LearnerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    learner: LearnerName = Field("protonet", description="meta-learner (probe = linear probe on a frozen encoder)")
+    learner: LearnerName = Field(
+        "protonet", description="meta-learner (probe = linear probe on a frozen encoder)"
+    )
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     inner_steps: int = Field(5, ge=1, le=50, description="maml: inner-loop steps on the head")
     inner_lr: float = Field(1.0, gt=0, description="maml: initial inner-loop learning rate")
-    probe_steps: int = Field(50, ge=1, le=500, description="probe: logistic-regression steps per task")
+    probe_steps: int = Field(
+        50, ge=1, le=500, description="probe: logistic-regression steps per task"
+    )
     probe_lr: float = Field(2.0, gt=0)
     probe_l2: float = Field(0.01, ge=0)
 

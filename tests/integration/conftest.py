@@ -20,15 +20,21 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small ProtoNet artifact trained on the tiny data (fingerprint-only featurizer for speed)."""
-    from metascreen.domains.molecules.featurize import MoleculeFeaturizer
     from metascreen.models.workflows import train_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return train_model(
-        tiny_fsmol, out, {"learner": "protonet", "encoder": EncoderConfig(hidden=(64,), out_dim=32).model_dump()},
+        tiny_fsmol,
+        out,
+        {"learner": "protonet", "encoder": EncoderConfig(hidden=(64,), out_dim=32).model_dump()},
         {"steps": 30, "tasks_per_step": 4, "eval_every": 15, "device": "cpu"},
         featurizer=_featurizer(tiny_fsmol),
-        cache_dir=None, run_dir=out.parent / "run", eval_support_sizes=(8,), eval_repeats=2, workers=1, progress=False,
+        cache_dir=None,
+        run_dir=out.parent / "run",
+        eval_support_sizes=(8,),
+        eval_repeats=2,
+        workers=1,
+        progress=False,
     )
 
 
@@ -37,4 +43,7 @@ def _featurizer(root: Path):  # noqa: ANN202
     from metascreen.domains.molecules.load import load_fsmol_dir
     from metascreen.models.features import fit_featurizer
 
-    return fit_featurizer(MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")), load_fsmol_dir(root / "train"))
+    return fit_featurizer(
+        MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")),
+        load_fsmol_dir(root / "train"),
+    )

@@ -23,13 +23,23 @@ def _support_and_library(tmp_path: Path) -> tuple[Path, Path, int]:
     sup.to_csv(tmp_path / "support.csv", index=False)
     lib = [s for s, _ in rows[12:]] + ["", "C1CC", "not a smiles"]
     lib.insert(5, "c1ccccc")  # an invalid row in the middle
-    pd.DataFrame({"id": [f"m{i}" for i in range(len(lib))], "SMILES": lib}).to_csv(tmp_path / "lib.csv", index=False)
+    pd.DataFrame({"id": [f"m{i}" for i in range(len(lib))], "SMILES": lib}).to_csv(
+        tmp_path / "lib.csv", index=False
+    )
     return tmp_path / "support.csv", tmp_path / "lib.csv", len(lib)
 
 
 def test_scoring_reconciles_rows_and_quarantines(tiny_model: Path, tmp_path: Path) -> None:
     support, library, n = _support_and_library(tmp_path)
-    rep = score_library(tiny_model, support, library, tmp_path / "out.parquet", chunk_size=7, workers=2, progress=False)
+    rep = score_library(
+        tiny_model,
+        support,
+        library,
+        tmp_path / "out.parquet",
+        chunk_size=7,
+        workers=2,
+        progress=False,
+    )
     out = pd.read_parquet(tmp_path / "out.parquet")
     q = pd.read_csv(rep.quarantine, keep_default_na=False)
     assert rep.n_input == n == len(out) + len(q)
@@ -42,8 +52,24 @@ def test_scoring_reconciles_rows_and_quarantines(tiny_model: Path, tmp_path: Pat
 
 def test_chunking_and_workers_do_not_change_scores(tiny_model: Path, tmp_path: Path) -> None:
     support, library, _ = _support_and_library(tmp_path)
-    a = score_library(tiny_model, support, library, tmp_path / "a.parquet", chunk_size=5, workers=1, progress=False)
-    b = score_library(tiny_model, support, library, tmp_path / "b.parquet", chunk_size=1000, workers=2, progress=False)
+    a = score_library(
+        tiny_model,
+        support,
+        library,
+        tmp_path / "a.parquet",
+        chunk_size=5,
+        workers=1,
+        progress=False,
+    )
+    b = score_library(
+        tiny_model,
+        support,
+        library,
+        tmp_path / "b.parquet",
+        chunk_size=1000,
+        workers=2,
+        progress=False,
+    )
     assert a.n_scored == b.n_scored
     pd.testing.assert_frame_equal(pd.read_parquet(a.output), pd.read_parquet(b.output))
 
@@ -64,7 +90,9 @@ def test_scoring_runs_where_torch_cannot_be_imported(tiny_model: Path, tmp_path:
         print(rep.n_input, rep.n_scored, rep.n_quarantined)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     n_in, n_sc, n_q = map(int, out.stdout.split())
     assert n_in == n == n_sc + n_q
@@ -87,7 +115,9 @@ def test_onnx_matches_torch_weights_on_real_features(tiny_model: Path) -> None:
     y = np.array([lab for _, lab in rows], np.float32)
     got = pred.logits(x[:11], y[:11], x[11:])
     with torch.no_grad():
-        want = learner(torch.as_tensor(x[:11]), torch.as_tensor(y[:11]), torch.as_tensor(x[11:])).numpy()
+        want = learner(
+            torch.as_tensor(x[:11]), torch.as_tensor(y[:11]), torch.as_tensor(x[11:])
+        ).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

@@ -13,8 +13,12 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize("name", ["protonet", "maml", "matching", "probe"])
 def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
     torch.manual_seed(0)
-    learner = build_learner(LearnerConfig(learner=name, encoder=EncoderConfig(hidden=(32,), out_dim=16)), 40)
-    worst = export_onnx(learner, tmp_path / "m.onnx", 40)  # checks 3 shapes unlike the export example
+    learner = build_learner(
+        LearnerConfig(learner=name, encoder=EncoderConfig(hidden=(32,), out_dim=16)), 40
+    )
+    worst = export_onnx(
+        learner, tmp_path / "m.onnx", 40
+    )  # checks 3 shapes unlike the export example
     assert worst < 1e-4
 
 

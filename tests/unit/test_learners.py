@@ -6,10 +6,10 @@ import torch
 
 from metascreen.domains.episodes import Task
 from metascreen.models.encoders import EncoderConfig
-from metascreen.models.learners.registry import LearnerConfig, build_learner
-from metascreen.models.train import TrainConfig, meta_train, torch_predict_fn
 from metascreen.models.evaluate import evaluate_tasks
+from metascreen.models.learners.registry import LearnerConfig, build_learner
 from metascreen.models.seeding import seed_everything
+from metascreen.models.train import TrainConfig, meta_train, torch_predict_fn
 
 pytestmark = pytest.mark.unit
 
@@ -30,10 +30,30 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
 def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     train, x_train = _separable_tasks(40, 0)
     valid, x_valid = _separable_tasks(8, 1)
-    cfg = LearnerConfig(learner=name, encoder=EncoderConfig(hidden=(32,), out_dim=16, dropout=0.0, input_dropout=0.0))
+    cfg = LearnerConfig(
+        learner=name,
+        encoder=EncoderConfig(hidden=(32,), out_dim=16, dropout=0.0, input_dropout=0.0),
+    )
     learner = build_learner(cfg, 12)
     before = evaluate_tasks(valid, x_valid, torch_predict_fn(learner), 8, 3, 0).mean
-    res = meta_train(learner, train, x_train, valid, x_valid, TrainConfig(steps=150, tasks_per_step=8, support_sizes=(8,), query_size=16, lr=3e-3, eval_every=50, device="cpu"), tmp_path, progress=False)
+    meta_train(
+        learner,
+        train,
+        x_train,
+        valid,
+        x_valid,
+        TrainConfig(
+            steps=150,
+            tasks_per_step=8,
+            support_sizes=(8,),
+            query_size=16,
+            lr=3e-3,
+            eval_every=50,
+            device="cpu",
+        ),
+        tmp_path,
+        progress=False,
+    )
     after = evaluate_tasks(valid, x_valid, torch_predict_fn(learner), 8, 3, 0).mean
     assert after > 0.25, (before, after)
     assert after > before + 0.05
@@ -41,29 +61,88 @@ def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
 
 def test_same_seed_same_result_on_cpu(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
-    cfg = TrainConfig(steps=20, tasks_per_step=4, support_sizes=(8,), query_size=16, eval_every=10, device="cpu", seed=3)
+    cfg = TrainConfig(
+        steps=20,
+        tasks_per_step=4,
+        support_sizes=(8,),
+        query_size=16,
+        eval_every=10,
+        device="cpu",
+        seed=3,
+    )
     outs = []
     for k in range(2):
         seed_everything(3)
         learner = build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
         torch.manual_seed(123)  # seed_everything inside meta_train must override this
-        meta_train(learner, train, x_train, train[:4], x_train, cfg, tmp_path / str(k), progress=False)
+        meta_train(
+            learner, train, x_train, train[:4], x_train, cfg, tmp_path / str(k), progress=False
+        )
         outs.append(torch.cat([p.detach().flatten() for p in learner.parameters()]))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
 def test_resume_continues_from_checkpoint(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
+
     def mk():  # noqa: ANN202
         seed_everything(0)
         return build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
 
     full = mk()
-    meta_train(full, train, x_train, [], x_train, TrainConfig(steps=20, tasks_per_step=4, support_sizes=(8,), query_size=16, checkpoint_every=10, device="cpu"), tmp_path / "a", progress=False)
+    meta_train(
+        full,
+        train,
+        x_train,
+        [],
+        x_train,
+        TrainConfig(
+            steps=20,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+        ),
+        tmp_path / "a",
+        progress=False,
+    )
     part = mk()
-    meta_train(part, train, x_train, [], x_train, TrainConfig(steps=10, tasks_per_step=4, support_sizes=(8,), query_size=16, checkpoint_every=10, device="cpu"), tmp_path / "b", progress=False)
+    meta_train(
+        part,
+        train,
+        x_train,
+        [],
+        x_train,
+        TrainConfig(
+            steps=10,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+        ),
+        tmp_path / "b",
+        progress=False,
+    )
     resumed = mk()
-    res = meta_train(resumed, train, x_train, [], x_train, TrainConfig(steps=20, tasks_per_step=4, support_sizes=(8,), query_size=16, checkpoint_every=10, device="cpu"), tmp_path / "b", progress=False)
+    res = meta_train(
+        resumed,
+        train,
+        x_train,
+        [],
+        x_train,
+        TrainConfig(
+            steps=20,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+        ),
+        tmp_path / "b",
+        progress=False,
+    )
     assert res.steps_done == 20
     for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
@@ -71,11 +150,15 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
 
 def test_anil_adaptation_lowers_support_loss() -> None:
     torch.manual_seed(0)
-    learner = build_learner(LearnerConfig(learner="maml", encoder=EncoderConfig(hidden=(16,), out_dim=8)), 6).eval()
+    learner = build_learner(
+        LearnerConfig(learner="maml", encoder=EncoderConfig(hidden=(16,), out_dim=8)), 6
+    ).eval()
     sx, sy = torch.randn(20, 6), (torch.rand(20) > 0.5).float()
     emb = learner.embed(sx)
     from metascreen.models.learners.base import linear_head_steps
 
-    w, b = linear_head_steps(emb, sy, learner.w0, learner.b0, learner.log_lrs.exp(), learner.log_l2.exp())
+    w, b = linear_head_steps(
+        emb, sy, learner.w0, learner.b0, learner.log_lrs.exp(), learner.log_l2.exp()
+    )
     loss = torch.nn.functional.binary_cross_entropy_with_logits
     assert loss((emb * w).sum(-1) + b, sy) < loss((emb * learner.w0).sum(-1) + learner.b0, sy)

@@ -9,14 +9,20 @@ import pytest
 
 from metascreen.domains.errors import InputError, SchemaError
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, parse_smiles
-from metascreen.domains.molecules.load import iter_table_chunks, load_fsmol_dir, load_table_tasks, read_fsmol_file
-
+from metascreen.domains.molecules.load import (
+    iter_table_chunks,
+    load_fsmol_dir,
+    load_table_tasks,
+    read_fsmol_file,
+)
 from tiny_data import make_smiles, write_task
 
 pytestmark = pytest.mark.unit
 
 
-def test_fsmol_dir_counts_invalid_and_skips_empty(tiny_fsmol: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_fsmol_dir_counts_invalid_and_skips_empty(
+    tiny_fsmol: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ts = load_fsmol_dir(tiny_fsmol / "train")
     assert len(ts.tasks) == 6
     assert ts.n_invalid == 2  # "C1CC" and "" in the first task
@@ -40,7 +46,10 @@ def _gz(path: Path, lines: list[str]) -> Path:
 
 
 def test_missing_field_names_file_row_and_field(tmp_path: Path) -> None:
-    p = _gz(tmp_path / "A.jsonl.gz", [json.dumps({"SMILES": "CCO", "Property": "1.0"}), json.dumps({"SMILES": "CCN"})])
+    p = _gz(
+        tmp_path / "A.jsonl.gz",
+        [json.dumps({"SMILES": "CCO", "Property": "1.0"}), json.dumps({"SMILES": "CCN"})],
+    )
     with pytest.raises(SchemaError, match=r"A\.jsonl\.gz line 2: field 'Property' missing"):
         read_fsmol_file(p)
 

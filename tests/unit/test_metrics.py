@@ -29,7 +29,14 @@ def test_delta_auprc_perfect_and_undefined() -> None:
 def test_evaluate_protocol_means_over_repeats_then_tasks() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 3)).astype(np.float32)
-    tasks = [Task(f"T{i}", np.arange(i * 50, i * 50 + 50), (x[i * 50 : i * 50 + 50, 0] > 0).astype(np.float32)) for i in range(4)]
+    tasks = [
+        Task(
+            f"T{i}",
+            np.arange(i * 50, i * 50 + 50),
+            (x[i * 50 : i * 50 + 50, 0] > 0).astype(np.float32),
+        )
+        for i in range(4)
+    ]
 
     def oracle(sx: np.ndarray, sy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         return qx[:, 0]

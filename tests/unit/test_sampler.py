@@ -43,7 +43,11 @@ def test_matches_fsmol_sklearn_split() -> None:
     neg, pos = np.flatnonzero(task.labels < 0.5), np.flatnonzero(task.labels > 0.5)
     order = np.concatenate([neg, pos])
     y = np.concatenate([np.zeros(len(neg)), np.ones(len(pos))])
-    sup, qry = next(StratifiedShuffleSplit(n_splits=1, train_size=16, test_size=34, random_state=11).split(np.zeros(50), y))
+    sup, qry = next(
+        StratifiedShuffleSplit(n_splits=1, train_size=16, test_size=34, random_state=11).split(
+            np.zeros(50), y
+        )
+    )
     np.testing.assert_array_equal(ep.support, order[sup])
     np.testing.assert_array_equal(ep.query, order[qry])
 

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_flow_on_tiny_data(prefect_harness: None, tiny_fsmol: Path, tmp_path: Path) -> None:
+    from metascreen.pipelines import flows
+
+    out = flows.demo_flow(str(tmp_path / "demo"), steps=20, repeats=2, data_dir=str(tiny_fsmol))
+    out = Path(out)
+    for name in ("report.md", "report.json", "evaluation.png", "scores.parquet"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["prepare"]["train"]["n_tasks"] == 6
+    assert summary["prepare"]["train"]["n_invalid"] == 2
+    assert set(summary["evaluation"]) >= {"demo-protonet", "rf", "knn"}
+    sc = summary["scoring"]
+    assert sc["n_input"] == sc["n_scored"] + sc["n_quarantined"]
+    assert "ΔAUPRC@16" in (out / "report.md").read_text()
+
+
+def test_prepare_flow_counts(prefect_harness: None, tiny_fsmol: Path) -> None:
+    from metascreen.pipelines.flows import prepare_tasks_flow
+
+    stats = prepare_tasks_flow(str(tiny_fsmol / "train"))
+    assert stats["n_tasks"] == 6
+    assert stats["n_invalid"] == 2
+    assert any("CHEMBL9999" in k for k in stats["skipped_files"])
+
+
+def test_evaluate_task_logic_without_orchestration(tiny_fsmol: Path) -> None:
+    from metascreen.pipelines.flows import evaluate_task
+
+    res = evaluate_task.fn(str(tiny_fsmol / "valid"), "knn", [8], 2, 0)
+    assert res["8"]["n_tasks"] == 3
+    assert -1 <= res["8"]["mean"] <= 1
