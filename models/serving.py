@@ -10,7 +10,6 @@ quarantine CSV; every input row is either scored or quarantined.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from ..domains.molecules.featurize import (
     parse_smiles,
 )
 from ..domains.molecules.load import iter_table_chunks, load_table_tasks
+from ..domains.parallel import fork_pool
 from ..domains.quarantine import QuarantineWriter
 from .artifact import ArtifactInfo, read_artifact
 
@@ -167,9 +167,7 @@ def _prepared_chunks(
         _init_worker(featurizer.spec())
         yield from (_prepare_chunk(c) for c in chunks)
         return
-    with mp.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(featurizer.spec(),)
-    ) as pool:
+    with fork_pool(workers, _init_worker, (featurizer.spec(),)) as pool:
         yield from pool.imap(_prepare_chunk, chunks)
 
 

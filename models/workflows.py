@@ -58,7 +58,7 @@ def prepare_tasks(
 ) -> PreparedSplit:
     """Load an FS-Mol-format task folder and featurize its unique molecules (cached)."""
     files = find_task_files(Path(data_dir))
-    ts = load_fsmol_dir(Path(data_dir), workers=workers)
+    ts = load_fsmol_dir(Path(data_dir), workers=workers, cache_dir=cache_dir)
     if not ts.tasks:
         raise InputError(f"{data_dir}: no task file has a valid row")
     x = featurize_items(featurizer, ts.items, cache_dir, workers=workers, progress=progress)
@@ -121,9 +121,18 @@ def train_model(
         raise ConfigError("the probe learner needs --init-from MODEL_DIR (a meta-trained encoder)")
 
     t0 = time.perf_counter()
-    train_ts = load_fsmol_dir(train_dir, workers=workers)
+    train_ts = load_fsmol_dir(train_dir, workers=workers, cache_dir=cache_dir)
+    enc_cfg = learner_cfg.encoder
+    graph_atoms = enc_cfg.graph_atoms if enc_cfg.kind == "hybrid" else 0
     if featurizer is None:
-        featurizer = fit_featurizer(MoleculeFeaturizer(), train_ts, seed=train_cfg.seed)
+        featurizer = fit_featurizer(
+            MoleculeFeaturizer(graph_atoms=graph_atoms), train_ts, seed=train_cfg.seed
+        )
+    if enc_cfg.kind == "hybrid" and featurizer.graph_atoms != graph_atoms:
+        raise ConfigError(
+            f"the hybrid encoder expects a {graph_atoms}-atom graph block, the featurizer has "
+            f"graph_atoms={featurizer.graph_atoms}"
+        )
     train = PreparedSplit(
         train_ts,
         featurize_items(featurizer, train_ts.items, cache_dir, workers, progress),
@@ -155,26 +164,36 @@ def train_model(
         "train": train_cfg.model_dump(mode="json"),
     }
     atomic_write_json(run_dir / "config.json", config)
-    result = meta_train(
-        learner,
-        train_ts.tasks,
-        train.x,
-        valid.taskset.tasks if valid else [],
-        valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
-        train_cfg,
-        run_dir,
-        progress=progress,
-    )
+    from .learners.ensemble import EnsembleLearner
+
+    members = list(learner.members) if isinstance(learner, EnsembleLearner) else [learner]
+    member_metrics = []
+    for k, member in enumerate(members):
+        member_cfg = train_cfg.model_copy(update={"seed": train_cfg.seed + k})
+        result = meta_train(
+            member,  # type: ignore[arg-type]
+            train_ts.tasks,
+            train.x,
+            valid.taskset.tasks if valid else [],
+            valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
+            member_cfg,
+            run_dir / f"member{k}" if len(members) > 1 else run_dir,
+            progress=progress,
+        )
+        member_metrics.append(
+            {
+                "seed": member_cfg.seed,
+                f"best_valid_delta_auprc@{train_cfg.valid_support_size}": result.best_score,
+                "best_step": result.best_step,
+                "steps": result.steps_done,
+                "seconds": round(result.seconds, 1),
+                "skipped_episodes": result.skipped_episodes,
+                "history": result.history,
+            }
+        )
     learner.cpu()
     metrics: dict[str, Any] = {
-        "train": {
-            f"best_valid_delta_auprc@{train_cfg.valid_support_size}": result.best_score,
-            "best_step": result.best_step,
-            "steps": result.steps_done,
-            "seconds": round(result.seconds, 1),
-            "skipped_episodes": result.skipped_episodes,
-            "history": result.history,
-        }
+        "train": member_metrics[0] if len(members) == 1 else {"members": member_metrics}
     }
     if valid is not None:
         predict = torch_predict_fn(learner)

@@ -170,6 +170,12 @@ def train_molecules(
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
     out_dim: Annotated[int | None, typer.Option(help="embedding size")] = None,
     dropout: Annotated[float | None, typer.Option(help="encoder dropout")] = None,
+    encoder: Annotated[
+        str, typer.Option(help="mlp | hybrid (MLP on fingerprint+descriptors next to a dense GIN)")
+    ] = "mlp",
+    graph_atoms: Annotated[
+        int, typer.Option(help="hybrid: atoms per molecule graph (larger ones are truncated)")
+    ] = 48,
     eval_every: Annotated[int | None, typer.Option(help="steps between validations")] = None,
     patience: Annotated[
         int | None, typer.Option(help="validations without improvement before stopping")
@@ -177,6 +183,9 @@ def train_molecules(
     max_minutes: Annotated[
         float | None, typer.Option(help="wall-clock budget; keeps the best state")
     ] = None,
+    ensemble: Annotated[
+        int, typer.Option(help="train this many members (seeds seed, seed+1, …) and average them")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     run_dir: Annotated[
@@ -188,7 +197,7 @@ def train_molecules(
     ] = False,
 ) -> None:
     """Meta-train a learner on FS-Mol-format tasks and write an artifact (ONNX + weights + metadata)."""
-    learner_cfg: dict[str, Any] = {"learner": learner}
+    learner_cfg: dict[str, Any] = {"learner": learner, "ensemble_size": ensemble}
     enc: dict[str, Any] = {}
     if hidden:
         enc["hidden"] = tuple(int(h) for h in hidden.split(","))
@@ -196,6 +205,9 @@ def train_molecules(
         enc["out_dim"] = out_dim
     if dropout is not None:
         enc["dropout"] = dropout
+    if encoder != "mlp":
+        enc["kind"] = encoder
+        enc["graph_atoms"] = graph_atoms
     if enc:
         learner_cfg["encoder"] = enc
     overrides = {

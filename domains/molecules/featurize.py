@@ -1,5 +1,8 @@
 """SMILES → feature arrays: Morgan/ECFP fingerprints and scaled RDKit 2D descriptors (numpy only).
 
+Optionally (``graph_atoms > 0``) each row also carries the molecular graph as a dense block, so a
+graph encoder can read it from the same fixed-length float row (see ``GraphLayout``).
+
 The featurizer's *spec* (name, params, fitted scaling statistics, version, RDKit version) is
 hashed; artifacts store the hash and scoring refuses an artifact whose hash differs.
 """
@@ -8,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
 from ..errors import ArtifactMismatchError, ConfigError
 from ..io import canonical_json_hash
+from ..parallel import fork_pool
 
 logger = logging.getLogger(__name__)
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
@@ -69,6 +73,82 @@ SLOW_DESCRIPTORS = frozenset(
 _DESCRIPTOR_FNS = dict(Descriptors.descList)
 DEFAULT_DESCRIPTORS = tuple(n for n, _ in Descriptors.descList if n not in SLOW_DESCRIPTORS)
 
+# -- dense graph block -------------------------------------------------------------------------
+# Per-atom features (ATOM_FEATURES columns, in this order):
+#   element one-hot C, N, O, S, F, Cl, Br, I, P, other (10) | degree one-hot 0..4, 5+ (6) |
+#   formal charge clipped to [-2, 2] (1) | aromatic (1) |
+#   hybridisation one-hot SP, SP2, SP3, SP3D/SP3D2/SP2D, other (5) |
+#   total H count one-hot 0, 1, 2, 3+ (4) | in ring (1)
+GRAPH_ELEMENTS = (6, 7, 8, 16, 9, 17, 35, 53, 15)
+_ELEM_COL = np.full(256, len(GRAPH_ELEMENTS), dtype=np.int64)
+_ELEM_COL[list(GRAPH_ELEMENTS)] = np.arange(len(GRAPH_ELEMENTS))
+_HT = Chem.HybridizationType
+_HYB_GROUPS = ((_HT.SP,), (_HT.SP2,), (_HT.SP3,), (_HT.SP3D, _HT.SP3D2, _HT.SP2D))  # else "other"
+_HYB_COL = np.full(256, len(_HYB_GROUPS), dtype=np.int64)
+for _col, _types in enumerate(_HYB_GROUPS):
+    _HYB_COL[[int(t) for t in _types]] = _col
+# First column of each feature group.
+_COL_ELEM = 0
+_COL_DEG = _COL_ELEM + len(GRAPH_ELEMENTS) + 1
+_COL_CHARGE = _COL_DEG + 6
+_COL_AROM = _COL_CHARGE + 1
+_COL_HYB = _COL_AROM + 1
+_COL_NH = _COL_HYB + len(_HYB_GROUPS) + 1
+_COL_RING = _COL_NH + 4
+ATOM_FEATURES = _COL_RING + 1  # 28
+# Adjacency weight indexed by 2 × RDKit's bond order: single 1, aromatic 1.5, double 2, triple 3,
+# no bond (or a zero-order bond) 0, any other bond type (dative, quadruple, …) 1.
+_BOND_TABLE = np.ones(13, dtype=np.float32)
+_BOND_TABLE[[0, 2, 3, 4, 6]] = (0.0, 1.0, 1.5, 2.0, 3.0)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphLayout:
+    """Where the graph block sits in a feature row (all offsets from the start of the row).
+
+    A row is ``[fingerprint | descriptors | atoms | mask | adjacency]``:
+
+    * ``atoms``: ``n_atoms × atom_features`` row-major atom features (zero rows for absent atoms),
+    * ``mask``: ``n_atoms`` values, 1.0 for a present atom and 0.0 for padding,
+    * ``adjacency``: ``n_atoms × n_atoms`` row-major, symmetric, bond order weights
+      (1 single, 1.5 aromatic, 2 double, 3 triple, other bond types 1, zero-order bonds 0),
+      zero diagonal.
+    """
+
+    dense_dim: int
+    n_atoms: int
+    atom_features: int = ATOM_FEATURES
+
+    @property
+    def atoms_offset(self) -> int:
+        """Start of the atom-feature matrix."""
+        return self.dense_dim
+
+    @property
+    def mask_offset(self) -> int:
+        """Start of the atom mask."""
+        return self.dense_dim + self.n_atoms * self.atom_features
+
+    @property
+    def adj_offset(self) -> int:
+        """Start of the flattened adjacency matrix."""
+        return self.mask_offset + self.n_atoms
+
+    @property
+    def size(self) -> int:
+        """Length of the graph block."""
+        return graph_block_size(self.n_atoms, self.atom_features)
+
+    @property
+    def dim(self) -> int:
+        """Length of the whole row."""
+        return self.dense_dim + self.size
+
+
+def graph_block_size(n_atoms: int, atom_features: int = ATOM_FEATURES) -> int:
+    """Length of the graph block for ``n_atoms`` atoms (0 when off)."""
+    return n_atoms * atom_features + n_atoms + n_atoms * n_atoms
+
 
 def parse_smiles(smiles: str) -> Chem.Mol | None:
     """Return the RDKit molecule, or None when ``smiles`` is empty or fails default sanitisation."""
@@ -101,6 +181,12 @@ class MoleculeFeaturizer:
         descriptors: Names of RDKit descriptors to append (empty = fingerprint only).
         desc_mean: Per-descriptor mean fitted on training molecules (set by ``fit``).
         desc_std: Per-descriptor standard deviation fitted on training molecules.
+        clip: Scaled descriptors are clipped to ``[-clip, clip]``.
+        graph_atoms: Atoms in the dense graph block appended to each row (0 = no graph block).
+            The atoms are those of the parsed molecule in its atom order (hydrogens are implicit
+            after RDKit's default parsing); a molecule with more atoms keeps only the first
+            ``graph_atoms`` of them and the bonds among them (the fingerprint and descriptors
+            still describe the whole molecule). Layout: ``graph_layout``.
     """
 
     radius: int = 2
@@ -110,19 +196,32 @@ class MoleculeFeaturizer:
     desc_mean: list[float] = field(default_factory=list)
     desc_std: list[float] = field(default_factory=list)
     clip: float = 6.0
+    graph_atoms: int = 0
 
     def __post_init__(self) -> None:
         """Validate the parameters."""
         if self.radius < 0 or self.n_bits < 8:
             raise ConfigError(f"Morgan radius {self.radius} / size {self.n_bits} out of range")
+        if not 0 <= self.graph_atoms <= 512:
+            raise ConfigError(f"graph_atoms {self.graph_atoms} out of range [0, 512]")
         unknown = [d for d in self.descriptors if d not in _DESCRIPTOR_FNS]
         if unknown:
             raise ConfigError(f"unknown RDKit descriptors {unknown[:5]}")
 
     @property
+    def dense_dim(self) -> int:
+        """Length of the [fingerprint | descriptors] part (the start of the graph block)."""
+        return self.n_bits + len(self.descriptors)
+
+    @property
+    def graph_layout(self) -> GraphLayout | None:
+        """Offsets and sizes of the graph block, or None when ``graph_atoms == 0``."""
+        return GraphLayout(self.dense_dim, self.graph_atoms) if self.graph_atoms > 0 else None
+
+    @property
     def dim(self) -> int:
         """Length of one feature vector."""
-        return self.n_bits + len(self.descriptors)
+        return self.dense_dim + graph_block_size(self.graph_atoms)
 
     @property
     def fitted(self) -> bool:
@@ -130,20 +229,30 @@ class MoleculeFeaturizer:
         return not self.descriptors or len(self.desc_mean) == len(self.descriptors)
 
     def spec(self) -> dict[str, Any]:
-        """JSON-able description that fully determines the output (hashed into artifacts)."""
+        """JSON-able description that fully determines the output (hashed into artifacts).
+
+        ``graph_atoms`` (and the atom-feature count) appear only when the graph block is on, so
+        specs and hashes written before it existed stay valid.
+        """
+        params: dict[str, Any] = {
+            "radius": self.radius,
+            "n_bits": self.n_bits,
+            "counts": self.counts,
+            "descriptors": list(self.descriptors),
+            "desc_mean": [round(v, 8) for v in self.desc_mean],
+            "desc_std": [round(v, 8) for v in self.desc_std],
+            "clip": self.clip,
+        }
+        name = "ecfp+rdkit2d" if self.descriptors else "ecfp"
+        if self.graph_atoms > 0:
+            params["graph_atoms"] = self.graph_atoms
+            params["atom_features"] = ATOM_FEATURES
+            name += "+graph"
         return {
-            "name": "ecfp+rdkit2d" if self.descriptors else "ecfp",
+            "name": name,
             "version": FEATURIZER_VERSION,
             "rdkit": rdkit.__version__,
-            "params": {
-                "radius": self.radius,
-                "n_bits": self.n_bits,
-                "counts": self.counts,
-                "descriptors": list(self.descriptors),
-                "desc_mean": [round(v, 8) for v in self.desc_mean],
-                "desc_std": [round(v, 8) for v in self.desc_std],
-                "clip": self.clip,
-            },
+            "params": params,
         }
 
     @property
@@ -165,7 +274,13 @@ class MoleculeFeaturizer:
             desc_mean=[float(v) for v in p["desc_mean"]],
             desc_std=[float(v) for v in p["desc_std"]],
             clip=float(p["clip"]),
+            graph_atoms=int(p.get("graph_atoms", 0)),
         )
+        if int(p.get("atom_features", ATOM_FEATURES)) != ATOM_FEATURES:
+            raise ArtifactMismatchError(
+                f"the artifact's graph block has {p['atom_features']} atom features, this code "
+                f"has {ATOM_FEATURES}; retrain or install the matching metascreen"
+            )
         if spec.get("version") != FEATURIZER_VERSION:
             raise ArtifactMismatchError(
                 f"featurizer version {spec.get('version')} in the artifact, this code has "
@@ -218,11 +333,50 @@ class MoleculeFeaturizer:
         self.desc_std = [round(float(v), 8) for v in std]
         return self
 
+    def graph_block(self, mol: Chem.Mol) -> FloatArray:
+        """(graph_block_size,) dense graph of the first ``graph_atoms`` atoms (see ``GraphLayout``)."""
+        n = self.graph_atoms
+        k = min(mol.GetNumAtoms(), n)
+        out = np.zeros(graph_block_size(n), dtype=np.float32)
+        if k == 0:
+            return out
+        feat = out[: n * ATOM_FEATURES].reshape(n, ATOM_FEATURES)  # views into ``out``
+        adj = out[n * ATOM_FEATURES + n :].reshape(n, n)
+        out[n * ATOM_FEATURES : n * ATOM_FEATURES + k] = 1.0  # mask
+        # Bond orders of the whole molecule in one RDKit call (aromatic = 1.5, no bond = 0).
+        full = Chem.GetAdjacencyMatrix(mol, useBO=True)
+        adj[:k, :k] = _BOND_TABLE[np.minimum(full[:k, :k] * 2, 12).astype(np.intp)]
+        props = np.array(
+            [
+                (
+                    a.GetAtomicNum(),
+                    int(a.GetHybridization()),
+                    a.GetTotalNumHs(),
+                    a.GetFormalCharge(),
+                    a.GetIsAromatic(),
+                )
+                for a in islice(mol.GetAtoms(), k)
+            ],
+            dtype=np.intp,
+        )
+        hot = np.empty((k, 4), dtype=np.intp)  # one column index per one-hot group
+        hot[:, 0] = _COL_ELEM + _ELEM_COL[np.minimum(props[:, 0], 255)]
+        hot[:, 1] = _COL_DEG + np.minimum(np.count_nonzero(full[:k], axis=1), 5)
+        hot[:, 2] = _COL_HYB + _HYB_COL[np.minimum(props[:, 1], 255)]
+        hot[:, 3] = _COL_NH + np.minimum(props[:, 2], 3)
+        feat[np.arange(k)[:, None], hot] = 1.0
+        feat[:k, _COL_CHARGE] = np.clip(props[:, 3], -2, 2)
+        feat[:k, _COL_AROM] = props[:, 4]
+        ring_atoms = [i for ring in mol.GetRingInfo().AtomRings() for i in ring if i < k]
+        feat[ring_atoms, _COL_RING] = 1.0
+        return out
+
     def transform_mol(self, mol: Chem.Mol) -> FloatArray:
         """(dim,) feature vector of one parsed molecule."""
         if not self.fitted:
             raise ConfigError("descriptor scaling is not fitted; call fit() on training molecules")
         fp, desc = self._raw(mol)
+        parts = [fp]
         if self.descriptors:
             z = (desc - np.asarray(self.desc_mean, np.float32)) / np.asarray(
                 self.desc_std, np.float32
@@ -232,8 +386,10 @@ class MoleculeFeaturizer:
                 -self.clip,
                 self.clip,
             )
-            return np.concatenate([fp, z.astype(np.float32)])
-        return fp
+            parts.append(z.astype(np.float32))
+        if self.graph_atoms > 0:
+            parts.append(self.graph_block(mol))
+        return np.concatenate(parts) if len(parts) > 1 else fp
 
     def transform(self, mols: Sequence[Chem.Mol]) -> FloatArray:
         """(n, dim) features of parsed molecules, in one process."""
@@ -253,8 +409,7 @@ class MoleculeFeaturizer:
         if workers <= 1 or len(smiles) <= chunk:
             return self.transform([_must_parse(s) for s in smiles])
         parts = [smiles[i : i + chunk] for i in range(0, len(smiles), chunk)]
-        ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(self.spec(),)) as pool:
+        with fork_pool(workers, _init_worker, (self.spec(),)) as pool:
             it: Iterator[FloatArray] = pool.imap(_featurize_chunk, parts)
             if progress:
                 from tqdm.auto import tqdm

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import multiprocessing as mp
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pandas as pd
 
 from ..episodes import Task, TaskSet
 from ..errors import InputError, SchemaError
+from ..parallel import fork_pool
 from .featurize import canonicalize, invalid_reason
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,46 @@ def read_fsmol_file(path: Path) -> ParsedFile:
     return out
 
 
+def _cached_load(
+    files: list[Path], data_dir: Path, workers: int, min_size: int, cache_dir: Path
+) -> TaskSet:
+    from ..io import atomic_write_bytes, atomic_write_text, sha256_files
+
+    key = sha256_files(files)[:24] + f"_m{min_size}"
+    npz, meta = cache_dir / f"tasks_{key}.npz", cache_dir / f"tasks_{key}.json"
+    if npz.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        arrays = np.load(npz)
+        tasks = [
+            Task(tid, arrays[f"i{k}"], arrays[f"y{k}"]) for k, tid in enumerate(info["task_ids"])
+        ]
+        for path, reason in info["skipped"].items():
+            logger.warning("skipping %s: %s", path, reason)
+        logger.info("loaded %d tasks of %s from cache %s", len(tasks), data_dir, npz)
+        return TaskSet(tasks, info["items"], str(data_dir), info["n_invalid"], info["skipped"])
+    ts = load_fsmol_dir(data_dir, workers, min_size)
+    import io
+
+    buf = io.BytesIO()
+    to_save: dict[str, np.ndarray] = {}
+    for k, t in enumerate(ts.tasks):
+        to_save[f"i{k}"], to_save[f"y{k}"] = t.item_idx, t.labels
+    np.savez(buf, **to_save)  # type: ignore[arg-type]
+    atomic_write_bytes(npz, buf.getvalue())
+    atomic_write_text(
+        meta,
+        json.dumps(
+            {
+                "task_ids": [t.task_id for t in ts.tasks],
+                "items": ts.items,
+                "n_invalid": ts.n_invalid,
+                "skipped": ts.skipped,
+            }
+        ),
+    )
+    return ts
+
+
 def _read_fsmol_file_safe(path: Path) -> ParsedFile | InputError:
     try:
         return read_fsmol_file(path)
@@ -122,15 +162,20 @@ def find_task_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def load_fsmol_dir(data_dir: Path, workers: int = 1, min_size: int = 1) -> TaskSet:
+def load_fsmol_dir(
+    data_dir: Path, workers: int = 1, min_size: int = 1, cache_dir: Path | None = None
+) -> TaskSet:
     """Load every task file in ``data_dir`` into a ``TaskSet`` over unique canonical SMILES.
 
     Empty task files (no valid rows) are skipped with a warning that names them, and recorded in
-    ``TaskSet.skipped``. Invalid SMILES are excluded and counted in ``TaskSet.n_invalid``.
+    ``TaskSet.skipped``. Invalid SMILES are excluded and counted in ``TaskSet.n_invalid``. With
+    ``cache_dir`` the parsed result is cached under the sha256 of the files' contents.
     """
     files = find_task_files(data_dir)
+    if cache_dir is not None:
+        return _cached_load(files, Path(data_dir), workers, min_size, Path(cache_dir))
     if workers > 1 and len(files) > 8:
-        with mp.get_context("fork").Pool(workers) as pool:
+        with fork_pool(workers) as pool:
             parsed = pool.map(_read_fsmol_file_safe, files, chunksize=16)
     else:
         parsed = [_read_fsmol_file_safe(f) for f in files]

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..encoders import EncoderConfig, build_encoder
 from .base import EpisodicLearner
+from .ensemble import EnsembleLearner
 from .maml import AnilLearner
 from .matching import MatchingNetLearner
 from .probe import LinearProbeLearner
@@ -34,9 +35,22 @@ class LearnerConfig(BaseModel):
     )
     probe_lr: float = Field(2.0, gt=0)
     probe_l2: float = Field(0.01, ge=0)
+    ensemble_size: int = Field(
+        1, ge=1, le=16, description="independently trained members (seeds seed..seed+n-1)"
+    )
 
 
 def build_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
+    """Construct ``cfg.learner`` (an ensemble of ``cfg.ensemble_size`` of them when > 1)."""
+    if cfg.ensemble_size > 1:
+        single = cfg.model_copy(update={"ensemble_size": 1})
+        return EnsembleLearner(
+            [build_single_learner(single, in_dim) for _ in range(cfg.ensemble_size)]
+        )
+    return build_single_learner(cfg, in_dim)
+
+
+def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     """Construct the learner ``cfg.learner`` over a fresh encoder for ``in_dim`` features."""
     encoder = build_encoder(in_dim, cfg.encoder)
     if cfg.learner == "protonet":

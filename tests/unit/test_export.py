@@ -29,3 +29,14 @@ def test_parity_check_catches_a_different_model(tmp_path) -> None:
     export_onnx(a, tmp_path / "a.onnx", 40)
     with pytest.raises(ExportError, match="differs from torch"):
         check_parity(b.eval(), tmp_path / "a.onnx", 40)
+
+
+def test_ensemble_exports_and_averages_probabilities(tmp_path) -> None:
+    torch.manual_seed(0)
+    cfg = LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8), ensemble_size=3)
+    ens = build_learner(cfg, 20).eval()
+    assert export_onnx(ens, tmp_path / "e.onnx", 20) < 1e-4
+    sx, sy, qx = torch.rand(6, 20), torch.tensor([1.0, 0, 1, 0, 1, 0]), torch.rand(4, 20)
+    with torch.no_grad():
+        want = torch.stack([torch.sigmoid(m(sx, sy, qx)) for m in ens.members]).mean(0)
+        torch.testing.assert_close(torch.sigmoid(ens(sx, sy, qx)), want, rtol=1e-4, atol=1e-5)

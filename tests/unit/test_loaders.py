@@ -99,3 +99,14 @@ def test_featurizer_hash_changes_with_params_and_roundtrips() -> None:
     np.testing.assert_array_equal(f.transform(mols[:5]), g.transform(mols[:5]))
     assert MoleculeFeaturizer(n_bits=512).fit(mols).hash != f.hash
     assert f.transform(mols[:3]).shape == (3, 256 + len(f.descriptors))
+
+
+def test_taskset_cache_roundtrip(tiny_fsmol: Path, tmp_path: Path) -> None:
+    a = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path)
+    assert list(tmp_path.glob("tasks_*.npz"))
+    b = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path)
+    assert a.items == b.items and a.n_invalid == b.n_invalid and a.skipped == b.skipped
+    for x, y in zip(a.tasks, b.tasks, strict=True):
+        assert x.task_id == y.task_id
+        np.testing.assert_array_equal(x.item_idx, y.item_idx)
+        np.testing.assert_array_equal(x.labels, y.labels)
