@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -50,7 +51,9 @@ def export_onnx(
     )
     s_dim, q_dim = torch.export.Dim("n_support", min=2), torch.export.Dim("n_query", min=1)
     path = Path(path)
-    with warnings.catch_warnings():
+    # The exporter prints progress lines to stdout; keep them in the debug log instead.
+    captured = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             learner,
@@ -63,6 +66,7 @@ def export_onnx(
             dynamo=True,
             external_data=False,
         )
+    logger.debug("torch.onnx.export: %s", captured.getvalue().strip())
     return check_parity(learner, path, in_dim, atol=atol, seed=seed + 1)
 
 

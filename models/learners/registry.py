@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..encoders import EncoderConfig, build_encoder
 from .base import EpisodicLearner
 from .ensemble import EnsembleLearner
+from .gp import GPLearner
 from .maml import AnilLearner
 from .matching import MatchingNetLearner
 from .probe import LinearProbeLearner
 from .protonet import ProtoNetLearner
 
-LearnerName = Literal["protonet", "maml", "matching", "probe"]
-META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe")
+LearnerName = Literal["protonet", "maml", "matching", "probe", "gp"]
+META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe", "gp")
 BASELINES: tuple[str, ...] = ("rf", "knn")
 
 
@@ -55,6 +56,8 @@ def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     encoder = build_encoder(in_dim, cfg.encoder)
     if cfg.learner == "protonet":
         return ProtoNetLearner(encoder)
+    if cfg.learner == "gp":
+        return GPLearner(encoder)
     if cfg.learner == "matching":
         return MatchingNetLearner(encoder)
     if cfg.learner == "maml":

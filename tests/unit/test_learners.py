@@ -26,7 +26,7 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
     return tasks, x
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching"])
+@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp"])
 def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     train, x_train = _separable_tasks(40, 0)
     valid, x_valid = _separable_tasks(8, 1)
@@ -162,3 +162,15 @@ def test_anil_adaptation_lowers_support_loss() -> None:
     )
     loss = torch.nn.functional.binary_cross_entropy_with_logits
     assert loss((emb * w).sum(-1) + b, sy) < loss((emb * learner.w0).sum(-1) + learner.b0, sy)
+
+
+def test_conjugate_gradient_matches_solve() -> None:
+    from metascreen.models.learners.gp import conjugate_gradient
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(30, 30, generator=g)
+    a = m @ m.t() / 30 + 0.3 * torch.eye(30)
+    b = torch.randn(30, 1, generator=g)
+    torch.testing.assert_close(
+        conjugate_gradient(a, b, 60), torch.linalg.solve(a, b), rtol=1e-4, atol=1e-4
+    )
