@@ -81,6 +81,7 @@ def train_model(
     valid_dir: Path | None = None,
     init_from: Path | None = None,
     featurizer: MoleculeFeaturizer | None = None,
+    featurizer_params: dict[str, Any] | None = None,
     cache_dir: Path | None = Path(".cache/metascreen"),
     run_dir: Path | None = None,
     eval_support_sizes: tuple[int, ...] = (16, 32, 64),
@@ -91,7 +92,9 @@ def train_model(
 ) -> Path:
     """Meta-train a learner on FS-Mol-format tasks and write a model artifact to ``out_dir``.
 
-    ``init_from`` starts the encoder (and featurizer) from an existing artifact — required for the
+    ``featurizer_params`` are ``MoleculeFeaturizer`` fields (radius, n_bits, counts, descriptors);
+    descriptor scaling is fitted on the training molecules. ``init_from`` starts the encoder (and
+    featurizer) from an existing artifact — required for the
     ``probe`` learner, which fits a linear head per task on that frozen encoder.
     """
     import torch
@@ -125,9 +128,10 @@ def train_model(
     enc_cfg = learner_cfg.encoder
     graph_atoms = enc_cfg.graph_atoms if enc_cfg.kind == "hybrid" else 0
     if featurizer is None:
-        featurizer = fit_featurizer(
-            MoleculeFeaturizer(graph_atoms=graph_atoms), train_ts, seed=train_cfg.seed
-        )
+        params = {**(featurizer_params or {}), "graph_atoms": graph_atoms}
+        if "descriptors" in params and params["descriptors"] is None:
+            params.pop("descriptors")
+        featurizer = fit_featurizer(MoleculeFeaturizer(**params), train_ts, seed=train_cfg.seed)
     if enc_cfg.kind == "hybrid" and featurizer.graph_atoms != graph_atoms:
         raise ConfigError(
             f"the hybrid encoder expects a {graph_atoms}-atom graph block, the featurizer has "

@@ -176,6 +176,16 @@ def train_molecules(
     graph_atoms: Annotated[
         int, typer.Option(help="hybrid: atoms per molecule graph (larger ones are truncated)")
     ] = 48,
+    fp_radius: Annotated[int, typer.Option(help="Morgan radius (2 = ECFP4)")] = 2,
+    fp_bits: Annotated[int, typer.Option(help="fingerprint length")] = 2048,
+    fp_counts: Annotated[
+        bool,
+        typer.Option("--fp-counts/--fp-bits-only", help="log1p count fingerprint or bit vector"),
+    ] = True,
+    descriptors: Annotated[
+        bool,
+        typer.Option("--descriptors/--no-descriptors", help="append scaled RDKit 2D descriptors"),
+    ] = True,
     eval_every: Annotated[int | None, typer.Option(help="steps between validations")] = None,
     patience: Annotated[
         int | None, typer.Option(help="validations without improvement before stopping")
@@ -226,6 +236,12 @@ def train_molecules(
     kwargs: dict[str, Any] = {
         "valid_dir": valid_dir,
         "init_from": init_from,
+        "featurizer_params": {
+            "radius": fp_radius,
+            "n_bits": fp_bits,
+            "counts": fp_counts,
+            "descriptors": None if descriptors else (),
+        },
         "cache_dir": cache_dir,
         "run_dir": run_dir,
         "progress": _progress(),

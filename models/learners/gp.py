@@ -50,12 +50,16 @@ class GPLearner(EpisodicLearner):
         """RBF on unit vectors: exp((cos(a, b) − 1) / ℓ²), (n_a, n_b)."""
         return torch.exp((a @ b.t() - 1.0) / self.log_lengthscale.exp() ** 2)
 
-    def head(self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor) -> torch.Tensor:
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
+    ) -> torch.Tensor:
         """(Q,) scaled posterior mean of the ±1 labels."""
         s = support_emb / support_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         q = query_emb / query_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         y = (2.0 * support_y - 1.0).unsqueeze(-1)  # (S, 1)
-        k_ss = self.kernel(s, s) + self.log_noise.exp() * torch.eye(s.shape[0], dtype=s.dtype, device=s.device)
+        k_ss = self.kernel(s, s) + self.log_noise.exp() * torch.eye(
+            s.shape[0], dtype=s.dtype, device=s.device
+        )
         alpha = conjugate_gradient(k_ss, y, self.cg_iters)  # (S, 1)
         mean = (self.kernel(q, s) @ alpha).squeeze(-1)  # (Q,)
         return self.log_scale.exp() * mean
