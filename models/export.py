@@ -121,6 +121,7 @@ def write_artifact(
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are meant to be shared
     try:
         parity = export_onnx(learner, tmp / "model.onnx", in_dim)
         buf = io.BytesIO()
