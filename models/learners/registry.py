@@ -12,11 +12,12 @@ from .ensemble import EnsembleLearner
 from .gp import GPLearner
 from .maml import AnilLearner
 from .matching import MatchingNetLearner
+from .multihead import MultiHeadLearner
 from .probe import LinearProbeLearner
 from .protonet import ProtoNetLearner
 
-LearnerName = Literal["protonet", "maml", "matching", "probe", "gp"]
-META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe", "gp")
+LearnerName = Literal["protonet", "maml", "matching", "probe", "gp", "multihead"]
+META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe", "gp", "multihead")
 BASELINES: tuple[str, ...] = ("rf", "knn")
 
 
@@ -56,6 +57,8 @@ def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     encoder = build_encoder(in_dim, cfg.encoder)
     if cfg.learner == "protonet":
         return ProtoNetLearner(encoder)
+    if cfg.learner == "multihead":
+        return MultiHeadLearner(encoder)
     if cfg.learner == "gp":
         return GPLearner(encoder)
     if cfg.learner == "matching":

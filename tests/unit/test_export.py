@@ -10,7 +10,7 @@ from metascreen.models.learners.registry import LearnerConfig, build_learner
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "probe", "gp"])
+@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "probe", "gp", "multihead"])
 def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     learner = build_learner(

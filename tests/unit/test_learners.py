@@ -26,7 +26,7 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
     return tasks, x
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp"])
+@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp", "multihead"])
 def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     train, x_train = _separable_tasks(40, 0)
     valid, x_valid = _separable_tasks(8, 1)

@@ -1,0 +1,64 @@
+"""Several few-shot heads on one shared encoder, trained jointly and averaged at prediction.
+
+The heads adapt differently — class prototypes (ProtoNet), attention over support labels
+(matching networks) and a GP posterior mean (deep-kernel GP) — and make different errors; the
+shared encoder is trained on the sum of their episode losses. Costs one encoder, so it exports
+and serves at the price of a single model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import EpisodicLearner
+from .gp import GPLearner
+from .matching import MatchingNetLearner
+from .protonet import ProtoNetLearner
+
+
+class MultiHeadLearner(EpisodicLearner):
+    """ProtoNet + matching + GP heads over one encoder; logit of the heads' mean probability."""
+
+    name = "multihead"
+
+    def __init__(self, encoder: nn.Module) -> None:
+        """Attach the three heads to ``encoder`` (shared, not copied)."""
+        super().__init__(encoder)
+        # Heads are learners over the same encoder object; only their own head parameters differ.
+        self.heads = nn.ModuleList(
+            [ProtoNetLearner(encoder), MatchingNetLearner(encoder), GPLearner(encoder)]
+        )
+
+    def head_logits(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """(Q,) logits of every head, with the encoder run once."""
+        n_support = support_x.shape[0]
+        emb = self.embed(torch.cat([support_x, query_x], dim=0))
+        s, q = emb[:n_support], emb[n_support:]
+        return [h.head(s, support_y, q) for h in self.heads]  # type: ignore[operator]
+
+    def forward(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    ) -> torch.Tensor:
+        """(Q,) logit of the mean of the heads' probabilities."""
+        probs = torch.stack(
+            [torch.sigmoid(z) for z in self.head_logits(support_x, support_y, query_x)]
+        ).mean(0)
+        probs = probs.clamp(1e-6, 1 - 1e-6)
+        return torch.log(probs) - torch.log1p(-probs)
+
+    def episode_loss(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean of the heads' query cross-entropies (each head gets its own gradient signal)."""
+        logits = self.head_logits(support_x, support_y, query_x)
+        return torch.stack(
+            [F.binary_cross_entropy_with_logits(z.float(), query_y.float()) for z in logits]
+        ).mean()
