@@ -73,27 +73,58 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def _torch_predict(
-    learner: EpisodicLearner, device: torch.device
-) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
-    def predict(sx: FloatArray, sy: FloatArray, qx: FloatArray) -> np.ndarray:
+class TorchEvaluator:
+    """``PredictFn`` (and, when the learner allows it, ``EmbedFn``) for a torch learner in eval mode.
+
+    Learners whose adaptation touches only the head (``cache_embeddings``) are evaluated on
+    embeddings computed once per task; the others run their full forward on features.
+    """
+
+    def __init__(self, learner: EpisodicLearner, device: torch.device | None = None) -> None:
+        """Wrap ``learner`` (left in eval mode)."""
+        self.learner = learner.eval()
+        self.device = device or next(iter(learner.parameters())).device
+        self.cached = bool(getattr(learner, "cache_embeddings", False))
+
+    def _t(self, a: FloatArray) -> torch.Tensor:
+        return torch.as_tensor(a, device=self.device)
+
+    def embed(self, x: FloatArray) -> FloatArray:
+        """(n, E) embeddings of feature rows."""
         with torch.no_grad():
-            out = learner(
-                torch.as_tensor(sx, device=device),
-                torch.as_tensor(sy, device=device),
-                torch.as_tensor(qx, device=device),
-            )
+            return self.learner.embed(self._t(x)).float().cpu().numpy()
+
+    def predict(self, sx: FloatArray, sy: FloatArray, qx: FloatArray) -> np.ndarray:
+        """(Q,) logits; inputs are embeddings when ``cached``, features otherwise."""
+        with torch.no_grad():
+            if self.cached:
+                out = self.learner.head(self._t(sx), self._t(sy), self._t(qx))
+            else:
+                out = self.learner(self._t(sx), self._t(sy), self._t(qx))
         return out.float().cpu().numpy()
 
-    return predict
+    def evaluate(
+        self, tasks: list[Task], x: FloatArray, support_size: int, repeats: int, seed: int = 0
+    ) -> Any:
+        """``evaluate_tasks`` with this learner."""
+        return evaluate_tasks(
+            tasks,
+            x,
+            self.predict,
+            support_size,
+            repeats,
+            seed,
+            embed=self.embed if self.cached else None,
+        )
 
 
 def torch_predict_fn(
     learner: EpisodicLearner,
 ) -> Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]:
-    """A ``PredictFn`` running ``learner`` in eval mode on its device."""
-    learner.eval()
-    return _torch_predict(learner, next(iter(learner.parameters())).device)
+    """A ``PredictFn`` on features running ``learner`` in eval mode on its device."""
+    ev = TorchEvaluator(learner)
+    ev.cached = False
+    return ev.predict
 
 
 def trainable_tasks(tasks: list[Task], support_sizes: tuple[int, ...]) -> list[Task]:
@@ -191,17 +222,13 @@ def meta_train(
         atomic_write_bytes(ckpt_path, buf.getvalue())
 
     def validate() -> float:
-        learner.eval()
-        res = evaluate_tasks(
-            valid_tasks,
-            valid_x,
-            _torch_predict(learner, device),
-            cfg.valid_support_size,
-            cfg.valid_repeats,
-            seed=0,
+        score = (
+            TorchEvaluator(learner, device)
+            .evaluate(valid_tasks, valid_x, cfg.valid_support_size, cfg.valid_repeats)
+            .mean
         )
         learner.train()
-        return res.mean
+        return float(score)
 
     start = time.perf_counter()
     stopped_early = False

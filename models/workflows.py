@@ -102,7 +102,7 @@ def train_model(
     from .export import write_artifact
     from .learners.registry import LearnerConfig, build_learner
     from .seeding import seed_everything
-    from .train import TrainConfig, meta_train, torch_predict_fn
+    from .train import TorchEvaluator, TrainConfig, meta_train
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
     train_cfg = TrainConfig.model_validate(train_cfg)
@@ -200,10 +200,10 @@ def train_model(
         "train": member_metrics[0] if len(members) == 1 else {"members": member_metrics}
     }
     if valid is not None:
-        predict = torch_predict_fn(learner)
+        evaluator = TorchEvaluator(learner)
         metrics["valid"] = {}
         for n in eval_support_sizes:
-            res = evaluate_tasks(valid.taskset.tasks, valid.x, predict, n, eval_repeats, seed=0)
+            res = evaluator.evaluate(valid.taskset.tasks, valid.x, n, eval_repeats, seed=0)
             metrics["valid"][str(n)] = {
                 "mean": res.mean,
                 "std": res.std,

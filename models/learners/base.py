@@ -46,6 +46,8 @@ class EpisodicLearner(nn.Module):
     """
 
     name = "episodic"
+    cache_embeddings = True
+    """forward(s, y, q) == head(embed(s), y, embed(q)): evaluation may embed each task once."""
 
     def __init__(self, encoder: nn.Module) -> None:
         """Wrap ``encoder``."""

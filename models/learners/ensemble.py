@@ -16,6 +16,7 @@ class EnsembleLearner(EpisodicLearner):
     """
 
     name = "ensemble"
+    cache_embeddings = False
 
     def __init__(self, members: list[EpisodicLearner]) -> None:
         """Hold ``members`` (all on the same featurizer)."""

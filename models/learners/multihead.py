@@ -32,22 +32,17 @@ class MultiHeadLearner(EpisodicLearner):
         )
 
     def head_logits(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
     ) -> list[torch.Tensor]:
-        """(Q,) logits of every head, with the encoder run once."""
-        n_support = support_x.shape[0]
-        emb = self.embed(torch.cat([support_x, query_x], dim=0))
-        s, q = emb[:n_support], emb[n_support:]
-        return [h.head(s, support_y, q) for h in self.heads]  # type: ignore[operator]
+        """(Q,) logits of every head from shared embeddings."""
+        return [h.head(support_emb, support_y, query_emb) for h in self.heads]  # type: ignore[operator]
 
-    def forward(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
+    def head(
+        self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
     ) -> torch.Tensor:
         """(Q,) logit of the mean of the heads' probabilities."""
-        probs = torch.stack(
-            [torch.sigmoid(z) for z in self.head_logits(support_x, support_y, query_x)]
-        ).mean(0)
-        probs = probs.clamp(1e-6, 1 - 1e-6)
+        logits = self.head_logits(support_emb, support_y, query_emb)
+        probs = torch.stack([torch.sigmoid(z) for z in logits]).mean(0).clamp(1e-6, 1 - 1e-6)
         return torch.log(probs) - torch.log1p(-probs)
 
     def episode_loss(
@@ -58,7 +53,9 @@ class MultiHeadLearner(EpisodicLearner):
         query_y: torch.Tensor,
     ) -> torch.Tensor:
         """Mean of the heads' query cross-entropies (each head gets its own gradient signal)."""
-        logits = self.head_logits(support_x, support_y, query_x)
+        n_support = support_x.shape[0]
+        emb = self.embed(torch.cat([support_x, query_x], dim=0))
+        logits = self.head_logits(emb[:n_support], support_y, emb[n_support:])
         return torch.stack(
             [F.binary_cross_entropy_with_logits(z.float(), query_y.float()) for z in logits]
         ).mean()

@@ -174,3 +174,19 @@ def test_conjugate_gradient_matches_solve() -> None:
     torch.testing.assert_close(
         conjugate_gradient(a, b, 60), torch.linalg.solve(a, b), rtol=1e-4, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("name", ["protonet", "gp", "multihead", "maml"])
+def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
+    from metascreen.models.train import TorchEvaluator
+
+    tasks, x = _separable_tasks(6, 2)
+    seed_everything(0)
+    learner = build_learner(
+        LearnerConfig(learner=name, encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12
+    )
+    ev = TorchEvaluator(learner)
+    assert ev.cached
+    cached = ev.evaluate(tasks, x, 8, 3)
+    plain = evaluate_tasks(tasks, x, torch_predict_fn(learner), 8, 3, 0)
+    assert cached.per_task == pytest.approx(plain.per_task, abs=1e-6)
