@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ class TrainConfig(BaseModel):
     )
     query_size: int = Field(64, ge=2)
     lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: linear warm-up, then cosine decay to lr/10 at `steps`"
+    )
+    warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     eval_every: int = Field(250, ge=1, description="steps between validation runs")
     valid_support_size: int = Field(16, ge=2)
@@ -71,6 +75,16 @@ class TrainResult:
     skipped_episodes: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for ``step`` (a pure function of the step, so resuming needs no state)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 class TorchEvaluator:
@@ -267,6 +281,8 @@ def meta_train(
             state["step"] += 1
             continue
         loss = torch.stack(losses).mean()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)

@@ -167,6 +167,9 @@ def train_molecules(
         str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option(help="constant | cosine (warm-up, then decay to lr/10)")
+    ] = None,
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
     out_dim: Annotated[int | None, typer.Option(help="embedding size")] = None,
     dropout: Annotated[float | None, typer.Option(help="encoder dropout")] = None,
@@ -224,6 +227,7 @@ def train_molecules(
         "steps": steps,
         "tasks_per_step": tasks_per_step,
         "lr": lr,
+        "lr_schedule": lr_schedule,
         "eval_every": eval_every,
         "patience": patience,
         "max_minutes": max_minutes,

@@ -190,3 +190,14 @@ def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
     cached = ev.evaluate(tasks, x, 8, 3)
     plain = evaluate_tasks(tasks, x, torch_predict_fn(learner), 8, 3, 0)
     assert cached.per_task == pytest.approx(plain.per_task, abs=1e-6)
+
+
+def test_cosine_schedule_warms_up_and_decays() -> None:
+    from metascreen.models.train import lr_at
+
+    cfg = TrainConfig(steps=1000, lr=1e-3, lr_schedule="cosine", warmup_steps=100)
+    assert lr_at(0, cfg) == pytest.approx(1e-5)
+    assert lr_at(99, cfg) == pytest.approx(1e-3)
+    assert lr_at(550, cfg) < lr_at(200, cfg)
+    assert lr_at(1000, cfg) == pytest.approx(1e-4)
+    assert lr_at(500, TrainConfig(lr=2e-4)) == 2e-4
