@@ -3,7 +3,7 @@
 Layout of an artifact directory::
 
     model.onnx       the adapted-inference graph (support_x, support_y, query_x) -> logit
-    weights.pt       torch state dict (for resuming or re-exporting; never used for scoring)
+    weights.pt.gz    gzip'd torch state dict (for re-exporting or fine-tuning; never used for scoring)
     metadata.json    schema, learner, featurizer spec + hash, versions, data hash, metrics, sha256s
     config.json      the resolved learner and training configuration
 """

@@ -97,9 +97,7 @@ def train_model(
     featurizer) from an existing artifact — required for the
     ``probe`` learner, which fits a linear head per task on that frozen encoder.
     """
-    import torch
-
-    from .export import write_artifact
+    from .export import load_weights, write_artifact
     from .learners.registry import LearnerConfig, build_learner
     from .seeding import seed_everything
     from .train import TorchEvaluator, TrainConfig, meta_train
@@ -154,8 +152,8 @@ def train_model(
 
     seed_everything(train_cfg.seed)  # weights are initialised from the run's seed
     learner = build_learner(learner_cfg, featurizer.dim)
-    if init_from is not None:
-        state = torch.load(Path(init_from) / "weights.pt", map_location="cpu", weights_only=True)
+    if init_from is not None and init_meta is not None:
+        state = load_weights(Path(init_from), init_meta)
         enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         learner.encoder.load_state_dict(enc)
     if run_dir is None:
@@ -238,9 +236,7 @@ def train_model(
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked)."""
-    import torch
-
-    from .export import write_artifact
+    from .export import load_weights, write_artifact
     from .learners.registry import LearnerConfig, build_learner
 
     info = read_artifact(Path(model_dir))
@@ -248,16 +244,7 @@ def export_model(model_dir: Path, out_dir: Path) -> Path:
     fz = info.metadata["featurizer"]
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
     learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), featurizer.dim)
-    from ..domains.io import sha256_file
-
-    weights = Path(model_dir) / info.metadata["weights"]["file"]
-    if sha256_file(weights) != info.metadata["weights"]["sha256"]:
-        from ..domains.errors import ArtifactMismatchError
-
-        raise ArtifactMismatchError(
-            f"{weights}: sha256 differs from metadata; refusing modified weights"
-        )
-    learner.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    learner.load_state_dict(load_weights(Path(model_dir), info.metadata))
     keep = {
         k: v
         for k, v in info.metadata.items()

@@ -106,7 +106,11 @@ def test_onnx_matches_torch_weights_on_real_features(tiny_model: Path) -> None:
     pred = OnnxPredictor.load(tiny_model, device="cpu")
     cfg = json.loads((tiny_model / "config.json").read_text())
     learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), pred.featurizer.dim)
-    learner.load_state_dict(torch.load(tiny_model / "weights.pt", weights_only=True))
+    from metascreen.models.export import load_weights
+
+    learner.load_state_dict(
+        load_weights(tiny_model, json.loads((tiny_model / "metadata.json").read_text()))
+    )
     learner.eval()
     from metascreen.domains.molecules.featurize import parse_smiles
 
