@@ -100,7 +100,7 @@ def train_model(
     from .export import load_weights, write_artifact
     from .learners.registry import LearnerConfig, build_learner
     from .seeding import seed_everything
-    from .train import TorchEvaluator, TrainConfig, meta_train
+    from .train import TrainConfig, meta_train
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
     train_cfg = TrainConfig.model_validate(train_cfg)
@@ -197,20 +197,6 @@ def train_model(
     metrics: dict[str, Any] = {
         "train": member_metrics[0] if len(members) == 1 else {"members": member_metrics}
     }
-    if valid is not None:
-        evaluator = TorchEvaluator(learner)
-        metrics["valid"] = {}
-        for n in eval_support_sizes:
-            res = evaluator.evaluate(valid.taskset.tasks, valid.x, n, eval_repeats, seed=0)
-            metrics["valid"][str(n)] = {
-                "mean": res.mean,
-                "std": res.std,
-                "n_tasks": res.n_tasks,
-                "repeats": eval_repeats,
-            }
-            logger.info(
-                "valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, res.mean, res.std, res.n_tasks
-            )
     atomic_write_json(run_dir / "metrics.json", metrics)
     extra = {
         "seed": train_cfg.seed,
@@ -229,9 +215,34 @@ def train_model(
         "metrics": metrics,
         "run_dir": str(run_dir),
     }
-    return write_artifact(
+    path = write_artifact(
         out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra
     )
+    if valid_dir is not None:
+        # Validation figures of the artifact as served: the evaluate command's own code path
+        # (onnxruntime on the exported graph), recorded in the metadata.
+        results, _, _ = evaluate_model(
+            valid_dir, path, tuple(eval_support_sizes), eval_repeats, 0, cache_dir, workers, False
+        )
+        metrics["valid"] = {
+            str(n): {
+                "mean": r.mean,
+                "std": r.std,
+                "n_tasks": r.n_tasks,
+                "repeats": eval_repeats,
+                "seed": 0,
+                "measured_with": f"metascreen evaluate molecules {valid_dir} --model {path} "
+                f"--support-size {n} --repeats {eval_repeats} --seed 0",
+            }
+            for n, r in results.items()
+        }
+        for n, r in results.items():
+            logger.info("valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, r.mean, r.std, r.n_tasks)
+        meta = json.loads((path / "metadata.json").read_text())
+        meta["metrics"] = metrics
+        atomic_write_json(path / "metadata.json", meta)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    return path
 
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:
