@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rdkit import Chem
 
 from ..domains.episodes import TaskSet
 from ..domains.errors import InputError
@@ -151,8 +152,6 @@ def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tup
             continue
         keep.append(i)
         feats.append(_WORKER.transform_mol(mol))
-        from rdkit import Chem
-
         canon.append(Chem.MolToSmiles(mol))
     valid = df.iloc[keep].reset_index(drop=True)
     valid.insert(2, "canonical_smiles", canon)
