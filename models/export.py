@@ -73,6 +73,8 @@ def export_onnx(
     path = Path(path)
     # The exporter prints progress lines to stdout; keep them in the debug log instead.
     captured = io.StringIO()
+    # It also warns once per missing torchvision operator, which we never export.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -145,7 +145,7 @@ def _read_fsmol_file_safe(path: Path) -> ParsedFile | InputError:
 
 
 def find_task_files(data_dir: Path) -> list[Path]:
-    """Sorted FS-Mol task files in ``data_dir`` (recursing one level, e.g. ``fsmol/train``)."""
+    """Sorted FS-Mol task files directly in ``data_dir`` (e.g. ``fsmol/valid``)."""
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise InputError(f"{data_dir}: no such directory")
