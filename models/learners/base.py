@@ -116,3 +116,9 @@ def linear_head_steps(
         w = w - lrs[i] * grad_w
         b = b - lrs[i] * grad_b
     return w, b
+
+
+def mean_probability_logit(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Logit of the mean of ``sigmoid(logits)`` — how ensembles and multi-head models combine."""
+    probs = torch.stack([torch.sigmoid(z) for z in logits]).mean(0).clamp(1e-6, 1 - 1e-6)
+    return torch.log(probs) - torch.log1p(-probs)

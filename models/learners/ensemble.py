@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import EpisodicLearner
+from .base import EpisodicLearner, mean_probability_logit
 
 
 class EnsembleLearner(EpisodicLearner):
@@ -28,8 +28,4 @@ class EnsembleLearner(EpisodicLearner):
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
         """(Q,) logit of the members' mean probability."""
-        probs = torch.stack(
-            [torch.sigmoid(m(support_x, support_y, query_x)) for m in self.members]
-        ).mean(0)
-        probs = probs.clamp(1e-6, 1 - 1e-6)
-        return torch.log(probs) - torch.log1p(-probs)
+        return mean_probability_logit([m(support_x, support_y, query_x) for m in self.members])

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import EpisodicLearner
+from .base import EpisodicLearner, mean_probability_logit
 from .gp import GPLearner
 from .matching import MatchingNetLearner
 from .protonet import ProtoNetLearner
@@ -41,9 +41,7 @@ class MultiHeadLearner(EpisodicLearner):
         self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
     ) -> torch.Tensor:
         """(Q,) logit of the mean of the heads' probabilities."""
-        logits = self.head_logits(support_emb, support_y, query_emb)
-        probs = torch.stack([torch.sigmoid(z) for z in logits]).mean(0).clamp(1e-6, 1 - 1e-6)
-        return torch.log(probs) - torch.log1p(-probs)
+        return mean_probability_logit(self.head_logits(support_emb, support_y, query_emb))
 
     def episode_loss(
         self,
