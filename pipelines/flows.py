@@ -32,25 +32,7 @@ def prepare_tasks_task(
     data_dir: str, cache_dir: str | None = None, workers: int = 2
 ) -> dict[str, Any]:
     """Load and featurize a task folder with the default featurizer; return its statistics."""
-    from ..domains.molecules.featurize import MoleculeFeaturizer
-
-    prepared = workflows.prepare_tasks(
-        Path(data_dir),
-        MoleculeFeaturizer(descriptors=()),
-        Path(cache_dir) if cache_dir else None,
-        workers,
-        progress=False,
-    )
-    ts = prepared.taskset
-    return {
-        "data_dir": data_dir,
-        "n_tasks": len(ts.tasks),
-        "n_rows": ts.n_rows,
-        "n_molecules": len(ts.items),
-        "n_invalid": ts.n_invalid,
-        "skipped_files": ts.skipped,
-        "data_sha256": prepared.data_hash,
-    }
+    return report.prepare_stats(data_dir, cache_dir, workers)
 
 
 @flow(name="prepare_tasks")
@@ -101,16 +83,7 @@ def evaluate_task(
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run the FS-Mol protocol; return the contract JSON for each support size."""
-    results, label, n_invalid = workflows.evaluate_model(
-        Path(data_dir),
-        model,
-        tuple(support_sizes),
-        repeats,
-        seed,
-        Path(cache_dir) if cache_dir else None,
-        progress=False,
-    )
-    return {str(n): r.to_json(label, n_invalid) for n, r in results.items()}
+    return report.evaluate_json(data_dir, model, support_sizes, repeats, seed, cache_dir)
 
 
 @flow(name="evaluate")
@@ -147,14 +120,7 @@ def batch_score_task(
     model_dir: str, support: str, library: str, output: str, **kwargs: Any
 ) -> dict[str, Any]:
     """Score a library with onnxruntime; returns the row accounting."""
-    from dataclasses import asdict
-
-    from ..models.serving import score_library
-
-    rep = score_library(
-        Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs
-    )
-    return {**asdict(rep), "mol_per_s": rep.mol_per_s}
+    return report.score_json(model_dir, support, library, output, **kwargs)
 
 
 @flow(name="batch_score")

@@ -98,21 +98,69 @@ def plot_evaluation(results: dict[str, dict[str, Any]], path: Path, title: str) 
     tmp.replace(path)
 
 
+def prepare_stats(data_dir: str, cache_dir: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """Load and featurize (ECFP) a task folder; return its statistics."""
+    from ..domains.molecules.featurize import MoleculeFeaturizer
+
+    prepared = workflows.prepare_tasks(
+        Path(data_dir),
+        MoleculeFeaturizer(descriptors=()),
+        Path(cache_dir) if cache_dir else None,
+        workers,
+        progress=False,
+    )
+    ts = prepared.taskset
+    return {
+        "data_dir": data_dir,
+        "n_tasks": len(ts.tasks),
+        "n_rows": ts.n_rows,
+        "n_molecules": len(ts.items),
+        "n_invalid": ts.n_invalid,
+        "skipped_files": ts.skipped,
+        "data_sha256": prepared.data_hash,
+    }
+
+
+def evaluate_json(
+    data_dir: str,
+    model: str | None,
+    support_sizes: list[int],
+    repeats: int,
+    seed: int,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """The FS-Mol protocol; the evaluation contract's JSON for each support size."""
+    results, label, n_invalid = workflows.evaluate_model(
+        Path(data_dir),
+        model,
+        tuple(support_sizes),
+        repeats,
+        seed,
+        Path(cache_dir) if cache_dir else None,
+        progress=False,
+    )
+    return {str(n): r.to_json(label, n_invalid) for n, r in results.items()}
+
+
+def score_json(
+    model_dir: str, support: str, library: str, output: str, **kwargs: Any
+) -> dict[str, Any]:
+    """Score a library with onnxruntime; the row accounting as a dict."""
+    from dataclasses import asdict
+
+    from ..models.serving import score_library
+
+    rep = score_library(
+        Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs
+    )
+    return {**asdict(rep), "mol_per_s": rep.mol_per_s}
+
+
 class LocalStages:
     """Demo stages as plain function calls (no Prefect)."""
 
     def prepare(self, data_dir: str) -> dict[str, Any]:  # noqa: D102
-        from ..domains.molecules.featurize import MoleculeFeaturizer
-
-        p = workflows.prepare_tasks(
-            Path(data_dir), MoleculeFeaturizer(descriptors=()), None, 1, progress=False
-        )
-        return {
-            "data_dir": data_dir,
-            "n_tasks": len(p.taskset.tasks),
-            "n_rows": p.taskset.n_rows,
-            "n_invalid": p.taskset.n_invalid,
-        }
+        return prepare_stats(data_dir)
 
     def train(
         self,
@@ -127,21 +175,10 @@ class LocalStages:
     def evaluate(
         self, data_dir: str, model: str, support_sizes: list[int], repeats: int, seed: int
     ) -> dict[str, Any]:  # noqa: D102
-        res, label, n_invalid = workflows.evaluate_model(
-            Path(data_dir), model, tuple(support_sizes), repeats, seed, progress=False
-        )
-        return {str(n): r.to_json(label, n_invalid) for n, r in res.items()}
+        return evaluate_json(data_dir, model, support_sizes, repeats, seed)
 
     def score(self, model_dir: str, support: str, library: str, output: str) -> dict[str, Any]:  # noqa: D102
-        from dataclasses import asdict
-
-        from ..models.serving import score_library
-
-        return asdict(
-            score_library(
-                Path(model_dir), Path(support), Path(library), Path(output), progress=False
-            )
-        )
+        return score_json(model_dir, support, library, output)
 
     def publish(self, markdown: str) -> None:  # noqa: D102
         return None

@@ -89,60 +89,24 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
         seed_everything(0)
         return build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
 
+    def run(learner, steps: int, folder: str):  # noqa: ANN001, ANN202
+        cfg = TrainConfig(
+            steps=steps,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+        )
+        return meta_train(
+            learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False
+        )
+
     full = mk()
-    meta_train(
-        full,
-        train,
-        x_train,
-        [],
-        x_train,
-        TrainConfig(
-            steps=20,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
-        ),
-        tmp_path / "a",
-        progress=False,
-    )
-    part = mk()
-    meta_train(
-        part,
-        train,
-        x_train,
-        [],
-        x_train,
-        TrainConfig(
-            steps=10,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
-        ),
-        tmp_path / "b",
-        progress=False,
-    )
+    run(full, 20, "a")
+    run(mk(), 10, "b")  # stops after the step-10 checkpoint
     resumed = mk()
-    res = meta_train(
-        resumed,
-        train,
-        x_train,
-        [],
-        x_train,
-        TrainConfig(
-            steps=20,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
-        ),
-        tmp_path / "b",
-        progress=False,
-    )
+    res = run(resumed, 20, "b")
     assert res.steps_done == 20
     for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
