@@ -244,19 +244,23 @@ class PolicyTrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    warm_steps: int = Field(1500, ge=0)
-    rl_steps: int = Field(300, ge=0)
+    warm_steps: int = Field(400, ge=0)
+    rl_steps: int = Field(60, ge=0)
     pools_per_step: int = Field(16, ge=1)
+    rl_pools_per_step: int = Field(8, ge=1, description="episodes per REINFORCE step")
     budget: int = Field(32, ge=1)
-    max_pool: int = Field(384, ge=8, description="training pools are subsampled to this size")
+    max_pool: int = Field(160, ge=8, description="training pools are subsampled to this size")
+    histories_per_step: int = Field(
+        3, ge=1, description="warm start: history lengths per pool batch"
+    )
     active_fractions: tuple[float, ...] = (0.05, 0.1, 0.1, 0.2, 0.5, 1.0)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, description="linear LR warm-up at the start")
     rl_lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
-    eval_every: int = Field(250, ge=1)
+    eval_every: int = Field(50, ge=1)
     valid_repeats: int = Field(2, ge=1)
     valid_fractions: tuple[float, ...] = (0.1, 1.0)
     seed: int = 0
@@ -286,10 +290,10 @@ def _capped_pool(task: Task, frac: float, cap: int, rng: np.random.Generator) ->
 
 
 def _sample_pools(
-    tasks: list[Task], cfg: PolicyTrainConfig, rng: np.random.Generator
+    tasks: list[Task], cfg: PolicyTrainConfig, rng: np.random.Generator, n: int | None = None
 ) -> list[Pool]:
     pools: list[Pool] = []
-    while len(pools) < cfg.pools_per_step:
+    while len(pools) < (n or cfg.pools_per_step):
         task = tasks[int(rng.integers(len(tasks)))]
         frac = float(rng.choice(cfg.active_fractions))
         pool = _capped_pool(task, frac, cfg.max_pool, rng)
@@ -402,8 +406,8 @@ def train_policy(
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, step])
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        pools = _sample_pools(tasks, cfg, rng)
         rl = step >= cfg.warm_steps
+        pools = _sample_pools(tasks, cfg, rng, cfg.rl_pools_per_step if rl else None)
         lr = cfg.rl_lr if rl else cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -491,7 +495,8 @@ def _warm_loss(
     # Several history lengths per batch of pools: each costs one forward on shared projections.
     env = BatchEnv(pools, cfg.budget, 1, 0, _pool_seeds(rng, len(pools)))
     tokens = policy.project(emb[torch.as_tensor(env.items, device=device)])
-    lengths = sorted(rng.choice(cfg.budget, size=4, replace=False).tolist())
+    n_len = min(cfg.histories_per_step, cfg.budget)
+    lengths = sorted(rng.choice(cfg.budget, size=n_len, replace=False).tolist())
     done = 0
     for h in lengths:
         while done < h and not env.done:
