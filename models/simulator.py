@@ -331,7 +331,7 @@ def simulate(
     active_fraction: float = 0.1,
     repeats: int = 5,
     seed: int = 0,
-    chunk: int = 64,
+    chunk: int = 16,
     progress: bool = False,
 ) -> SimulationResult:
     """Run ``picker`` on every task ``repeats`` times (pools and ties drawn from ``seed``).
@@ -354,21 +354,23 @@ def simulate(
         bar = tqdm(total=len(tasks) * repeats, desc=f"simulate {picker.name}", unit="episode")
     for r in range(repeats):
         all_pools = make_pools(tasks, active_fraction, [seed, r])
+        # Batch pools of similar size together: padding to the largest pool dominates the cost.
+        order = np.argsort([len(p) for p in all_pools], kind="stable")
         for lo in range(0, len(tasks), chunk):
-            pools = all_pools[lo : lo + chunk]
-            seeds = [[seed, r, i, 1] for i in range(lo, lo + len(pools))]
+            idx = order[lo : lo + chunk]
+            pools = [all_pools[i] for i in idx]
+            seeds = [[seed, r, int(i), 1] for i in idx]
             env = BatchEnv(pools, budget, batch, init, seeds)
             curve = run_env(env, picker)
             if curve.shape[1] < n_steps:  # every pool ran out of candidates: hits stay flat
                 curve = np.concatenate(
                     [curve, np.repeat(curve[:, -1:], n_steps - curve.shape[1], 1)], 1
                 )
-            sl = slice(lo, lo + len(pools))
-            curves[sl, r] = curve
+            curves[idx, r] = curve
             denom = np.minimum(budget, env.hits_available)
-            frac[sl, r] = np.where(denom > 0, env.hits / np.maximum(denom, 1), np.nan)
-            sizes[sl, r] = [len(p) for p in pools]
-            n_hits[sl, r] = [p.n_hits for p in pools]
+            frac[idx, r] = np.where(denom > 0, env.hits / np.maximum(denom, 1), np.nan)
+            sizes[idx, r] = [len(p) for p in pools]
+            n_hits[idx, r] = [p.n_hits for p in pools]
             if bar is not None:
                 bar.update(len(pools))
     if bar is not None:
