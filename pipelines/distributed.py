@@ -119,7 +119,7 @@ def task_runner(workers: int | None = None, address: str | None = None) -> Any:
             "threads_per_worker": 1,
             "processes": True,
             "host": LOCALHOST,
-            "scheduler_kwargs": {"dashboard": False},  # no HTTP dashboard at all
+            "dashboard_address": None,  # no HTTP dashboard at all
             "silence_logs": logging.ERROR,
         },
     )
