@@ -181,31 +181,37 @@ def run_score_bench(
 
     t_all = time.perf_counter()
     model_dir = Path(model or DEFAULT_MODEL_DIR)
-    int8_dir = (
-        Path(int8_model)
-        if int8_model
-        else (DEFAULT_INT8_DIR if DEFAULT_INT8_DIR.exists() else None)
-    )
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="metascreen-bench-") as tmp:
+        if int8_model is not None:
+            int8_dir: Path | None = Path(int8_model)
+        elif model is None and DEFAULT_INT8_DIR.exists():
+            int8_dir = DEFAULT_INT8_DIR  # the shipped int8 variant of the shipped model
+        else:
+            from ..models.quantize import quantize_artifact
+
+            int8_dir = quantize_artifact(model_dir, Path(tmp) / "int8")
         lib = Path(tmp) / "library.csv"
         pool = smiles_pool()
         write_library(lib, n, pool, seed)
         logger.info("library: %d rows sampled from %d distinct SMILES", n, len(pool))
         half = max(1, min(featurize_sample, n) // 2)
         n_a, s_a, q_x = featurize_only(model_dir, lib, chunk_size, workers, 0, half)
+        logger.info("featurization only: %d molecules in %.1fs", n_a, s_a)
         rep = score_library(
             model_dir, SUPPORT, lib, Path(tmp) / "scores.parquet", chunk_size, workers,
             progress=progress,
         )  # fmt: skip
+        logger.info("scored %d molecules in %.1fs", rep.n_input, rep.seconds)
         n_b, s_b, _ = featurize_only(model_dir, lib, chunk_size, workers, n - half, n)
+        logger.info("featurization only: %d molecules in %.1fs", n_b, s_b)
         if rep.n_scored != n:
             raise RuntimeError(f"benchmark library: {n - rep.n_scored} rows were not scored")
-    predictor = OnnxPredictor.load(model_dir, device="cpu", threads=1)
-    s_x, s_y = support_features(predictor, SUPPORT)
-    threads = os.cpu_count() or 1
-    engines = model_throughput(model_dir, int8_dir, s_x, s_y, q_x, threads)
-    engines_1t = model_throughput(model_dir, int8_dir, s_x, s_y, q_x, 1, rounds=3)
+        predictor = OnnxPredictor.load(model_dir, device="cpu", threads=1)
+        s_x, s_y = support_features(predictor, SUPPORT)
+        threads = os.cpu_count() or 1
+        engines = model_throughput(model_dir, int8_dir, s_x, s_y, q_x, threads)
+        engines_1t = model_throughput(model_dir, int8_dir, s_x, s_y, q_x, 1, rounds=3)
     own, kids = peak_rss_mb()
     featurize = (n_a + n_b) / (s_a + s_b)
     best_onnx = "onnx_int8" if "onnx_int8_mol_per_s" in engines else "onnx_fp32"
@@ -234,7 +240,7 @@ def run_score_bench(
         "query_rows_per_model_call": int(len(q_x)),
         "support_rows": int(len(s_y)),
         "score_model": str(model_dir),
-        "int8_model": str(int8_dir) if int8_dir else None,
+        "int8_model": str(int8_dir) if int8_model or model is None else "quantized on the fly",
         "distinct_smiles_in_pool": len(pool),
         "seed": seed,
         "cpu_count": os.cpu_count(),

@@ -75,7 +75,9 @@ def test_dask_scoring_matches_single_process(
     assert out["n_chunks"] == 11 and out["chunks_skipped"] == 0
     assert out["n_input"] == 400 == out["n_scored"] + out["n_quarantined"]
     assert not Path(out["work_dir"]).exists()  # removed once the output is complete
-    _assert_same_as_single_process(tiny_model, support, library, tmp_path / "dask.parquet", tmp_path)
+    _assert_same_as_single_process(
+        tiny_model, support, library, tmp_path / "dask.parquet", tmp_path
+    )
 
 
 def test_killed_run_resumes_without_redoing_chunks(
