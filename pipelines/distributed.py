@@ -125,6 +125,24 @@ def task_runner(workers: int | None = None, address: str | None = None) -> Any:
     )
 
 
+def _check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when nothing listens at a ``tcp://HOST:PORT`` scheduler address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from ..domains.errors import InputError
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
+        raise InputError(f"--dask-address {address!r}: expected tcp://HOST:PORT")
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as err:
+        raise InputError(
+            f"--dask-address {address}: no Dask scheduler reachable ({err.strerror or err})"
+        ) from err
+
+
 def score_distributed(
     model_dir: Path,
     support: Path,
@@ -135,6 +153,8 @@ def score_distributed(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Run ``distributed_score_flow`` on a LocalCluster of ``workers`` or the cluster at ``address``."""
+    if address:
+        _check_scheduler(address)
     runner = task_runner(workers, address)
     result: dict[str, Any] = distributed_score_flow.with_options(task_runner=runner)(
         str(model_dir), str(support), str(library), str(output), **kwargs
