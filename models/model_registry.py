@@ -222,7 +222,11 @@ class ModelRegistry:
         """Point ``current`` back to the version it had before the last switch (or to ``to``)."""
         current = self.current_version(name)
         if to is None:
-            history = [d for d in self.decisions(name) if d.get("to") == current and d.get("from")]
+            history = [  # switches that made ``current`` current (not decisions that kept it)
+                d
+                for d in self.decisions(name)
+                if d.get("to") == current and d.get("from") and d.get("from") != current
+            ]
             if not history:
                 raise InputError(
                     f"{name}: no earlier current version to roll back to (current: {current})"

@@ -113,6 +113,8 @@ def test_gate_refuses_a_degraded_challenger(
     assert abs(d.challenger_score) < 0.02  # tied logits: AP equals the active fraction
     assert d.champion_score == pytest.approx(first.challenger_score)  # same episodes, same seeds
     assert reg.current_version("molecules") == "v0001"
+    with pytest.raises(InputError, match="no earlier current version"):
+        reg.rollback("molecules")  # a refused challenger is not a switch to undo
     last = reg.decisions("molecules")[-1]
     assert last["action"] == "gate" and last["promote"] is False
     assert last["challenger_score"] == d.challenger_score
