@@ -42,7 +42,12 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
         del model.graph.value_info[:]
         plain = tmp / "fp32.onnx"
         onnx.save(model, str(plain))
-        quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8)
+        # The quantizer logs a generic "consider pre-processing" warning on the root logger.
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(str(plain), str(tmp / "model.onnx"), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
         plain.unlink()
         shutil.copy2(Path(src_dir) / "config.json", tmp / "config.json")
         meta: dict[str, Any] = {

@@ -197,18 +197,30 @@ def http_status(
         return int(err.code)
 
 
-def api_json(url: str, auth: str | None = None, method: str = "GET", payload: Any = None) -> Any:
-    """JSON answer of one Prefect API request; raises ``StackError`` on an HTTP error."""
+def api_json(
+    url: str, auth: str | None = None, method: str = "GET", payload: Any = None, retries: int = 6
+) -> Any:
+    """JSON answer of one Prefect API request; raises ``StackError`` on an HTTP error.
+
+    Like Prefect's own client, retries 429/502/503 (a busy SQLite database answers 503) with
+    exponential back-off.
+    """
     import json
 
     body = json.dumps(payload).encode() if payload is not None else None
     headers = {"Content-Type": "application/json", **(basic_auth_header(auth) if auth else {})}
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        raise StackError(f"{method} {url}: HTTP {err.code}") from err
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if err.code in (429, 502, 503) and attempt < retries:
+                logger.info("%s %s: HTTP %d, retrying", method, url, err.code)
+                time.sleep(min(2.0**attempt, 10.0))
+                continue
+            raise StackError(f"{method} {url}: HTTP {err.code}") from err
+    raise AssertionError("unreachable")
 
 
 def run_deployment_and_wait(
