@@ -132,6 +132,34 @@ def load_support(
     return ts
 
 
+def support_features(
+    predictor: OnnxPredictor, support_path: Path, label_column: str | None = "label"
+) -> tuple[FloatArray, FloatArray]:
+    """(support_x (S, D), support_y (S,)) of the assay's labelled compounds; needs both classes."""
+    support = load_support(support_path, label_column=label_column)
+    s_rows = np.concatenate([t.item_idx for t in support.tasks])
+    s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
+    if s_y.min() == s_y.max():
+        raise InputError(
+            f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}"
+        )
+    return predictor.featurizer.transform_smiles([support.items[i] for i in s_rows]), s_y
+
+
+def add_scores(
+    predictor: OnnxPredictor,
+    s_x: FloatArray,
+    s_y: FloatArray,
+    valid: pd.DataFrame,
+    x: FloatArray,
+) -> pd.DataFrame:
+    """``valid`` with ``score`` (probability) and ``logit`` columns for its feature rows ``x``."""
+    logits = predictor.logits(s_x, s_y, x) if len(x) else np.zeros(0, np.float32)
+    valid["score"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    valid["logit"] = logits.astype(np.float32)
+    return valid
+
+
 _WORKER: MoleculeFeaturizer | None = None
 
 
@@ -181,6 +209,7 @@ def score_library(
     label_column: str | None = "label",
     device: str = "auto",
     progress: bool = True,
+    threads: int | None = None,
 ) -> ScoreReport:
     """Adapt the model in ``model_dir`` to ``support_path`` and score ``library_path``.
 
@@ -191,16 +220,10 @@ def score_library(
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    predictor = OnnxPredictor.load(model_dir, device=device)
-    support = load_support(support_path, label_column=label_column)
-    s_smiles = support.items
-    s_rows = np.concatenate([t.item_idx for t in support.tasks])
-    s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
-    if s_y.min() == s_y.max():
-        raise InputError(
-            f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}"
-        )
-    s_x = predictor.featurizer.transform_smiles([s_smiles[i] for i in s_rows])
+    # With forked featurizers busy on every core, one inference thread overlaps with them best.
+    threads = threads or (1 if workers > 1 else None)
+    predictor = OnnxPredictor.load(model_dir, device=device, threads=threads)
+    s_x, s_y = support_features(predictor, support_path, label_column)
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -220,11 +243,7 @@ def score_library(
             for valid, x, bad in _prepared_chunks(chunks, predictor.featurizer, workers):
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
-                logits = predictor.logits(s_x, s_y, x) if len(x) else np.zeros(0, np.float32)
-                valid["score"] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(
-                    np.float32
-                )
-                valid["logit"] = logits.astype(np.float32)
+                valid = add_scores(predictor, s_x, s_y, valid, x)
                 table = pa.Table.from_pandas(valid, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)

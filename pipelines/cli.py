@@ -367,29 +367,71 @@ def score_molecules(
     ],  # noqa: A002
     output: Annotated[Path, typer.Option(help="scores (Parquet)")],
     model: Annotated[
-        Path | None, typer.Option(help="model artifact folder (default: the shipped model)")
+        Path | None,
+        typer.Option(
+            help="model artifact folder (default: the registry's current model, else the shipped one)"
+        ),
     ] = None,
     label_column: Annotated[str, typer.Option(help="support label column")] = "label",
     smiles_column: Annotated[
         str | None, typer.Option(help="library SMILES column (default SMILES/smiles)")
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="rows per chunk")] = 4096,
-    workers: Annotated[int, typer.Option(help="featurization processes")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="score on a Dask LocalCluster of N processes on 127.0.0.1 (chunked, resumable); "
+            "default: this process with 2 forked featurization workers"
+        ),
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="score on an existing Dask scheduler, e.g. tcp://127.0.0.1:8786"),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="model registry folder (default $METASCREEN_REGISTRY)", show_default=False
+        ),
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="registered model name")] = "molecules",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
 ) -> None:
     """Adapt to the support set and score the library with onnxruntime; invalid SMILES are quarantined."""
 
     def body() -> Any:
-        from ..models.artifact import DEFAULT_MODEL_DIR
-        from ..models.serving import score_library
+        from dataclasses import fields
 
+        from ..models.model_registry import resolve_model_dir
+        from ..models.serving import ScoreReport, score_library
+
+        model_dir = resolve_model_dir(model, registry, model_name)
+        if workers is not None or dask_address is not None:
+            from .distributed import score_distributed
+
+            out = score_distributed(
+                model_dir,
+                support,
+                input,
+                output,
+                workers=workers,
+                address=dask_address,
+                chunk_size=chunk_size,
+                smiles_column=smiles_column,
+                label_column=label_column,
+                device=device,
+            )
+            if out["chunks_skipped"]:
+                typer.echo(
+                    f"resumed: {out['chunks_skipped']} of {out['n_chunks']} chunks were done"
+                )
+            return ScoreReport(**{f.name: out[f.name] for f in fields(ScoreReport)})
         return score_library(
-            model or DEFAULT_MODEL_DIR,
+            model_dir,
             support,
             input,
             output,
             chunk_size=chunk_size,
-            workers=workers,
             smiles_column=smiles_column,
             label_column=label_column,
             device=device,
@@ -406,6 +448,13 @@ def score_molecules(
 
 
 from . import cli_policy  # noqa: E402,F401  (registers train policy, simulate, propose)
+
+# -- operations: models, serve, bench (pipelines/ops_cli.py) -----------------------------------
+from .ops_cli import bench_app, models_app, serve  # noqa: E402 - needs _run etc. defined above
+
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+app.command()(serve)
 
 
 def main() -> None:

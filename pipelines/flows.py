@@ -126,14 +126,36 @@ def batch_score_task(
 
 @flow(name="batch_score")
 def batch_score_flow(
-    model_dir: str,
+    model_dir: str | None,
     support: str,
     library: str,
     output: str,
     chunk_size: int = 4096,
     workers: int = 2,
+    dask_workers: int | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Adapt to an assay's support set and score a library (onnxruntime only)."""
+    """Adapt to an assay's support set and score a library (onnxruntime only).
+
+    ``model_dir`` empty: the registry's current model ($METASCREEN_REGISTRY), else the shipped
+    one. ``dask_workers``/``dask_address``: chunked, resumable scoring on Dask (see
+    ``metascreen.pipelines.distributed``) instead of one process with ``workers`` featurizers.
+    """
+    from ..models.model_registry import resolve_model_dir
+
+    model_dir = str(resolve_model_dir(model_dir or None))
+    if dask_workers or dask_address:
+        from .distributed import score_distributed
+
+        return score_distributed(
+            Path(model_dir),
+            Path(support),
+            Path(library),
+            Path(output),
+            workers=dask_workers,
+            address=dask_address,
+            chunk_size=chunk_size,
+        )
     rep = batch_score_task(
         model_dir, support, library, output, chunk_size=chunk_size, workers=workers
     )

@@ -87,3 +87,60 @@ def test_policy_trains_on_cuda_with_amp(tmp_path) -> None:
     )
     res = train_policy(pol, emb, tasks[:16], emb, tasks[16:], cfg, tmp_path, progress=False)
     assert res.steps_done == 24 and np.isfinite(res.best_score)
+
+
+def test_batch_scoring_on_the_cuda_provider(tiny_model, tmp_path) -> None:
+    import pandas as pd
+
+    from metascreen.models.serving import score_library
+    from tiny_data import make_smiles
+
+    rows = make_smiles(80, seed=1)
+    pd.DataFrame(rows[:12], columns=["SMILES", "label"]).to_csv(tmp_path / "s.csv", index=False)
+    pd.DataFrame({"SMILES": [s for s, _ in rows[12:]]}).to_csv(tmp_path / "l.csv", index=False)
+    gpu = score_library(
+        tiny_model, tmp_path / "s.csv", tmp_path / "l.csv", tmp_path / "g.parquet",
+        device="cuda", progress=False,
+    )  # fmt: skip
+    cpu = score_library(
+        tiny_model, tmp_path / "s.csv", tmp_path / "l.csv", tmp_path / "c.parquet",
+        device="cpu", progress=False,
+    )  # fmt: skip
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    a, b = pd.read_parquet(gpu.output), pd.read_parquet(cpu.output)
+    np.testing.assert_allclose(a["logit"], b["logit"], rtol=1e-3, atol=1e-3)
+
+
+def test_dask_chunk_scoring_on_cuda(tiny_model, tmp_path) -> None:
+    import pandas as pd
+
+    from metascreen.models import chunked
+    from tiny_data import make_smiles
+
+    rows = make_smiles(60, seed=2)
+    pd.DataFrame(rows[:12], columns=["SMILES", "label"]).to_csv(tmp_path / "s.csv", index=False)
+    pd.DataFrame({"SMILES": [s for s, _ in rows[12:]]}).to_csv(tmp_path / "l.csv", index=False)
+    job = chunked.prepare_job(
+        tiny_model, tmp_path / "s.csv", tmp_path / "l.csv", tmp_path / "o.parquet", 16,
+        device="cuda",
+    )  # fmt: skip
+    df = pd.read_csv(tmp_path / "l.csv").assign(row=lambda d: range(len(d)))
+    df = df[["row", "SMILES"]]
+    out = chunked.score_chunk(job, 0, df)
+    assert out["n_scored"] == 48
+    predictor = chunked._predictor(job.model_dir, "cuda")
+    assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
+
+
+def test_int8_model_runs_with_the_cuda_provider_requested() -> None:
+    from metascreen.models.artifact import DEFAULT_MODEL_DIR
+    from metascreen.models.serving import OnnxPredictor
+
+    int8 = DEFAULT_MODEL_DIR.parent / "molecules-default-int8"
+    pred = OnnxPredictor.load(int8, device="cuda")
+    d = pred.featurizer.dim
+    rng = np.random.default_rng(0)
+    sx = (rng.random((16, d)) < 0.05).astype(np.float32)
+    sy = (np.arange(16) % 2).astype(np.float32)
+    out = pred.logits(sx, sy, (rng.random((64, d)) < 0.05).astype(np.float32))
+    assert out.shape == (64,) and np.isfinite(out).all()

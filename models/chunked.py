@@ -1,0 +1,247 @@
+"""Resumable chunked scoring: the pieces a distributed engine runs (numpy/pandas/onnxruntime only).
+
+A scoring job is keyed by the sha256 of its inputs (library file, support file, model ONNX and
+featurizer hashes, chunk size, columns). Its work folder holds one Parquet file per finished
+chunk, each written to a temporary name and renamed into place, so a chunk file exists only when
+it is complete. Rerunning the same job skips the chunks already there; ``finalize`` concatenates
+the chunks in order, checks that every input row appears exactly once (scored or quarantined),
+and writes the output and quarantine files atomically.
+
+The orchestration (which engine runs ``score_chunk``) lives in ``metascreen.pipelines``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..domains.errors import InputError
+from ..domains.io import atomic_write_bytes, atomic_write_json, canonical_json_hash, sha256_file
+from ..domains.molecules.featurize import FloatArray
+from ..domains.quarantine import QUARANTINE_COLUMNS
+from . import serving
+from .serving import OnnxPredictor, ScoreReport
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringJob:
+    """Everything a chunk needs, small enough to send to every worker."""
+
+    model_dir: str
+    work_dir: str
+    support_x: FloatArray
+    support_y: FloatArray
+    device: str = "cpu"
+
+    def chunk_path(self, index: int) -> Path:
+        """The finished-chunk file (its existence marks the chunk as done)."""
+        return Path(self.work_dir) / f"chunk-{index:06d}.parquet"
+
+    def quarantine_path(self, index: int) -> Path:
+        """The chunk's rejected rows (written before the chunk file)."""
+        return Path(self.work_dir) / f"chunk-{index:06d}.quarantine.parquet"
+
+    def done(self, index: int) -> bool:
+        """True when chunk ``index`` finished in this or an earlier run."""
+        return self.chunk_path(index).exists()
+
+
+def job_key(
+    model_dir: Path,
+    support_path: Path,
+    library_path: Path,
+    chunk_size: int,
+    smiles_column: str | None,
+    label_column: str | None,
+) -> str:
+    """sha256 of the inputs that determine the chunks' contents."""
+    meta = json.loads((Path(model_dir) / "metadata.json").read_text())
+    return canonical_json_hash(
+        {
+            "library": sha256_file(Path(library_path)),
+            "support": sha256_file(Path(support_path)),
+            "onnx": meta["onnx"]["sha256"],
+            "featurizer": meta["featurizer"]["hash"],
+            "chunk_size": chunk_size,
+            "smiles_column": smiles_column,
+            "label_column": label_column,
+        }
+    )
+
+
+def default_work_root(output: Path) -> Path:
+    """Work folders live next to the output: ``<output dir>/.<output name>.work/``."""
+    output = Path(output)
+    return output.parent / f".{output.name}.work"
+
+
+def prepare_job(
+    model_dir: Path,
+    support_path: Path,
+    library_path: Path,
+    output: Path,
+    chunk_size: int = 4096,
+    smiles_column: str | None = None,
+    label_column: str | None = "label",
+    device: str = "cpu",
+    work_root: Path | None = None,
+) -> ScoringJob:
+    """Verify the model, featurize the support set and create (or reopen) the job's work folder."""
+    predictor = OnnxPredictor.load(Path(model_dir), device="cpu", threads=1)
+    s_x, s_y = serving.support_features(predictor, Path(support_path), label_column)
+    key = job_key(model_dir, support_path, library_path, chunk_size, smiles_column, label_column)
+    work = Path(work_root or default_work_root(output)) / key[:20]
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "key": key,
+        "model_dir": str(model_dir),
+        "support": str(support_path),
+        "library": str(library_path),
+        "chunk_size": chunk_size,
+        "smiles_column": smiles_column,
+        "label_column": label_column,
+    }
+    if not (work / MANIFEST).exists():
+        atomic_write_json(work / MANIFEST, manifest)
+    n_done = len(list(work.glob("chunk-*[0-9].parquet")))
+    if n_done:
+        logger.info("resuming %s: %d chunks already done", work, n_done)
+    return ScoringJob(str(model_dir), str(work), s_x, s_y, device)
+
+
+_PREDICTORS: dict[tuple[str, str], OnnxPredictor] = {}
+
+
+def _predictor(model_dir: str, device: str) -> OnnxPredictor:
+    """One verified session per worker process (loaded on the worker's first chunk)."""
+    key = (model_dir, device)
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = OnnxPredictor.load(Path(model_dir), device=device, threads=1)
+    return _PREDICTORS[key]
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def score_chunk(job: ScoringJob, index: int, df: pd.DataFrame) -> dict[str, int]:
+    """Featurize and score one chunk and write it atomically; a finished chunk is left alone.
+
+    The frame written is exactly what ``serving.score_library`` writes for the same rows.
+    """
+    if job.done(index):
+        return {"index": index, "n_scored": -1, "n_quarantined": -1, "skipped": 1}
+    predictor = _predictor(job.model_dir, job.device)
+    serving._init_worker(predictor.featurizer.spec())
+    valid, x, bad = serving._prepare_chunk(df)
+    valid = serving.add_scores(predictor, job.support_x, job.support_y, valid, x)
+    q = pd.DataFrame(bad, columns=list(QUARANTINE_COLUMNS)).astype(
+        {"row": "int64", "input": "str", "reason": "str"}
+    )
+    atomic_write_bytes(job.quarantine_path(index), _parquet_bytes(q))
+    atomic_write_bytes(job.chunk_path(index), _parquet_bytes(valid))  # the done marker: last
+    return {"index": index, "n_scored": len(valid), "n_quarantined": len(q), "skipped": 0}
+
+
+def finalize(
+    job: ScoringJob,
+    n_chunks: int,
+    n_rows: int,
+    output: Path,
+    seconds: float,
+    keep_work: bool = False,
+) -> ScoreReport:
+    """Concatenate the chunks in order into ``output`` (+ quarantine CSV); check row accounting.
+
+    Raises:
+        InputError: a chunk is missing, or rows are missing or duplicated.
+    """
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(n_chunks) if not job.done(i)]
+    if missing:
+        raise InputError(
+            f"{job.work_dir}: {len(missing)} chunks unfinished (first {missing[:5]}); rerun the command"
+        )
+    seen = np.zeros(n_rows, dtype=np.int64)
+    tmp = output.with_name(output.name + ".partial")
+    writer: pq.ParquetWriter | None = None
+    quarantined = []
+    n_scored = 0
+    try:
+        for i in range(n_chunks):
+            table = pq.read_table(job.chunk_path(i))
+            q = pd.read_parquet(job.quarantine_path(i))
+            rows = np.concatenate([table.column("row").to_numpy(), q["row"].to_numpy()])
+            np.add.at(seen, rows, 1)
+            if len(q):
+                quarantined.append(q)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            n_scored += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise InputError(f"{job.model_dir}: the library has no rows")
+    if (seen != 1).any():
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"{job.work_dir}: row accounting failed ({int((seen == 0).sum())} missing, "
+            f"{int((seen > 1).sum())} duplicated); delete the work folder and rerun"
+        )
+    tmp.replace(output)
+    q_path = output.with_name(output.stem + ".quarantine.csv")
+    q_path.unlink(missing_ok=True)
+    n_q = 0
+    if quarantined:
+        qdf = pd.concat(quarantined, ignore_index=True)
+        n_q = len(qdf)
+        atomic_write_bytes(q_path, qdf.to_csv(index=False).encode())
+        logger.warning("quarantined %d rows to %s", n_q, q_path)
+    providers = list(_predictor(job.model_dir, job.device).session.get_providers())
+    report = ScoreReport(
+        n_input=n_rows,
+        n_scored=n_scored,
+        n_quarantined=n_q,
+        n_support=len(job.support_y),
+        output=str(output),
+        quarantine=str(q_path) if n_q else None,
+        seconds=seconds,
+        providers=providers,
+    )
+    atomic_write_json(Path(job.work_dir) / "report.json", asdict(report))
+    if not keep_work:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    return report
+
+
+def now() -> float:
+    """Monotonic seconds (for the orchestrator's timing)."""
+    return time.perf_counter()
+
+
+def job_summary(job: ScoringJob) -> dict[str, Any]:
+    """Work folder and how many chunks it holds."""
+    return {
+        "work_dir": job.work_dir,
+        "chunks_done": len(list(Path(job.work_dir).glob("chunk-*[0-9].parquet"))),
+    }

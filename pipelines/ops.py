@@ -1,0 +1,411 @@
+"""Operations: the retrain flow with its champion/challenger gate, and a local Prefect stack.
+
+``retrain_flow`` trains a challenger, registers it, evaluates it next to the registry's current
+model on the same validation episodes and promotes it only when it wins by the margin
+(``metascreen.models.gate``). ``LocalStack`` runs a real ``prefect server start`` on 127.0.0.1,
+a process work pool, the deployments of ``deploy/prefect.yaml`` and a worker — what
+``metascreen serve`` starts and the integration test drives.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from prefect import flow, task
+from prefect.logging import get_run_logger
+
+from ..domains.errors import ConfigError, MetascreenError
+from ..models import gate, workflows
+from ..models.artifact import utc_now
+from ..models.model_registry import DEFAULT_NAME, REGISTRY_ENV, ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PREFECT_FILE = REPO_ROOT / "deploy" / "prefect.yaml"
+LOCALHOST = "127.0.0.1"
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run context (e.g. .fn() in tests)
+        return logger
+
+
+# -- retraining --------------------------------------------------------------------------------
+@task(name="train-challenger")
+def train_challenger_task(
+    data_dir: str,
+    out_dir: str,
+    learner: dict[str, Any],
+    train: dict[str, Any],
+    valid_dir: str | None,
+    cache_dir: str | None,
+    run_dir: str,
+    eval_support_sizes: list[int],
+    eval_repeats: int,
+) -> str:
+    """Meta-train the challenger into a staging folder; returns the artifact folder."""
+    return str(
+        workflows.train_model(
+            Path(data_dir),
+            Path(out_dir),
+            learner,
+            train,
+            valid_dir=Path(valid_dir) if valid_dir else None,
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            run_dir=Path(run_dir),
+            eval_support_sizes=tuple(eval_support_sizes),
+            eval_repeats=eval_repeats,
+            progress=False,
+            command="metascreen retrain flow",
+        )
+    )
+
+
+@task(name="gate")
+def gate_task(
+    registry: str, name: str, challenger_dir: str, cfg: dict[str, Any], note: str | None = None
+) -> dict[str, Any]:
+    """Register the challenger, compare it with the champion, promote it if it wins."""
+    decision = gate.gate_challenger(
+        ModelRegistry(registry), Path(challenger_dir), gate.GateConfig(**cfg), name, note
+    )
+    return decision.to_json()
+
+
+def _registry_root(registry: str | None) -> str:
+    root = registry or os.environ.get(REGISTRY_ENV)
+    if not root:
+        raise ConfigError(f"no model registry: pass registry=... or set {REGISTRY_ENV}")
+    return str(root)
+
+
+@flow(name="retrain")
+def retrain_flow(
+    data_dir: str,
+    registry: str | None = None,
+    name: str = DEFAULT_NAME,
+    learner: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    valid_dir: str | None = None,
+    margin: float = gate.DEFAULT_MARGIN,
+    support_sizes: list[int] | None = None,
+    repeats: int = 10,
+    seed: int = 0,
+    cache_dir: str | None = ".cache/metascreen",
+) -> dict[str, Any]:
+    """Train a challenger and promote it only if it beats the current model by ``margin``.
+
+    Args:
+        data_dir: FS-Mol-format folder with ``train/`` (and ``valid/`` unless ``valid_dir``).
+        registry: registry folder (default ``$METASCREEN_REGISTRY``).
+        name: registered model name.
+        learner: learner config (``metascreen.models.learners.registry.LearnerConfig`` fields).
+        train: training config (``metascreen.models.train.TrainConfig`` fields).
+        valid_dir: validation tasks for early stopping and the gate (default ``data_dir/valid``).
+        margin: ΔAUPRC the challenger must gain over the champion to be promoted.
+        support_sizes: gate support sizes (default [16]); the gate score is their mean ΔAUPRC.
+        repeats: draws per task in the gate (seeds ``seed + r``, the same for both models).
+        seed: base seed of the gate's draws.
+        cache_dir: feature cache shared by training and the gate.
+    """
+    root = _registry_root(registry)
+    _, resolved_valid = workflows.resolve_splits(
+        Path(data_dir), Path(valid_dir) if valid_dir else None
+    )
+    if resolved_valid is None:
+        raise ConfigError(f"{data_dir}: no valid/ folder; pass valid_dir for the gate")
+    sizes = list(support_sizes or [16])
+    stamp = utc_now().replace(":", "").replace("-", "")
+    base = ModelRegistry(root).model_dir(name)
+    staging = base / ".staging" / stamp
+    challenger = train_challenger_task(
+        data_dir,
+        str(staging),
+        learner or {},
+        train or {},
+        str(resolved_valid),
+        cache_dir,
+        str(base / ".runs" / stamp),
+        sizes,
+        repeats,
+    )
+    cfg = {
+        "valid_dir": str(resolved_valid),
+        "support_sizes": tuple(sizes),
+        "repeats": repeats,
+        "seed": seed,
+        "margin": margin,
+        "cache_dir": cache_dir,
+    }
+    decision = gate_task(root, name, challenger, cfg, note=f"retrain flow {stamp}")
+    shutil.rmtree(staging, ignore_errors=True)  # the registry holds its own verified copy
+    champ = decision["champion_score"]
+    _log().info(
+        "retrain %s: challenger %s ΔAUPRC %.4f, champion %s %s, margin %.4f -> %s: %s",
+        name,
+        decision["challenger"],
+        decision["challenger_score"],
+        decision["champion"],
+        f"{champ:.4f}" if champ is not None else "n/a",
+        margin,
+        "promoted" if decision["promote"] else "kept champion",
+        decision["reason"],
+    )
+    return decision
+
+
+# -- a local Prefect stack -------------------------------------------------------------------
+def free_port(host: str = LOCALHOST) -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def basic_auth_header(auth: str) -> dict[str, str]:
+    """``Authorization`` header for Prefect's basic auth (``user:password``)."""
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+
+
+def http_status(
+    url: str, auth: str | None = None, method: str = "GET", body: bytes | None = None
+) -> int:
+    """HTTP status of one request (no exception on 4xx/5xx)."""
+    headers = {"Content-Type": "application/json", **(basic_auth_header(auth) if auth else {})}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def api_json(
+    url: str, auth: str | None = None, method: str = "GET", payload: Any = None, retries: int = 6
+) -> Any:
+    """JSON answer of one Prefect API request; raises ``StackError`` on an HTTP error.
+
+    Like Prefect's own client, retries 429/502/503 (a busy SQLite database answers 503) with
+    exponential back-off.
+    """
+    import json
+
+    body = json.dumps(payload).encode() if payload is not None else None
+    headers = {"Content-Type": "application/json", **(basic_auth_header(auth) if auth else {})}
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if err.code in (429, 502, 503) and attempt < retries:
+                logger.info("%s %s: HTTP %d, retrying", method, url, err.code)
+                time.sleep(min(2.0**attempt, 10.0))
+                continue
+            raise StackError(f"{method} {url}: HTTP {err.code}") from err
+    raise AssertionError("unreachable")
+
+
+def run_deployment_and_wait(
+    api_url: str,
+    deployment: str,
+    parameters: dict[str, Any] | None = None,
+    auth: str | None = None,
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """Trigger ``flow-name/deployment-name`` through the REST API and wait for a final state."""
+    dep = api_json(f"{api_url}/deployments/name/{deployment}", auth)
+    run = api_json(
+        f"{api_url}/deployments/{dep['id']}/create_flow_run",
+        auth,
+        "POST",
+        {"parameters": parameters or {}},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api_json(f"{api_url}/flow_runs/{run['id']}", auth)
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return dict(run)
+        time.sleep(0.5)
+    raise StackError(f"flow run {run['id']} of {deployment} not finished after {timeout:.0f}s")
+
+
+class StackError(MetascreenError):
+    """A part of the local Prefect stack failed to start."""
+
+
+@dataclass
+class LocalStack:
+    """``prefect server start`` on loopback + a process work pool, deployments and a worker.
+
+    The server gets its own ``PREFECT_HOME`` (SQLite database) and, with ``auth`` set, Prefect's
+    basic auth (``PREFECT_SERVER_API_AUTH_STRING``); every client process started here gets the
+    matching ``PREFECT_API_AUTH_STRING``. ``stop`` ends the worker before the server.
+    """
+
+    home: Path
+    host: str = LOCALHOST
+    port: int = 4200
+    auth: str | None = None
+    pool: str = "metascreen"
+    prefect_file: Path = PREFECT_FILE
+    log_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    server: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        """The server's API URL."""
+        return f"http://{self.host}:{self.port}/api"
+
+    def env(self) -> dict[str, str]:
+        """Environment of the processes started here (client settings included)."""
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_HOST": self.host,
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "metascreen",
+            "METASCREEN_HOME": str(REPO_ROOT),
+            "DASK_LOGGING__DISTRIBUTED": "error",
+            **self.extra_env,
+        }
+        for key in ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"):
+            env.pop(key, None)
+        if self.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth
+            env["PREFECT_API_AUTH_STRING"] = self.auth
+        return env
+
+    def _log(self, name: str) -> IO[bytes] | int:
+        if self.log_dir is None:
+            return subprocess.DEVNULL
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(fh)
+        return fh
+
+    def _prefect(self, *args: str, timeout: float = 180) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", *args],
+            cwd=REPO_ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if out.returncode != 0:
+            tail = (out.stdout + out.stderr).strip().splitlines()[-1:] or ["(no output)"]
+            raise StackError(f"prefect {' '.join(args[:2])} failed: {tail[0]}")
+        logger.debug("prefect %s: %s", " ".join(args), out.stdout.strip())
+
+    def start_server(self, timeout: float = 90) -> None:
+        """Start ``prefect server start`` and wait for ``/api/health``."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start"]
+            + ["--host", self.host, "--port", str(self.port)],
+            env=self.env(),
+            stdout=self._log("server"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise StackError(
+                    f"prefect server exited with {self.server.returncode} (port {self.port} busy?)"
+                )
+            with contextlib.suppress(OSError):
+                if http_status(f"{self.api_url}/health") == 200:
+                    logger.info("prefect server ready at %s", self.api_url)
+                    return
+            time.sleep(0.25)
+        raise StackError(f"prefect server at {self.api_url} not healthy after {timeout:.0f}s")
+
+    def create_pool(self) -> None:
+        """Create (or update) the process work pool."""
+        self._prefect("work-pool", "create", self.pool, "--type", "process", "--overwrite")
+
+    def deploy(self, names: list[str] | None = None) -> None:
+        """Register the deployments of ``prefect_file`` (all of them, or ``names``)."""
+        which = [a for n in names for a in ("--name", n)] if names else ["--all"]
+        self._prefect("deploy", *which, "--prefect-file", str(self.prefect_file))
+
+    def start_worker(self) -> None:
+        """Start a process worker polling the pool."""
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", self.pool]
+            + ["--type", "process"],
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=self._log("worker"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start(self, deploy: bool = True, worker: bool = True) -> LocalStack:
+        """Server, pool, deployments, worker; stops what it started if a step fails."""
+        try:
+            self.start_server()
+            self.create_pool()
+            if deploy:
+                self.deploy()
+            if worker:
+                self.start_worker()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the group: flow-run children included
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop the worker, then the server (SIGTERM, SIGKILL after a grace period)."""
+        self._terminate(self.worker, 15)
+        self._terminate(self.server, 20)
+        for fh in self._logs:
+            fh.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalStack:
+        """Start everything."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop everything."""
+        self.stop()

@@ -1,0 +1,71 @@
+"""``metascreen bench score`` writes the contract JSON (tiny n; the real figures are in README)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from metascreen.models.artifact import DEFAULT_MODEL_DIR
+from metascreen.pipelines.cli import app
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (DEFAULT_MODEL_DIR / "metadata.json").exists(), reason="no shipped model"
+    ),
+]
+
+KEYS = {
+    "n",
+    "score_mol_per_s",
+    "featurize_mol_per_s",
+    "ratio_score_to_featurize",
+    "onnx_vs_torch",
+    "peak_rss_mb",
+    "seconds",
+}
+
+
+def test_bench_score_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metascreen.pipelines import bench
+
+    real = bench.model_throughput
+    monkeypatch.setattr(  # keep the timing loops short in the test
+        bench,
+        "model_throughput",
+        lambda *a, **k: real(*a, **{**k, "rounds": 1, "min_seconds": 0.05}),
+    )
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(
+        app,
+        ["bench", "score", "--n", "300", "--featurize-sample", "100", "--chunk-size", "50"]
+        + ["--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert set(r) >= KEYS
+    assert r["n"] == 300 and r["featurize_molecules"] == 100
+    assert all(r[k] > 0 for k in KEYS)
+    assert r["ratio_score_to_featurize"] == pytest.approx(
+        r["score_mol_per_s"] / r["featurize_mol_per_s"], rel=1e-2
+    )
+    assert r["onnx_fp32_max_abs_logit_diff_vs_torch"] < 1e-3  # same model, two engines
+    assert "| ratio scoring / featurization |" in out.with_suffix(".md").read_text()
+
+
+def test_library_sampling_is_seeded_and_valid(tmp_path: Path) -> None:
+    from metascreen.domains.molecules.featurize import parse_smiles
+    from metascreen.pipelines.bench import smiles_pool, write_library
+
+    pool = smiles_pool()
+    assert len(pool) > 1000
+    write_library(tmp_path / "a.csv", 500, pool, seed=3)
+    write_library(tmp_path / "b.csv", 500, pool, seed=3)
+    text = (tmp_path / "a.csv").read_text()
+    assert text == (tmp_path / "b.csv").read_text()
+    rows = text.splitlines()[1:]
+    assert len(rows) == 500
+    assert all(parse_smiles(r.split(",", 1)[1]) is not None for r in rows[:50])
