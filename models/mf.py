@@ -129,3 +129,14 @@ def rating_histogram(items: I64, ratings: F32, n_items: int, prior: float = 5.0)
     np.add.at(hist, (items, level), 1.0)
     glob = hist.sum(0) / max(1.0, hist.sum())
     return ((hist + prior * glob) / (hist.sum(1, keepdims=True) + prior)).astype(np.float32)
+
+
+def staircase(p: F32, t: float, eps: float = 0.02) -> F32:
+    """numpy twin of ``learners.rating.staircase``: strictly increasing, pulls values within ``t``
+    of an integer onto it (MAE favours medians, which sit on integer ratings)."""
+    r = np.rint(p)
+    x = p - r
+    ax = np.abs(x)
+    slope = (0.5 - eps * t) / (0.5 - t)
+    out = np.where(ax < t, eps * x, np.sign(x) * (eps * t + slope * (ax - t)))
+    return (r + out).astype(np.float32)

@@ -64,6 +64,7 @@ class AttentiveRatingLearner(EpisodicLearner):
     cache_embeddings = False
     mu: torch.Tensor
     stair_t: torch.Tensor
+    residual_gate: torch.Tensor
 
     def __init__(
         self,
@@ -87,6 +88,9 @@ class AttentiveRatingLearner(EpisodicLearner):
         self.residual = residual
         self.register_buffer("mu", torch.tensor(float(mu)))
         self.register_buffer("stair_t", torch.tensor(0.0))
+        # 1 = use the attentive residual; set to 0 after training when the fold-in alone
+        # validates better (model selection on the early-stopping users).
+        self.register_buffer("residual_gate", torch.tensor(1.0))
         self.log_reg = nn.Parameter(torch.tensor(math.log(reg)))
         self.log_reg_bias = nn.Parameter(torch.tensor(math.log(reg_bias)))
         self.s_enc = _mlp(in_dim + 3 + 5, hidden, hidden, dropout)
@@ -185,7 +189,7 @@ class AttentiveRatingLearner(EpisodicLearner):
                 dim=1,
             )
         ).squeeze(-1)
-        return base_q + delta
+        return base_q + self.residual_gate * delta
 
     def episode_loss(
         self,

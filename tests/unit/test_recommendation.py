@@ -149,3 +149,6 @@ def test_staircase_is_strictly_increasing_and_snaps() -> None:
     assert bool((y[1:] > y[:-1]).all())
     assert float((staircase(torch.tensor([3.2]), torch.tensor(0.3)) - 3.0).abs()) < 0.01
     torch.testing.assert_close(staircase(p, torch.tensor(0.0)), p)
+    from metascreen.models.mf import staircase as staircase_np
+
+    np.testing.assert_allclose(staircase_np(p.numpy(), 0.3), y.numpy(), atol=1e-5)
