@@ -192,12 +192,11 @@ def _fit_baseline_staircase(train: pd.DataFrame, items: list[str], cfg: RatingMo
     mf = fit_mf_on(train[in_half], items, cfg, seed=0)
     mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
     tasks = build_user_tasks(train[~in_half], items).tasks
-    scores = {
-        t: evaluate_tasks_ratings(
-            tasks, lambda s, sy, q, t=t: np.clip(staircase(mf.predict_user(s, sy, q), t), 1, 5)
-        )["mae"]
-        for t in STAIRCASE_TS
-    }
+
+    def stair_fn(t: float) -> RatingFn:
+        return lambda s, sy, q: np.clip(staircase(mf.predict_user(s, sy, q), t), 1.0, 5.0)
+
+    scores = {t: evaluate_tasks_ratings(tasks, stair_fn(t))["mae"] for t in STAIRCASE_TS}
     best = min(scores, key=lambda k: scores[k])
     logger.info(
         "mf-staircase: t=%.2f (training-user MAE %.4f, t=0: %.4f)", best, scores[best], scores[0.0]
