@@ -512,7 +512,8 @@ def evaluate_movielens(
     model: Annotated[
         str,
         typer.Option(
-            help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf"
+            help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf "
+            "| mf-staircase"
         ),
     ],
     seed: Annotated[int, typer.Option(help="seed of each user's query draw")] = 0,

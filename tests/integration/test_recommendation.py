@@ -79,7 +79,7 @@ def test_evaluate_cli_contract_and_baselines(
     assert {"mae", "ndcg@1", "ndcg@3", "n_users", "model", "seconds"} <= set(got)
     assert got["n_users"] == 60  # every user with 13–100 ratings, seen in training or not
     figures = {}
-    for model in ("global-mean", "item-mean", "item-bias", "mf", str(rec_model)):
+    for model in ("global-mean", "item-mean", "item-bias", "mf", "mf-staircase", str(rec_model)):
         res = runner.invoke(
             app,
             [
@@ -100,6 +100,8 @@ def test_evaluate_cli_contract_and_baselines(
         figures[model] = json.loads((tmp_path / "b.json").read_text())
     assert {r["n_users"] for r in figures.values()} == {12}
     assert figures["item-bias"]["mae"] < figures["global-mean"]["mae"]
+    # the staircase is strictly increasing: rankings (nDCG) are those of plain MF
+    assert figures["mf-staircase"]["ndcg@3"] == pytest.approx(figures["mf"]["ndcg@3"])
     res = runner.invoke(app, ["evaluate", "movielens", str(tiny_ml), "--model", "mf"])
     assert res.exit_code == 2 and "--users holdout" in res.output
 
