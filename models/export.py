@@ -10,6 +10,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,64 @@ class ExportError(MetascreenError):
     """The exported graph does not reproduce the torch model."""
 
 
+def export_graph(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    dynamic_shapes: tuple[dict[int, Any], ...],
+) -> None:
+    """``torch.onnx.export`` (dynamo, opset 18, weights inside the file), quietly."""
+    # The exporter prints progress lines to stdout; keep them in the debug log instead.
+    captured = io.StringIO()
+    # It also warns once per missing torchvision operator, which we never export.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.cpu().eval(),
+            example,
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+        )
+    logger.debug("torch.onnx.export: %s", captured.getvalue().strip())
+
+
+def check_graph_parity(
+    module: torch.nn.Module,
+    path: Path,
+    input_names: tuple[str, ...],
+    cases: Sequence[tuple[torch.Tensor, ...]],
+    atol: float = 1e-4,
+) -> float:
+    """Largest |onnxruntime − torch| over ``cases`` (every output); raises past ``atol``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for case in cases:
+        with torch.no_grad():
+            want = module(*case)
+        wants = [want] if isinstance(want, torch.Tensor) else list(want)
+        got = sess.run(None, {n: t.numpy() for n, t in zip(input_names, case, strict=True)})
+        for w, g in zip(wants, got, strict=True):
+            diff = float(np.max(np.abs(g - w.numpy()))) if w.numel() else 0.0
+            worst = max(worst, diff)
+            if not np.allclose(g, w.numpy(), atol=atol, rtol=1e-4):
+                raise ExportError(
+                    f"{path}: onnxruntime differs from torch by {diff:.2e} (> {atol}) at input "
+                    f"shapes {[tuple(t.shape) for t in case]}"
+                )
+    logger.info("ONNX parity ok for %s: max |diff| %.2e", Path(path).name, worst)
+    return worst
+
+
 def export_onnx(
     learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 0
 ) -> float:
@@ -70,59 +129,61 @@ def export_onnx(
         torch.rand(24, in_dim, generator=gen),
     )
     s_dim, q_dim = torch.export.Dim("n_support", min=2), torch.export.Dim("n_query", min=1)
-    path = Path(path)
-    # The exporter prints progress lines to stdout; keep them in the debug log instead.
-    captured = io.StringIO()
-    # It also warns once per missing torchvision operator, which we never export.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            learner,
-            example,
-            str(path),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes=({0: s_dim}, {0: s_dim}, {0: q_dim}),
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-        )
-    logger.debug("torch.onnx.export: %s", captured.getvalue().strip())
-    return check_parity(learner, path, in_dim, atol=atol, seed=seed + 1)
+    export_graph(
+        learner,
+        example,
+        Path(path),
+        INPUT_NAMES,
+        OUTPUT_NAMES,
+        ({0: s_dim}, {0: s_dim}, {0: q_dim}),
+    )
+    return check_parity(learner, Path(path), in_dim, atol=atol, seed=seed + 1)
+
+
+def sparse_rows(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """Random rows that look like fingerprints: ~10% non-zero."""
+    return (torch.rand(n, dim, generator=gen) < 0.1).float() * torch.rand(n, dim, generator=gen)
 
 
 def check_parity(
     learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 1
 ) -> float:
     """Compare torch and onnxruntime on several shapes unlike the export example."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
+    cases: list[tuple[torch.Tensor, ...]] = []
     for n_s, n_q in ((5, 1), (37, 301), (128, 7)):
-        sx = (torch.rand(n_s, in_dim, generator=gen) < 0.1).float() * torch.rand(
-            n_s, in_dim, generator=gen
-        )
-        qx = (torch.rand(n_q, in_dim, generator=gen) < 0.1).float() * torch.rand(
-            n_q, in_dim, generator=gen
-        )
         sy = torch.zeros(n_s)
         sy[: max(1, n_s // 3)] = 1.0
-        with torch.no_grad():
-            want = learner(sx, sy, qx).numpy()
-        got = sess.run(
-            None, {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
-        )[0]
-        diff = float(np.max(np.abs(got - want)))
-        worst = max(worst, diff)
-        if not np.allclose(got, want, atol=atol, rtol=1e-4):
-            raise ExportError(
-                f"{path}: onnxruntime differs from torch by {diff:.2e} (> {atol}) at support {n_s}, query {n_q}"
-            )
-    logger.info("ONNX parity ok: max |diff| %.2e", worst)
-    return worst
+        cases.append((sparse_rows(n_s, in_dim, gen), sy, sparse_rows(n_q, in_dim, gen)))
+    return check_graph_parity(learner, path, INPUT_NAMES, cases, atol)
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temp folder beside ``out_dir``, renamed to it when the block succeeds (removed if not)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise MetascreenError(
+            f"{out_dir} exists; choose a new --out (artifacts are never overwritten)"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are meant to be shared
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """gzip'd ``torch.save`` of a state dict (float32 weights shrink ~8%, losslessly)."""
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in state.items()}, buf)
+    Path(path).write_bytes(gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
 
 
 def write_artifact(
@@ -143,19 +204,9 @@ def write_artifact(
     ``metadata["files"]`` (e.g. the recommendation item table).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise MetascreenError(
-            f"{out_dir} exists; choose a new --out (artifacts are never overwritten)"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are meant to be shared
-    try:
+    with staged_dir(out_dir, overwrite) as tmp:
         parity = export_onnx(learner, tmp / "model.onnx", in_dim)
-        buf = io.BytesIO()
-        torch.save({k: v.cpu() for k, v in learner.state_dict().items()}, buf)
-        # gzip keeps the shipped artifact small (float32 weights shrink by ~8%), losslessly.
-        (tmp / WEIGHTS_FILE).write_bytes(gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
+        write_weights(tmp / WEIGHTS_FILE, learner.state_dict())
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         files = {}
         for name, blob in (extra_files or {}).items():
@@ -186,11 +237,5 @@ def write_artifact(
             **extra_metadata,
         }
         atomic_write_json(tmp / "metadata.json", meta)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote model artifact %s", out_dir)
     return out_dir

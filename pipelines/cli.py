@@ -604,6 +604,9 @@ def score_movielens(
         typer.echo(f"quarantine: {rep.quarantine}")
 
 
+from . import cli_policy  # noqa: E402,F401  (registers train policy, simulate, propose)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

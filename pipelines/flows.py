@@ -6,6 +6,7 @@ the only module of metascreen that imports prefect.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,123 @@ def batch_score_flow(
     )
     _log().info("scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"])
     return rep
+
+
+@task(name="meta-train-policy")
+def meta_train_policy_task(
+    data_dir: str,
+    out_dir: str,
+    policy_cfg: dict[str, Any] | None = None,
+    train_cfg: dict[str, Any] | None = None,
+    model_dir: str | None = None,
+    valid_dir: str | None = None,
+    run_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> str:
+    """Warm start + REINFORCE on FS-Mol train tasks; writes a policy artifact."""
+    from ..models.policy_workflows import train_policy_model
+
+    return str(
+        train_policy_model(
+            Path(data_dir),
+            Path(out_dir),
+            policy_cfg,
+            train_cfg,
+            Path(model_dir) if model_dir else None,
+            Path(valid_dir) if valid_dir else None,
+            Path(cache_dir) if cache_dir else None,
+            Path(run_dir) if run_dir else None,
+            progress=False,
+        )
+    )
+
+
+@flow(name="meta_train_policy")
+def meta_train_policy_flow(
+    data_dir: str,
+    out_dir: str,
+    policy_cfg: dict[str, Any] | None = None,
+    train_cfg: dict[str, Any] | None = None,
+    model_dir: str | None = None,
+    valid_dir: str | None = None,
+    run_dir: str | None = None,
+    cache_dir: str | None = ".cache/metascreen",
+) -> str:
+    """Meta-train the screening policy; publishes its valid figures as a Markdown artifact."""
+    path = meta_train_policy_task(
+        data_dir, out_dir, policy_cfg, train_cfg, model_dir, valid_dir, run_dir, cache_dir
+    )
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    rows = "\n".join(
+        f"| {f} | {r['mean_hits']:.3f} | {r['mean_hit_fraction']:.3f} |"
+        for f, r in meta["metrics"].get("valid", {}).items()
+    )
+    create_markdown_artifact(
+        key="policy-training",
+        markdown=f"# Policy {path}\n\n| active fraction | valid hits | hit fraction |\n|---|---|---|\n{rows}\n",
+        description="screening policy valid figures",
+    )
+    return path
+
+
+@task(name="simulate")
+def simulate_task(data_dir: str, policy: str | None, **kwargs: Any) -> dict[str, Any]:
+    """One policy in the screening simulator; the ``simulate`` contract JSON."""
+    from ..models.policy_workflows import simulate_molecules
+
+    model = kwargs.pop("model", None)
+    cache_dir = kwargs.pop("cache_dir", None)
+    return simulate_molecules(
+        Path(data_dir),
+        policy,
+        model_dir=Path(model) if model else None,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        progress=False,
+        **kwargs,
+    ).to_json()
+
+
+@flow(name="simulate")
+def simulate_flow(
+    data_dir: str,
+    policies: list[str | None] | None = None,
+    budget: int = 32,
+    batch: int = 1,
+    init: int = 0,
+    active_fraction: float = 0.1,
+    repeats: int = 5,
+    seed: int = 0,
+    model: str | None = None,
+    cache_dir: str | None = None,
+    plot: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves."""
+    from ..models.policy_workflows import policy_label
+    from . import policy_report
+
+    out = {
+        policy_label(p): simulate_task(
+            data_dir,
+            p,
+            budget=budget,
+            batch=batch,
+            init=init,
+            active_fraction=active_fraction,
+            repeats=repeats,
+            seed=seed,
+            model=model,
+            cache_dir=cache_dir,
+        )
+        for p in (policies or [None])
+    }
+    md = policy_report.simulation_table(out)
+    if plot:
+        policy_report.plot_hit_curves(out, Path(plot))
+        md += f"\n![hit curves]({Path(plot).resolve()})\n"
+    create_markdown_artifact(
+        key="simulation", markdown=md, description=f"screening simulation on {data_dir}"
+    )
+    return out
 
 
 @flow(name="demo")

@@ -47,3 +47,37 @@ def _featurizer(root: Path):  # noqa: ANN202
         MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")),
         load_fsmol_dir(root / "train"),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(
+    tiny_fsmol: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A small screening policy on the tiny model's frozen encoder (budget 8)."""
+    import torch
+
+    from metascreen.models.policy_workflows import train_policy_model
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("policies") / "tiny-policy"
+    return train_policy_model(
+        tiny_fsmol,
+        out,
+        {"d_model": 16, "heads": 2},
+        {
+            "warm_steps": 20,
+            "rl_steps": 4,
+            "pools_per_step": 4,
+            "budget": 8,
+            "eval_every": 10,
+            "lr": 3e-3,
+            "warmup_steps": 0,
+            "device": "cpu",
+        },
+        model_dir=tiny_model,
+        cache_dir=None,
+        run_dir=out.parent / "run",
+        eval_repeats=1,
+        workers=1,
+        progress=False,
+    )

@@ -39,3 +39,21 @@ def test_evaluate_task_logic_without_orchestration(tiny_fsmol: Path) -> None:
     res = evaluate_task.fn(str(tiny_fsmol / "valid"), "knn", [8], 2, 0)
     assert res["8"]["n_tasks"] == 3
     assert -1 <= res["8"]["mean"] <= 1
+
+
+def test_simulate_flow_publishes_curves(
+    prefect_harness: None, tiny_fsmol: Path, tiny_policy: Path, tmp_path: Path
+) -> None:
+    from metascreen.pipelines.flows import simulate_flow
+
+    png = tmp_path / "curves.png"
+    out = simulate_flow(
+        str(tiny_fsmol / "valid"),
+        [str(tiny_policy), "random"],
+        budget=8,
+        repeats=2,
+        active_fraction=1.0,
+        plot=str(png),
+    )
+    assert set(out) == {"tiny-policy", "random"}
+    assert out["random"]["n_tasks"] == 3 and png.exists()

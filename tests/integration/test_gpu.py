@@ -51,3 +51,39 @@ def test_onnxruntime_cuda_provider_is_used() -> None:
 
     assert "CUDAExecutionProvider" in ort.get_available_providers()
     assert available_providers("auto")[0] == "CUDAExecutionProvider"
+
+
+def test_policy_trains_on_cuda_with_amp(tmp_path) -> None:
+    from metascreen.models.policy import (
+        PolicyConfig,
+        PolicyTrainConfig,
+        ScreeningPolicy,
+        train_policy,
+    )
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(1200, 16)).astype(np.float32)
+    tasks = [
+        Task(
+            f"T{t}",
+            np.arange(t * 60, t * 60 + 60),
+            (emb[t * 60 : t * 60 + 60, t % 4] > 0.3).astype(np.float32),
+        )
+        for t in range(20)
+    ]
+    pol = ScreeningPolicy(16, PolicyConfig(d_model=16, heads=2))
+    cfg = PolicyTrainConfig(
+        warm_steps=20,
+        rl_steps=4,
+        pools_per_step=4,
+        rl_pools_per_step=2,
+        budget=8,
+        max_pool=48,
+        eval_every=12,
+        valid_repeats=1,
+        device="cuda",
+        amp=True,
+        warmup_steps=0,
+    )
+    res = train_policy(pol, emb, tasks[:16], emb, tasks[16:], cfg, tmp_path, progress=False)
+    assert res.steps_done == 24 and np.isfinite(res.best_score)

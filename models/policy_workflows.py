@@ -1,0 +1,288 @@
+"""Screening-policy workflows as plain functions: meta-train, simulate (benchmark), propose.
+
+``simulate_molecules`` and ``propose`` need onnxruntime only; ``train_policy_model`` imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..domains.errors import ConfigError
+from ..domains.io import atomic_write_json, sha256_file
+from .artifact import (
+    DEFAULT_MODEL_DIR,
+    SCHEMA_VERSION,
+    git_sha,
+    package_versions,
+    read_artifact,
+    utc_now,
+)
+from .policy_serving import DEFAULT_POLICY_DIR, MOLECULES_POLICY, OnnxPolicyPicker, PolicyRunner
+from .simulator import Picker, RandomPicker, SimulationResult, simulate
+from .workflows import prepare_tasks, resolve_splits
+
+logger = logging.getLogger(__name__)
+
+BASELINE_POLICIES = ("random", "greedy", "knn", "gp")
+
+
+def policy_label(policy: str | Path | None) -> str:
+    """How a ``--policy`` value is named in reports."""
+    if policy is None:
+        return "policy-default"
+    return str(policy) if str(policy) in BASELINE_POLICIES else Path(policy).name
+
+
+def simulate_molecules(
+    data_dir: Path,
+    policy: str | Path | None = None,
+    budget: int = 32,
+    batch: int = 1,
+    init: int = 0,
+    active_fraction: float = 0.1,
+    repeats: int = 5,
+    seed: int = 0,
+    model_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> SimulationResult:
+    """Run one policy (artifact folder, or ``random|greedy|knn|gp``) over every task in ``data_dir``.
+
+    ``greedy`` re-adapts the predictor in ``model_dir`` (default: the shipped model) on the
+    history each step; ``knn`` and ``gp`` work on ECFP4 bits; a policy artifact uses its own
+    encoder and featurizer. All of them meet the same pools (drawn from ``seed``).
+    """
+    picker: Picker
+    name = str(policy) if policy is not None else None
+    if name == "random":
+        from .baselines import baseline_featurizer
+
+        data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
+        picker = RandomPicker()
+    elif name in ("knn", "gp"):
+        from .baselines import baseline_featurizer
+        from .pickers import GPPicker, KnnPicker
+
+        data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
+        bits = data.x > 0.5
+        picker = KnnPicker(bits) if name == "knn" else GPPicker(bits)
+    elif name == "greedy":
+        from .pickers import GreedyPicker
+        from .serving import OnnxPredictor
+
+        pred = OnnxPredictor.load(Path(model_dir or DEFAULT_MODEL_DIR))
+        data = prepare_tasks(Path(data_dir), pred.featurizer, cache_dir, workers, progress)
+        picker = GreedyPicker(pred.logits, data.x)
+    else:
+        runner = PolicyRunner.load(Path(policy) if policy is not None else DEFAULT_POLICY_DIR)
+        data = prepare_tasks(Path(data_dir), runner.featurizer, cache_dir, workers, progress)
+        picker = OnnxPolicyPicker(runner, runner.embed(data.x), name=policy_label(policy))
+    result = simulate(
+        picker,
+        data.taskset.tasks,
+        budget,
+        batch,
+        init,
+        active_fraction,
+        repeats,
+        seed,
+        progress=progress,
+    )
+    result.policy = policy_label(policy)
+    result.extra["n_invalid_smiles_excluded"] = data.taskset.n_invalid
+    result.extra["data_dir"] = str(data_dir)
+    return result
+
+
+def train_policy_model(
+    data_dir: Path,
+    out_dir: Path,
+    policy_cfg: Any = None,
+    train_cfg: Any = None,
+    model_dir: Path | None = None,
+    valid_dir: Path | None = None,
+    cache_dir: Path | None = Path(".cache/metascreen"),
+    run_dir: Path | None = None,
+    eval_repeats: int = 5,
+    workers: int = 2,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Meta-train a screening policy on the frozen encoder of ``model_dir`` and write an artifact.
+
+    The artifact (``encoder.onnx``, ``policy.onnx``, weights, config, metadata) records the
+    command, seed, data hashes, featurizer and the valid figures measured by ``simulate_molecules``
+    on the written artifact (onnxruntime), at active fractions 0.1 and 1.
+    """
+    import torch
+
+    from .export import load_weights, staged_dir, write_weights
+    from .learners.registry import LearnerConfig, build_learner
+    from .policy import (
+        PolicyConfig,
+        PolicyTrainConfig,
+        ScreeningPolicy,
+        export_encoder_onnx,
+        export_policy_onnx,
+        train_policy,
+    )
+    from .seeding import seed_everything
+
+    pcfg = PolicyConfig.model_validate(policy_cfg or {})
+    tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+    info = read_artifact(model_dir)
+    fz = info.metadata["featurizer"]
+    from ..domains.molecules.featurize import MoleculeFeaturizer
+
+    featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+    pred_cfg = json.loads((model_dir / "config.json").read_text())
+    learner = build_learner(LearnerConfig.model_validate(pred_cfg["learner"]), featurizer.dim)
+    learner.load_state_dict(load_weights(model_dir, info.metadata))
+    encoder = learner.encoder.eval()
+
+    train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
+    t0 = time.perf_counter()
+    train = prepare_tasks(train_dir, featurizer, cache_dir, workers, progress)
+    valid = (
+        prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
+    )
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate(
+                [encoder(torch.as_tensor(x[i : i + 4096])).numpy() for i in range(0, len(x), 4096)]
+            ).astype(np.float32)
+
+    e_train = embed(train.x)
+    e_valid = embed(valid.x) if valid is not None else None
+    logger.info("tasks featurized and embedded in %.0fs", time.perf_counter() - t0)
+    seed_everything(tcfg.seed)
+    policy = ScreeningPolicy(e_train.shape[1], pcfg)
+    if run_dir is None:
+        stamp = utc_now().replace(":", "").replace("-", "")
+        run_dir = Path("runs") / f"policy__seed{tcfg.seed}__{stamp}"
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "policy": pcfg.model_dump(mode="json"),
+        "train": tcfg.model_dump(mode="json"),
+        "encoder_from": str(model_dir),
+    }
+    atomic_write_json(run_dir / "config.json", config)
+    result = train_policy(
+        policy,
+        e_train,
+        train.taskset.tasks,
+        e_valid,
+        valid.taskset.tasks if valid is not None else [],
+        tcfg,
+        run_dir,
+        progress=progress,
+    )
+    policy.cpu().eval()
+    name = out_dir.name
+    with staged_dir(out_dir) as tmp:
+        enc_parity = export_encoder_onnx(encoder, featurizer.dim, tmp / "encoder.onnx")
+        pol_parity = export_policy_onnx(policy, tmp / "policy.onnx")
+        state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
+        state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
+        write_weights(tmp / "weights.pt.gz", state)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        meta: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": MOLECULES_POLICY,
+            "name": name,
+            "created_at": utc_now(),
+            "git_sha": git_sha(),
+            "budget": tcfg.budget,
+            "embedding_dim": int(e_train.shape[1]),
+            "use_history": pcfg.use_history,
+            "onnx": {
+                "file": "policy.onnx",
+                "sha256": sha256_file(tmp / "policy.onnx"),
+                "inputs": {
+                    "candidates": ["batch", "n_candidates", int(e_train.shape[1])],
+                    "candidate_mask": ["batch", "n_candidates"],
+                    "history": ["batch", "n_history", int(e_train.shape[1])],
+                    "history_labels": ["batch", "n_history"],
+                    "history_mask": ["batch", "n_history"],
+                    "t_frac": ["batch"],
+                },
+                "outputs": {"logits": ["batch", "n_candidates"], "value": ["batch"]},
+                "parity_max_abs_diff": pol_parity,
+            },
+            "encoder_onnx": {
+                "file": "encoder.onnx",
+                "sha256": sha256_file(tmp / "encoder.onnx"),
+                "from_model": str(model_dir),
+                "from_model_onnx_sha256": info.metadata["onnx"]["sha256"],
+                "parity_max_abs_diff": enc_parity,
+            },
+            "weights": {"file": "weights.pt.gz", "sha256": sha256_file(tmp / "weights.pt.gz")},
+            "featurizer": fz,
+            "versions": package_versions(),
+            "seed": tcfg.seed,
+            "command": command or shlex.join(sys.argv),
+            "training_data": {
+                "train_dir": str(train_dir),
+                "train_sha256": train.data_hash,
+                "n_train_tasks": len(train.taskset.tasks),
+                "valid_dir": str(valid_dir) if valid_dir else None,
+                "valid_sha256": valid.data_hash if valid else None,
+            },
+            "metrics": {
+                "train": {
+                    "best_valid_hits": result.best_score,
+                    "best_step": result.best_step,
+                    "best_phase": result.best_phase,
+                    "steps": result.steps_done,
+                    "seconds": round(result.seconds, 1),
+                    "history": result.history,
+                }
+            },
+            "run_dir": str(run_dir),
+        }
+        atomic_write_json(tmp / "metadata.json", meta)
+    if valid_dir is not None:
+        meta["metrics"]["valid"] = {}
+        for frac in (0.1, 1.0):
+            res = simulate_molecules(
+                valid_dir,
+                out_dir,
+                tcfg.budget,
+                1,
+                0,
+                frac,
+                eval_repeats,
+                0,
+                None,
+                cache_dir,
+                workers,
+                False,
+            )
+            meta["metrics"]["valid"][str(frac)] = {
+                "mean_hits": res.mean_hits,
+                "mean_hit_fraction": res.mean_hit_fraction,
+                "n_tasks": len(res.task_ids),
+                "repeats": eval_repeats,
+                "measured_with": f"metascreen simulate molecules {valid_dir} --policy {out_dir} "
+                f"--budget {tcfg.budget} --active-fraction {frac} --repeats {eval_repeats} --seed 0",
+            }
+            logger.info(
+                "valid hits@%d at active fraction %s: %.3f", tcfg.budget, frac, res.mean_hits
+            )
+        atomic_write_json(out_dir / "metadata.json", meta)
+    return out_dir

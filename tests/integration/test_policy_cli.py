@@ -1,0 +1,181 @@
+"""``simulate molecules``, ``propose`` and the policy artifact, end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from metascreen.pipelines.cli import app
+from tiny_data import make_smiles
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+CONTRACT = (
+    "metric",
+    "budget",
+    "batch",
+    "active_fraction",
+    "n_tasks",
+    "mean_hits",
+    "mean_hit_fraction",
+    "curve",
+    "per_task",
+    "policy",
+    "seconds",
+)
+
+
+def test_policy_artifact_metadata(tiny_policy: Path) -> None:
+    meta = json.loads((tiny_policy / "metadata.json").read_text())
+    assert meta["kind"] == "molecules-policy"
+    assert meta["onnx"]["parity_max_abs_diff"] <= 1e-4
+    assert meta["encoder_onnx"]["parity_max_abs_diff"] <= 1e-4
+    assert set(meta["metrics"]["valid"]) == {"0.1", "1.0"}
+    for key in ("seed", "command", "training_data", "featurizer", "versions", "weights"):
+        assert key in meta
+
+
+def test_simulate_contract_with_comparison(
+    tiny_fsmol: Path, tiny_model: Path, tiny_policy: Path, tmp_path: Path
+) -> None:
+    out, png = tmp_path / "sim.json", tmp_path / "sim.png"
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "molecules",
+            str(tiny_fsmol / "valid"),
+            "--policy",
+            str(tiny_policy),
+            "--budget",
+            "8",
+            "--active-fraction",
+            "0.2",
+            "--repeats",
+            "2",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+            "--compare",
+            "random,greedy,knn,gp",
+            "--model",
+            str(tiny_model),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    j = json.loads(out.read_text())
+    for key in CONTRACT:
+        assert key in j, key
+    assert j["policy"] == "tiny-policy" and j["n_tasks"] == 3 and len(j["curve"]) == 8
+    assert set(j["compare"]) == {"random", "greedy", "knn", "gp"}
+    for r in (j, *j["compare"].values()):
+        assert 0 <= r["mean_hits"] <= 8 and 0 <= r["mean_hit_fraction"] <= 1
+        assert r["curve"] == sorted(r["curve"])
+        # every policy met the same pools
+        assert [t["pool_hits"] for t in r["per_task"].values()] == [
+            t["pool_hits"] for t in j["per_task"].values()
+        ]
+    assert png.stat().st_size > 1000
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    rows = make_smiles(30, seed=77)
+    assayed = pd.DataFrame(
+        {"SMILES": [s for s, _ in rows[:5]] + ["C1CC"], "label": [y for _, y in rows[:5]] + [1]}
+    )
+    pool_smiles = [s for s, _ in rows[3:]] + ["not-a-smiles", "", rows[10][0]]
+    a, p = tmp_path / "assayed.csv", tmp_path / "pool.csv"
+    assayed.to_csv(a, index=False)
+    pd.DataFrame({"SMILES": pool_smiles, "id": range(len(pool_smiles))}).to_csv(p, index=False)
+    return a, p, [s for s, _ in rows[:5]]
+
+
+def test_propose_never_reproposes_and_reconciles(tiny_policy: Path, tmp_path: Path) -> None:
+    assayed, pool, assayed_smiles = _files(tmp_path)
+    out = tmp_path / "next.csv"
+    res = runner.invoke(
+        app,
+        [
+            "propose",
+            "--assayed",
+            str(assayed),
+            "--pool",
+            str(pool),
+            "--k",
+            "8",
+            "--output",
+            str(out),
+            "--policy",
+            str(tiny_policy),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(out)
+    assert len(got) == 8 and got["rank"].tolist() == list(range(1, 9))
+    assert not set(got["canonical_smiles"]) & set(assayed_smiles)
+    assert got["score"].is_monotonic_decreasing
+    q = pd.read_csv(tmp_path / "next.quarantine.csv")
+    reasons = " | ".join(q["reason"])
+    assert "already assayed" in reasons and "duplicate of pool row" in reasons
+    assert q["reason"].str.contains("assayed.csv").sum() == 1  # the invalid assayed row
+    # pool rows: 27 listed + 3 extra = 30 = scored + already assayed (2) + quarantined (3)
+    assert "proposed 8 of 25 candidates (2 already assayed, 3 pool rows quarantined" in res.output
+
+
+def test_propose_with_nothing_assayed_runs_without_torch(tiny_policy: Path, tmp_path: Path) -> None:
+    _, pool, _ = _files(tmp_path)
+    empty = tmp_path / "none.csv"
+    empty.write_text("SMILES,label\n")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        class _Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch.") or name.startswith("torch_geometric"):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, _Block())
+        from metascreen.models.policy_serving import propose
+        a = propose({str(empty)!r}, {str(pool)!r}, {str(tmp_path / "a.csv")!r}, 4, {str(tiny_policy)!r})
+        b = propose(None, {str(pool)!r}, {str(tmp_path / "b.csv")!r}, 4, {str(tiny_policy)!r})
+        assert "torch" not in sys.modules
+        print(a.n_proposed, a.n_scored, b.n_scored)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4", "27", "27"]
+    assert pd.read_csv(tmp_path / "a.csv").equals(pd.read_csv(tmp_path / "b.csv"))
+
+
+def test_tampered_policy_is_refused(tiny_policy: Path, tmp_path: Path) -> None:
+    _, pool, _ = _files(tmp_path)
+    for name in ("policy.onnx", "encoder.onnx"):
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(tiny_policy, bad)
+        with open(bad / name, "ab") as fh:
+            fh.write(b"\0")
+        res = runner.invoke(
+            app,
+            [
+                "propose",
+                "--pool",
+                str(pool),
+                "--output",
+                str(tmp_path / "x.csv"),
+                "--policy",
+                str(bad),
+            ],
+        )
+        assert res.exit_code == 2 and "sha256" in res.output, res.output
