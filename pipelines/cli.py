@@ -604,7 +604,8 @@ def score_movielens(
         typer.echo(f"quarantine: {rep.quarantine}")
 
 
-from . import cli_policy  # noqa: E402,F401  (registers train policy, simulate, propose)
+# Registers train policy, simulate molecules/movielens and propose on the app above.
+from . import cli_policy, cli_rec  # noqa: E402,F401
 
 
 def main() -> None:

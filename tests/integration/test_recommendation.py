@@ -255,3 +255,48 @@ def test_real_ml100k_prepare_and_baselines(tmp_path: Path) -> None:
     }
     assert res["mf"]["n_users"] == res["item-mean"]["n_users"] > 50
     assert res["mf"]["mae"] < res["item-mean"]["mae"] < 1.0
+
+
+def test_simulate_movielens_baselines(rec_model: Path, tiny_ml: Path, tmp_path: Path) -> None:
+    got = {}
+    for policy in ("random", "popular", "greedy"):
+        out = tmp_path / f"{policy}.json"
+        res = runner.invoke(
+            app,
+            [
+                "simulate",
+                "movielens",
+                str(tiny_ml),
+                "--model",
+                str(rec_model),
+                "--policy",
+                policy,
+                "--budget",
+                "5",
+                "--users",
+                "holdout",
+                "--json",
+                str(out),
+                "--plot",
+                str(tmp_path / "c.png"),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        got[policy] = json.loads(out.read_text())
+    r = got["greedy"]
+    assert {
+        "metric",
+        "cumulative_precision",
+        "hits@5",
+        "hits@10",
+        "hits@20",
+        "curve",
+        "n_users",
+        "policy",
+        "seconds",
+    } <= set(r)
+    assert r["n_users"] == 12 and len(r["curve"]) == 5
+    assert all(a <= b for a, b in zip(r["curve"], r["curve"][1:], strict=False))
+    assert r["cumulative_precision"] == pytest.approx(r["curve"][-1] / 5, abs=1e-4)
+    res = runner.invoke(app, ["simulate", "movielens", str(tiny_ml), "--model", str(rec_model)])
+    assert res.exit_code == 2 and "--policy" in res.output
