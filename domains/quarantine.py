@@ -27,7 +27,7 @@ class QuarantineWriter:
         self._fh: object | None = None
         self._writer: csv.writer | None = None  # type: ignore[valid-type]
 
-    def add(self, row: int, value: str, reason: str) -> None:
+    def add(self, row: int | str, value: str, reason: str) -> None:
         """Quarantine input ``row`` holding ``value`` because of ``reason``."""
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

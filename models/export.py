@@ -195,16 +195,26 @@ def write_artifact(
     config: dict[str, Any],
     extra_metadata: dict[str, Any],
     overwrite: bool = False,
+    kind: str = MOLECULES_PREDICTOR,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write ONNX + weights + metadata into a temp folder and rename it to ``out_dir``."""
+    """Write ONNX + weights + metadata into a temp folder and rename it to ``out_dir``.
+
+    ``extra_files`` (name → bytes) are written next to them and their sha256 recorded under
+    ``metadata["files"]`` (e.g. the recommendation item table).
+    """
     out_dir = Path(out_dir)
     with staged_dir(out_dir, overwrite) as tmp:
         parity = export_onnx(learner, tmp / "model.onnx", in_dim)
         write_weights(tmp / WEIGHTS_FILE, learner.state_dict())
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        files = {}
+        for name, blob in (extra_files or {}).items():
+            (tmp / name).write_bytes(blob)
+            files[name] = sha256_file(tmp / name)
         meta = {
             "schema_version": SCHEMA_VERSION,
-            "kind": MOLECULES_PREDICTOR,
+            "kind": kind,
             "learner": learner.name,
             "created_at": utc_now(),
             "git_sha": git_sha(),
@@ -223,6 +233,7 @@ def write_artifact(
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)},
             "featurizer": {"spec": featurizer_spec, "hash": featurizer_hash},
             "versions": package_versions(),
+            **({"files": files} if files else {}),
             **extra_metadata,
         }
         atomic_write_json(tmp / "metadata.json", meta)

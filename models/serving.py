@@ -31,7 +31,7 @@ from ..domains.molecules.featurize import (
 from ..domains.molecules.load import iter_table_chunks, load_table_tasks
 from ..domains.parallel import fork_pool
 from ..domains.quarantine import QuarantineWriter
-from .artifact import ArtifactInfo, read_artifact
+from .artifact import MOLECULES_PREDICTOR, ArtifactInfo, read_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class OnnxPredictor:
         ort.set_default_logger_severity(4)  # a CUDA-less machine logs errors before falling back
         self.info = info
         fz = info.metadata["featurizer"]
-        self.featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+        if info.metadata.get("kind") == MOLECULES_PREDICTOR:
+            self.featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -74,10 +75,14 @@ class OnnxPredictor:
 
     @classmethod
     def load(
-        cls, model_dir: Path, device: str = "auto", threads: int | None = None
+        cls,
+        model_dir: Path,
+        device: str = "auto",
+        threads: int | None = None,
+        kind: str = MOLECULES_PREDICTOR,
     ) -> OnnxPredictor:
-        """Read, verify and open the artifact in ``model_dir``."""
-        return cls(read_artifact(Path(model_dir)), device=device, threads=threads)
+        """Read, verify and open the artifact in ``model_dir`` (of the given ``kind``)."""
+        return cls(read_artifact(Path(model_dir), kind=kind), device=device, threads=threads)
 
     @property
     def name(self) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domains.episodes import Task
+from ..domains.episodes import EpisodeSampler, Task
 from ..domains.errors import SamplingError
 from ..domains.io import atomic_write_bytes
 from ..domains.molecules.featurize import FloatArray
@@ -147,6 +147,23 @@ def trainable_tasks(tasks: list[Task], support_sizes: tuple[int, ...]) -> list[T
     return [t for t in tasks if len(t) >= need and t.n_positive >= 2 and len(t) - t.n_positive >= 2]
 
 
+@dataclass(frozen=True, slots=True)
+class EpisodeHooks:
+    """What a domain changes in the loop (the molecule defaults apply when none are given).
+
+    Attributes:
+        samplers: Training-episode samplers; each episode picks one at random.
+        select_tasks: Keeps the tasks a training episode can be drawn from.
+        validate: Validation score of the learner (higher is better), e.g. −MAE.
+        metric: Name of the validation score in logs.
+    """
+
+    samplers: list[EpisodeSampler]
+    select_tasks: Callable[[list[Task]], list[Task]]
+    validate: Callable[[EpisodicLearner, torch.device], float]
+    metric: str = "valid"
+
+
 def meta_train(
     learner: EpisodicLearner,
     train_tasks: list[Task],
@@ -156,15 +173,22 @@ def meta_train(
     cfg: TrainConfig,
     run_dir: Path,
     progress: bool = True,
+    hooks: EpisodeHooks | None = None,
 ) -> TrainResult:
     """Meta-train ``learner`` episodically; early-stop on valid ΔAUPRC; resume from ``run_dir``.
 
-    On return the learner holds the best validation state.
+    ``hooks`` replace the molecule episode samplers, task filter and validation score (e.g.
+    rating regression validated by −MAE); the loop itself is the same. On return the learner
+    holds the best validation state.
     """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     learner.to(device)
-    tasks = trainable_tasks(train_tasks, cfg.support_sizes)
+    tasks = (
+        hooks.select_tasks(train_tasks)
+        if hooks is not None
+        else trainable_tasks(train_tasks, cfg.support_sizes)
+    )
     if not tasks:
         from ..domains.errors import ConfigError
 
@@ -183,7 +207,11 @@ def meta_train(
     optimizer = (
         torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if params else None
     )
-    samplers = [TrainingEpisodeSampler(n, cfg.query_size) for n in cfg.support_sizes]
+    samplers: list[EpisodeSampler] = (
+        hooks.samplers
+        if hooks is not None
+        else [TrainingEpisodeSampler(n, cfg.query_size) for n in cfg.support_sizes]
+    )
     use_amp = cfg.amp and device.type == "cuda"
 
     run_dir = Path(run_dir)
@@ -236,6 +264,10 @@ def meta_train(
         atomic_write_bytes(ckpt_path, buf.getvalue())
 
     def validate() -> float:
+        if hooks is not None:
+            score = hooks.validate(learner, device)
+            learner.train()
+            return float(score)
         score = (
             TorchEvaluator(learner, device)
             .evaluate(valid_tasks, valid_x, cfg.valid_support_size, cfg.valid_repeats)
@@ -300,10 +332,10 @@ def meta_train(
             score = validate()
             state["history"].append({"step": state["step"], "loss": running, "valid": score})
             logger.info(
-                "step %d loss %.4f valid ΔAUPRC@%d %.4f",
+                "step %d loss %.4f %s %.4f",
                 state["step"],
                 running,
-                cfg.valid_support_size,
+                hooks.metric if hooks is not None else f"valid ΔAUPRC@{cfg.valid_support_size}",
                 score,
             )
             if score > state["best_score"]:

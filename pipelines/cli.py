@@ -341,6 +341,10 @@ def export(
     """Re-export a model's weights to ONNX (dynamic sizes); fails unless onnxruntime matches torch within 1e-4."""
 
     def body() -> Path:
+        if (model_dir / "items.npz").exists():  # a movielens rating predictor
+            from ..models.rec_workflows import export_rating_model
+
+            return export_rating_model(model_dir, out)
         from ..models.workflows import export_model
 
         return export_model(model_dir, out)
@@ -447,7 +451,203 @@ def score_molecules(
         typer.echo(f"quarantine: {rep.quarantine}")
 
 
-from . import cli_policy  # noqa: E402,F401  (registers train policy, simulate, propose)
+# -- recommendation (MovieLens-format data) ---------------------------------------------------------
+@prepare_app.command("movielens")
+def prepare_movielens(
+    data_dir: Annotated[
+        Path, typer.Argument(help="MovieLens 100K/1M folder or interactions table")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the statistics as JSON")
+    ] = None,
+) -> None:
+    """Check rating data: users, ratings, items, users with 13–100 ratings, rejected rows."""
+    from .report import prepare_stats
+
+    stats = _run(lambda: prepare_stats(str(data_dir), domain="movielens"))
+    typer.echo(json.dumps(stats, indent=2))
+    _write_json(json_out, stats)
+
+
+@train_app.command("movielens")
+def train_movielens(
+    data_dir: Annotated[
+        Path, typer.Argument(help="MovieLens 100K/1M folder (or interactions table folder)")
+    ],
+    out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
+        "models-out/movielens"
+    ),
+    seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
+    holdout_fraction: Annotated[
+        float, typer.Option(help="share of users held out of training entirely (0 = none)")
+    ] = 0.0,
+    split_seed: Annotated[int, typer.Option(help="seed of the hold-out draw")] = 0,
+    learner: Annotated[
+        str, typer.Option(help="attentive-rating | foldin (MF fold-in alone)")
+    ] = "attentive-rating",
+    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="meta-training wall-clock budget (keeps the best state)")
+    ] = None,
+    dim: Annotated[int | None, typer.Option(help="MF factor size")] = None,
+    loss: Annotated[str | None, typer.Option(help="l1 | mse | huber")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
+    ] = None,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
+    ] = False,
+) -> None:
+    """Fit MF on the training users and meta-train the rating predictor (MeLU cold-user protocol)."""
+    model_cfg: dict[str, Any] = {"learner": learner}
+    if dim is not None:
+        model_cfg["dim"] = dim
+    if loss is not None:
+        model_cfg["loss"] = loss
+    train_cfg: dict[str, Any] = {"seed": seed}
+    if steps is not None:
+        train_cfg["steps"] = steps
+    if max_minutes is not None:
+        train_cfg["max_minutes"] = max_minutes
+    kwargs: dict[str, Any] = {
+        "holdout_fraction": holdout_fraction,
+        "split_seed": split_seed,
+        "run_dir": run_dir,
+        "progress": _progress(),
+        "command": "metascreen " + shlex.join(sys.argv[1:]),
+    }
+
+    def body() -> str:
+        from pydantic import ValidationError
+
+        try:
+            if flow:
+                from .flows import meta_train_flow
+
+                return meta_train_flow(
+                    str(data_dir), str(out), model_cfg, train_cfg, domain="movielens", **kwargs
+                )
+            from ..models.rec_workflows import train_rating_model
+
+            return str(train_rating_model(data_dir, out, model_cfg, train_cfg, **kwargs))
+        except ValidationError as err:
+            from ..domains.errors import ConfigError
+
+            raise ConfigError(
+                f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+            ) from err
+
+    path = _run(body)
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    hold = meta["metrics"].get("holdout")
+    if hold:
+        typer.echo(
+            f"hold-out users: MAE {hold['mae']:.4f}, nDCG@1 {hold['ndcg@1']:.4f}, "
+            f"nDCG@3 {hold['ndcg@3']:.4f} ({hold['n_users']} users)"
+        )
+    typer.echo(f"model: {path}")
+
+
+@evaluate_app.command("movielens")
+def evaluate_movielens(
+    data_dir: Annotated[Path, typer.Argument(help="MovieLens-format folder")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf "
+            "| mf-staircase"
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="seed of each user's query draw")] = 0,
+    users: Annotated[
+        str,
+        typer.Option(help="all (every user with 13–100 ratings) | holdout (the held-out users)"),
+    ] = "all",
+    holdout_fraction: Annotated[
+        float | None, typer.Option(help="hold-out share (default: the model's, else 0.1)")
+    ] = None,
+    split_seed: Annotated[
+        int | None, typer.Option(help="hold-out seed (default: the model's, else 0)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result JSON here")
+    ] = None,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
+    ] = False,
+) -> None:
+    """MeLU protocol: per user 10 seeded query ratings, the rest support; MAE and nDCG@1/@3."""
+    if users not in ("all", "holdout"):
+        typer.echo("error: --users must be all or holdout", err=True)
+        raise typer.Exit(2)
+
+    def body() -> dict[str, Any]:
+        if flow:
+            from .flows import evaluate_flow
+
+            res = evaluate_flow(
+                str(data_dir),
+                [model],
+                seed=seed,
+                domain="movielens",
+                users=users,
+                holdout_fraction=holdout_fraction,
+                split_seed=split_seed,
+            )
+            return next(iter(res.values()))
+        from ..models.rec_workflows import evaluate_ratings
+
+        return evaluate_ratings(
+            data_dir,
+            model,
+            seed,
+            users,  # type: ignore[arg-type]
+            holdout_fraction,
+            split_seed,
+        )
+
+    out = _run(body)
+    typer.echo(f"{'model':<40} {'users':>6} {'MAE':>7} {'nDCG@1':>7} {'nDCG@3':>7} {'seconds':>8}")
+    typer.echo(
+        f"{str(out['model'])[-40:]:<40} {out['n_users']:>6} {out['mae']:>7.4f} "
+        f"{out['ndcg@1']:>7.4f} {out['ndcg@3']:>7.4f} {out['seconds']:>8.1f}"
+    )
+    _write_json(json_out, out)
+
+
+@score_app.command("movielens")
+def score_movielens(
+    ratings: Annotated[
+        Path, typer.Option(help="known ratings (CSV/TSV/Parquet: user_id, item_id, rating)")
+    ],
+    candidates: Annotated[
+        Path, typer.Option(help="candidate items (CSV/TSV/Parquet: item_id[, user_id])")
+    ],
+    output: Annotated[Path, typer.Option(help="top-k per user (Parquet)")],
+    model: Annotated[Path, typer.Option(help="movielens model artifact folder")],
+    k: Annotated[int, typer.Option(help="items per user")] = 10,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
+) -> None:
+    """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined."""
+
+    def body() -> Any:
+        from ..models.rec_serving import score_users
+
+        return score_users(model, ratings, candidates, output, k=k, device=device)
+
+    rep = _run(body)
+    typer.echo(
+        f"{rep.n_users} users, {rep.n_rows_out} rows; ratings used {rep.n_ratings_used} / "
+        f"{rep.n_ratings_in} (quarantined {rep.n_ratings_quarantined}); candidates kept "
+        f"{rep.n_candidates_kept} / {rep.n_candidates_in} (quarantined {rep.n_candidates_quarantined})"
+    )
+    typer.echo(f"top-{rep.k}: {rep.output}")
+    if rep.quarantine:
+        typer.echo(f"quarantine: {rep.quarantine}")
+
+
+# Registers train policy, simulate molecules/movielens and propose on the app above.
+from . import cli_policy, cli_rec  # noqa: E402,F401
 
 # -- operations: models, serve, bench (pipelines/ops_cli.py) -----------------------------------
 from .ops_cli import bench_app, models_app, serve  # noqa: E402 - needs _run etc. defined above

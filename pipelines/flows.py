@@ -30,18 +30,28 @@ def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 @task(name="prepare-tasks")
 def prepare_tasks_task(
-    data_dir: str, cache_dir: str | None = None, workers: int = 2
+    data_dir: str, cache_dir: str | None = None, workers: int = 2, domain: str = "molecules"
 ) -> dict[str, Any]:
     """Load and featurize a task folder with the default featurizer; return its statistics."""
-    return report.prepare_stats(data_dir, cache_dir, workers)
+    return report.prepare_stats(data_dir, cache_dir, workers, domain=domain)
 
 
 @flow(name="prepare_tasks")
 def prepare_tasks_flow(
-    data_dir: str, cache_dir: str | None = None, workers: int = 2
+    data_dir: str, cache_dir: str | None = None, workers: int = 2, domain: str = "molecules"
 ) -> dict[str, Any]:
-    """Validate an FS-Mol-format task folder: counts of tasks, rows, invalid SMILES, skipped files."""
-    stats = prepare_tasks_task(data_dir, cache_dir, workers)
+    """Validate a task folder: FS-Mol (tasks, rows, invalid SMILES, skipped files) or MovieLens
+    (``domain="movielens"``: users, ratings, items, rejected rows)."""
+    stats = prepare_tasks_task(data_dir, cache_dir, workers, domain)
+    if domain == "movielens":
+        _log().info(
+            "prepared %s: %d users, %d ratings (%d rejected)",
+            data_dir,
+            stats["n_users"],
+            stats["n_ratings"],
+            stats["n_rejected"],
+        )
+        return stats
     _log().info(
         "prepared %s: %d tasks, %d rows (%d invalid SMILES excluded)",
         data_dir,
@@ -54,9 +64,18 @@ def prepare_tasks_flow(
 
 @task(name="meta-train")
 def meta_train_task(
-    data_dir: str, out_dir: str, learner: dict[str, Any], train: dict[str, Any], **kwargs: Any
+    data_dir: str,
+    out_dir: str,
+    learner: dict[str, Any],
+    train: dict[str, Any],
+    domain: str = "molecules",
+    **kwargs: Any,
 ) -> str:
-    """Meta-train and write an artifact; returns its folder."""
+    """Meta-train and write an artifact; returns its folder (``learner`` = the model config)."""
+    if report._domain(domain) == "movielens":
+        from ..models.rec_workflows import train_rating_model
+
+        return str(train_rating_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
     return str(workflows.train_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
 
 
@@ -66,10 +85,12 @@ def meta_train_flow(
     out_dir: str,
     learner: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
+    domain: str = "molecules",
     **kwargs: Any,
 ) -> str:
-    """Meta-train a learner on FS-Mol-format tasks (GPU when present) and write a model artifact."""
-    path = meta_train_task(data_dir, out_dir, learner or {}, train or {}, **kwargs)
+    """Meta-train a learner on FS-Mol-format tasks (GPU when present), or the rating predictor on
+    MovieLens-format data (``domain="movielens"``), and write a model artifact."""
+    path = meta_train_task(data_dir, out_dir, learner or {}, train or {}, domain, **kwargs)
     _log().info("model artifact: %s", path)
     return path
 
@@ -82,9 +103,13 @@ def evaluate_task(
     repeats: int,
     seed: int,
     cache_dir: str | None = None,
+    domain: str = "molecules",
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run the FS-Mol protocol; return the contract JSON for each support size."""
-    return report.evaluate_json(data_dir, model, support_sizes, repeats, seed, cache_dir)
+    """Run the FS-Mol protocol (contract JSON per support size) or MeLU's (``movielens``)."""
+    return report.evaluate_json(
+        data_dir, model, support_sizes, repeats, seed, cache_dir, domain, **options
+    )
 
 
 @flow(name="evaluate")
@@ -95,9 +120,30 @@ def evaluate_flow(
     repeats: int = 10,
     seed: int = 0,
     cache_dir: str | None = None,
+    domain: str = "molecules",
+    users: str = "all",
+    holdout_fraction: float | None = None,
+    split_seed: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate models and/or baselines side by side; publishes a Markdown table artifact."""
+    """Evaluate models and/or baselines side by side; publishes a Markdown table artifact.
+
+    ``domain="movielens"``: MeLU's protocol on ``users`` (all | holdout) of ``data_dir``.
+    """
     names: list[str | None] = list(models) if models else [None]
+    if report._domain(domain) == "movielens":
+        opts = {"users": users, "holdout_fraction": holdout_fraction, "split_seed": split_seed}
+        res = {str(m): evaluate_task(data_dir, m, [], 0, seed, None, domain, **opts) for m in names}
+        rows = ["| model | users | MAE | nDCG@1 | nDCG@3 |", "|---|---|---|---|---|"]
+        rows += [
+            f"| {m} | {r['n_users']} | {r['mae']:.4f} | {r['ndcg@1']:.4f} | {r['ndcg@3']:.4f} |"
+            for m, r in res.items()
+        ]
+        create_markdown_artifact(
+            key="evaluation",
+            markdown="\n".join(rows) + "\n",
+            description=f"MeLU protocol on {data_dir}",
+        )
+        return res
     out = {
         m: evaluate_task(data_dir, m, support_sizes or [16], repeats, seed, cache_dir)
         for m in names
@@ -111,8 +157,12 @@ def evaluate_flow(
 
 
 @flow(name="export")
-def export_flow(model_dir: str, out_dir: str) -> str:
+def export_flow(model_dir: str, out_dir: str, domain: str = "molecules") -> str:
     """Re-export a model artifact's weights to ONNX (fails unless parity with torch holds)."""
+    if report._domain(domain) == "movielens":
+        from ..models.rec_workflows import export_rating_model
+
+        return str(export_rating_model(Path(model_dir), Path(out_dir)))
     return str(workflows.export_model(Path(model_dir), Path(out_dir)))
 
 
@@ -120,7 +170,7 @@ def export_flow(model_dir: str, out_dir: str) -> str:
 def batch_score_task(
     model_dir: str, support: str, library: str, output: str, **kwargs: Any
 ) -> dict[str, Any]:
-    """Score a library with onnxruntime; returns the row accounting."""
+    """Score a library (or, for ``domain="movielens"``, candidates per user) with onnxruntime."""
     return report.score_json(model_dir, support, library, output, **kwargs)
 
 
@@ -134,13 +184,26 @@ def batch_score_flow(
     workers: int = 2,
     dask_workers: int | None = None,
     dask_address: str | None = None,
+    domain: str = "molecules",
+    k: int = 10,
 ) -> dict[str, Any]:
     """Adapt to an assay's support set and score a library (onnxruntime only).
 
     ``model_dir`` empty: the registry's current model ($METASCREEN_REGISTRY), else the shipped
     one. ``dask_workers``/``dask_address``: chunked, resumable scoring on Dask (see
     ``metascreen.pipelines.distributed``) instead of one process with ``workers`` featurizers.
+    ``domain="movielens"``: ``support`` holds users' ratings, ``library`` the candidate items;
+    writes the top ``k`` unrated candidates per user.
     """
+    if report._domain(domain) == "movielens":
+        rep = batch_score_task(model_dir or "", support, library, output, domain="movielens", k=k)
+        _log().info(
+            "scored %d users; quarantined %d rating and %d candidate rows",
+            rep["n_users"],
+            rep["n_ratings_quarantined"],
+            rep["n_candidates_quarantined"],
+        )
+        return rep
     from ..models.model_registry import resolve_model_dir
 
     model_dir = str(resolve_model_dir(model_dir or None))

@@ -98,9 +98,16 @@ def plot_evaluation(results: dict[str, dict[str, Any]], path: Path, title: str) 
     tmp.replace(path)
 
 
-def prepare_stats(data_dir: str, cache_dir: str | None = None, workers: int = 1) -> dict[str, Any]:
-    """Load and featurize (ECFP) a task folder; return its statistics."""
+def prepare_stats(
+    data_dir: str, cache_dir: str | None = None, workers: int = 1, domain: str = "molecules"
+) -> dict[str, Any]:
+    """Load and featurize (ECFP) a task folder, or load rating data; return its statistics."""
     from ..domains.molecules.featurize import MoleculeFeaturizer
+
+    if _domain(domain) == "movielens":
+        from ..models.rec_workflows import prepare_stats as rec_prepare_stats
+
+        return rec_prepare_stats(Path(data_dir))
 
     prepared = workflows.prepare_tasks(
         Path(data_dir),
@@ -128,8 +135,19 @@ def evaluate_json(
     repeats: int,
     seed: int,
     cache_dir: str | None = None,
+    domain: str = "molecules",
+    **options: Any,
 ) -> dict[str, Any]:
-    """The FS-Mol protocol; the evaluation contract's JSON for each support size."""
+    """The FS-Mol protocol (the contract's JSON for each support size), or for ``movielens`` the
+    MeLU protocol's JSON (``options``: ``users``, ``holdout_fraction``, ``split_seed``)."""
+    if _domain(domain) == "movielens":
+        from ..models.rec_workflows import evaluate_ratings
+
+        if model is None:
+            from ..domains.errors import ConfigError
+
+            raise ConfigError("movielens evaluation needs a model folder or a baseline name")
+        return evaluate_ratings(Path(data_dir), model, seed, **options)
     results, label, n_invalid = workflows.evaluate_model(
         Path(data_dir),
         model,
@@ -143,10 +161,23 @@ def evaluate_json(
 
 
 def score_json(
-    model_dir: str, support: str, library: str, output: str, **kwargs: Any
+    model_dir: str,
+    support: str,
+    library: str,
+    output: str,
+    domain: str = "molecules",
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Score a library with onnxruntime; the row accounting as a dict."""
+    """Score with onnxruntime; the row accounting as a dict. For ``movielens``, ``support`` is
+    the users' ratings and ``library`` the candidate items (``kwargs``: ``k``, ``device``)."""
     from dataclasses import asdict
+
+    if _domain(domain) == "movielens":
+        from ..models.rec_serving import score_users
+
+        return score_users(
+            Path(model_dir), Path(support), Path(library), Path(output), **kwargs
+        ).to_json()
 
     from ..models.serving import score_library
 
@@ -154,6 +185,18 @@ def score_json(
         Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs
     )
     return {**asdict(rep), "mol_per_s": rep.mol_per_s}
+
+
+DOMAINS = ("molecules", "movielens")
+
+
+def _domain(name: str) -> str:
+    """Validate a domain name (``molecules`` or ``movielens``)."""
+    if name not in DOMAINS:
+        from ..domains.errors import ConfigError
+
+        raise ConfigError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    return name
 
 
 class LocalStages:

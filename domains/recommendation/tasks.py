@@ -1,0 +1,119 @@
+"""Users as few-shot tasks: MeLU's cold-user protocol and seeded user hold-out splits.
+
+MeLU (Lee et al., KDD 2019) evaluates users with 13–100 ratings; per user, 10 ratings drawn at
+random form the query and the rest the support. The draw for a user depends only on the seed and
+the user's id (not on which other users are loaded), so the same user gets the same split in any
+data folder.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..episodes import Episode, Task, TaskSet
+from ..errors import ConfigError, TaskTooSmallError
+
+MIN_RATINGS, MAX_RATINGS, N_QUERY = 13, 100, 10
+
+
+def user_seed(seed: int, user_id: str) -> list[int]:
+    """Seed sequence of one user's draw: (seed, crc32(user_id))."""
+    return [int(seed), zlib.crc32(user_id.encode("utf-8"))]
+
+
+def build_user_tasks(
+    ratings: pd.DataFrame,
+    items: list[str],
+    min_ratings: int = MIN_RATINGS,
+    max_ratings: int | None = MAX_RATINGS,
+    source: str = "",
+) -> TaskSet:
+    """One task per user with ``min_ratings``..``max_ratings`` ratings of items in ``items``.
+
+    ``Task.item_idx`` indexes ``items`` (ratings of items outside it are left out; callers
+    check that there are none or count them); ``Task.labels`` are the ratings. Tasks are sorted by
+    user id.
+    """
+    index = pd.Index(items)
+    pos = index.get_indexer(ratings["item_id"])
+    known = pos >= 0
+    df = pd.DataFrame(
+        {
+            "u": ratings["user_id"].to_numpy()[known],
+            "i": pos[known],
+            "r": ratings["rating"].to_numpy()[known],
+        }
+    )
+    tasks = []
+    for uid, g in df.groupby("u", sort=True):
+        n = len(g)
+        if n < min_ratings or (max_ratings is not None and n > max_ratings):
+            continue
+        tasks.append(
+            Task(
+                task_id=str(uid),
+                item_idx=g["i"].to_numpy(np.int64),
+                labels=g["r"].to_numpy(np.float32),
+            )
+        )
+    return TaskSet(tasks=tasks, items=list(items), source=source)
+
+
+@dataclass(frozen=True, slots=True)
+class MeluSampler:
+    """MeLU's split: ``n_query`` ratings drawn at random (seeded per user) form the query, the
+    rest the support."""
+
+    n_query: int = N_QUERY
+
+    def sample(self, task: Task, seed: int) -> Episode:
+        """Same task and seed → same episode; refuses tasks with fewer than ``n_query + 1`` ratings."""
+        n = len(task)
+        if n < self.n_query + 1:
+            raise TaskTooSmallError(task.task_id, n, f"needs more than {self.n_query} ratings")
+        perm = np.random.default_rng(user_seed(seed, task.task_id)).permutation(n)
+        return Episode(
+            task=task,
+            support=np.sort(perm[self.n_query :]).astype(np.int64),
+            query=perm[: self.n_query].astype(np.int64),
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RatingEpisodeSampler:
+    """Training episodes in MeLU's shape: a user's ratings capped at ``max_ratings`` (a random
+    subset for heavier users), ``n_query`` of them as query and the rest as support."""
+
+    n_query: int = N_QUERY
+    max_ratings: int = MAX_RATINGS
+
+    def sample(self, task: Task, seed: int) -> Episode:
+        """Draw a training episode or raise ``TaskTooSmallError``."""
+        n = len(task)
+        if n < self.n_query + 3:
+            raise TaskTooSmallError(task.task_id, n, "too small for a training episode")
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        if n > self.max_ratings:
+            perm = perm[: int(rng.integers(MIN_RATINGS, self.max_ratings + 1))]
+        return Episode(
+            task=task,
+            support=perm[self.n_query :].astype(np.int64),
+            query=perm[: self.n_query].astype(np.int64),
+            seed=seed,
+        )
+
+
+def holdout_users(user_ids: list[str], fraction: float, split_seed: int) -> set[str]:
+    """A seeded random ``fraction`` of ``user_ids`` (sorted first, so the draw is reproducible)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
+    ids = sorted(set(user_ids))
+    n = int(np.ceil(fraction * len(ids)))
+    perm = np.random.default_rng([int(split_seed), 7919]).permutation(len(ids))
+    return {ids[i] for i in perm[:n]}

@@ -1,0 +1,215 @@
+"""Recommendation scoring with onnxruntime (no torch): top-k items for users from their few ratings.
+
+``score_users`` reads each user's ratings (the support) and a candidate list, adapts the
+artifact's ONNX graph to each user's ratings and writes the top ``k`` unrated candidates per user.
+Rows that cannot be used are quarantined with a reason — ratings: NaN / non-numeric /
+out-of-range ratings, duplicated (user, item) pairs, item ids the model does not know;
+candidates: empty or unknown item ids, duplicates — and counts reconcile:
+``ratings in = used + quarantined``, ``candidates in = kept + quarantined``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..domains.errors import ArtifactMismatchError, InputError
+from ..domains.io import canonical_json_hash, sha256_file
+from ..domains.quarantine import QuarantineWriter
+from ..domains.recommendation.featurize import ItemFeaturizer
+from ..domains.recommendation.load import _read_table, _rename, clean_ratings
+from .rec_features import ItemTable
+from .serving import OnnxPredictor
+
+logger = logging.getLogger(__name__)
+
+MOVIELENS_PREDICTOR = "movielens-predictor"
+ITEM_TABLE_FILE = "items.npz"
+
+
+def load_item_table(model_dir: Path, metadata: dict[str, Any]) -> ItemTable:
+    """The artifact's item table, after checking its sha256 and the featurizer hash."""
+    path = Path(model_dir) / ITEM_TABLE_FILE
+    want = metadata.get("files", {}).get(ITEM_TABLE_FILE)
+    if not path.exists() or want is None:
+        raise ArtifactMismatchError(f"{model_dir}: no {ITEM_TABLE_FILE}; not a movielens model")
+    if sha256_file(path) != want:
+        raise ArtifactMismatchError(f"{path}: sha256 differs from metadata; the file was modified")
+    fz = metadata["featurizer"]
+    featurizer = ItemFeaturizer.from_spec(fz["spec"]["side"], expected_hash=fz["spec"]["side_hash"])
+    if canonical_json_hash({"side": fz["spec"]["side"], "items_sha256": want}) != fz["hash"]:
+        raise ArtifactMismatchError(
+            f"{model_dir}: featurizer hash {fz['hash'][:12]} does not match its item table and spec"
+        )
+    return ItemTable.from_bytes(path.read_bytes(), featurizer)
+
+
+class RatingPredictor:
+    """An artifact's ONNX rating predictor plus its item table (verified on load)."""
+
+    def __init__(self, model_dir: Path, device: str = "auto") -> None:
+        """Open and verify ``model_dir``."""
+        self.onnx = OnnxPredictor.load(Path(model_dir), device=device, kind=MOVIELENS_PREDICTOR)
+        self.table = load_item_table(Path(model_dir), self.onnx.info.metadata)
+
+    def predict(
+        self, support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray
+    ) -> np.ndarray:
+        """(Q,) predicted ratings."""
+        return self.onnx.logits(support_x, support_y, query_x)
+
+
+@dataclass(slots=True)
+class RecScoreReport:
+    """Row accounting of one scoring run."""
+
+    n_ratings_in: int
+    n_ratings_used: int
+    n_ratings_quarantined: int
+    n_candidates_in: int
+    n_candidates_kept: int
+    n_candidates_quarantined: int
+    n_users: int
+    n_users_without_ratings: int
+    n_rows_out: int
+    k: int
+    output: str
+    quarantine: str | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+def score_users(
+    model_dir: Path,
+    ratings_path: Path,
+    candidates_path: Path,
+    output: Path,
+    k: int = 10,
+    device: str = "auto",
+) -> RecScoreReport:
+    """Top-``k`` unrated candidates per user (Parquet: ``user_id, rank, item_id, score``).
+
+    ``ratings_path``: CSV/TSV/Parquet with user, item, rating columns (one or more users).
+    ``candidates_path``: CSV/TSV/Parquet with an item column (shared by all users), or with user
+    and item columns (per-user candidates). Quarantined rows go to
+    ``<output stem>.quarantine.csv`` (``row`` = ``ratings:<n>`` or ``candidates:<n>``).
+    """
+    start = time.perf_counter()
+    if k < 1:
+        raise InputError(f"--k must be at least 1, got {k}")
+    model = RatingPredictor(Path(model_dir), device=device)
+    table = model.table
+    raw = _rename(
+        _read_table(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
+    )
+    good, bad = clean_ratings(raw, str(ratings_path), max_bad_fraction=1.0)
+    pos = table.positions(good["item_id"].tolist())
+    unknown = pos < 0
+    kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
+    q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
+    q_path.unlink(missing_ok=True)
+    cand = _read_table(Path(candidates_path))
+    per_user = "user_id" in cand.columns or "user" in cand.columns
+    cand = _rename(cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",))
+    c_items = cand["item_id"].astype("string").str.strip()
+    c_users = cand["user_id"].astype("string").str.strip() if per_user else None
+    c_pos = table.positions(c_items.fillna("").tolist())
+    with QuarantineWriter(q_path) as q:
+        for row, value, reason in bad:
+            q.add(f"ratings:{row}", value, reason)
+        for j in np.flatnonzero(unknown):
+            g = good.iloc[j]
+            q.add(
+                f"ratings:{kept_rows[j]}",
+                f"{g.user_id}::{g.item_id}::{g.rating:g}",
+                "item_id unknown to the model (not in its training catalogue)",
+            )
+        n_rating_q = q.count
+        seen: set[tuple[str, str]] = set()
+        c_keep = np.zeros(len(cand), bool)
+        for i in range(len(cand)):
+            item = c_items.iloc[i]
+            user = c_users.iloc[i] if c_users is not None else ""
+            if pd.isna(item) or not str(item):
+                q.add(f"candidates:{i}", "", "empty item_id")
+            elif c_pos[i] < 0:
+                q.add(f"candidates:{i}", str(item), "item_id unknown to the model")
+            elif (str(user), str(item)) in seen:
+                q.add(f"candidates:{i}", str(item), "duplicate candidate")
+            else:
+                seen.add((str(user), str(item)))
+                c_keep[i] = True
+        n_cand_q = q.count - n_rating_q
+    support = good[~unknown].assign(pos=pos[~unknown])
+    x_all = table.rows(table.item_ids)
+    out_frames = []
+    users_in_ratings = pd.unique(raw["user_id"].astype("string").str.strip().dropna())
+    users = pd.unique(support["user_id"])
+    shared = c_pos[c_keep] if not per_user else None
+    for user in users:
+        s = support[support["user_id"] == user]
+        s_pos = s["pos"].to_numpy(np.int64)
+        if per_user:
+            assert c_users is not None
+            cands = c_pos[c_keep & (c_users == user).fillna(False).to_numpy()]
+        else:
+            assert shared is not None
+            cands = shared
+        cands = cands[~np.isin(cands, s_pos)]
+        if not len(cands):
+            continue
+        pred = model.predict(x_all[s_pos], s["rating"].to_numpy(np.float32), x_all[cands])
+        top = np.argsort(-pred, kind="stable")[:k]
+        out_frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": str(user),
+                    "rank": np.arange(1, len(top) + 1, dtype=np.int32),
+                    "item_id": [table.item_ids[j] for j in cands[top]],
+                    "score": pred[top].astype(np.float32),
+                }
+            )
+        )
+    out = (
+        pd.concat(out_frames, ignore_index=True)
+        if out_frames
+        else pd.DataFrame({"user_id": [], "rank": [], "item_id": [], "score": []})
+    )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    out.to_parquet(tmp, index=False)
+    tmp.replace(output)
+    report = RecScoreReport(
+        n_ratings_in=len(raw),
+        n_ratings_used=int((~unknown).sum()),
+        n_ratings_quarantined=n_rating_q,
+        n_candidates_in=len(cand),
+        n_candidates_kept=int(c_keep.sum()),
+        n_candidates_quarantined=n_cand_q,
+        n_users=len(users),
+        n_users_without_ratings=len(set(users_in_ratings) - {str(u) for u in users}),
+        n_rows_out=len(out),
+        k=k,
+        output=str(output),
+        quarantine=str(q_path) if q_path.exists() else None,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    assert report.n_ratings_in == report.n_ratings_used + report.n_ratings_quarantined
+    assert report.n_candidates_in == report.n_candidates_kept + report.n_candidates_quarantined
+    logger.info(
+        "scored %d users; %d rating and %d candidate rows quarantined",
+        len(users),
+        n_rating_q,
+        n_cand_q,
+    )
+    return report

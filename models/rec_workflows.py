@@ -1,0 +1,678 @@
+"""Recommendation workflows as plain functions: train, evaluate (model or baselines), export.
+
+MeLU's cold-user protocol on MovieLens-format data. ``train_rating_model`` fits biased MF on the
+training users, builds the rating predictor's item rows, meta-trains
+``AttentiveRatingLearner`` with the shared loop (``models.train.meta_train``) and writes an ONNX
+artifact. ``evaluate_ratings`` runs the protocol for an artifact (onnxruntime) or a baseline.
+
+Honest validation: ``holdout_fraction`` removes a seeded share of the users from everything
+training sees (MF, item statistics, meta-training); ``evaluate ... --users holdout`` scores
+exactly those users. Meta-training episodes are *cross-fitted*: the training users are split into
+``folds``, and a user's item rows come from an MF fitted without that user's fold, so the
+predictor learns to correct fold-in on users the MF never saw — the situation of a new user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..domains.episodes import Task
+from ..domains.errors import ConfigError, InputError
+from ..domains.io import atomic_write_json, canonical_json_hash, sha256_file
+from ..domains.recommendation.featurize import FloatArray, ItemFeaturizer
+from ..domains.recommendation.load import Interactions, load_interactions
+from ..domains.recommendation.tasks import (
+    MAX_RATINGS,
+    MIN_RATINGS,
+    MeluSampler,
+    RatingEpisodeSampler,
+    build_user_tasks,
+    holdout_users,
+)
+from .artifact import read_artifact, utc_now
+from .mf import MFModel, fit_mf, staircase
+from .rec_features import N_EXTRA, ItemTable, SideToFactors, item_rows
+from .rec_metrics import mae, ndcg_at_k
+from .rec_serving import ITEM_TABLE_FILE, MOVIELENS_PREDICTOR, RatingPredictor
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("global-mean", "item-mean", "item-bias", "mf", "mf-staircase")
+STAIRCASE_TS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+BASELINE_MF = {"dim": 8, "mf_reg": 5.0, "mf_reg_bias": 5.0, "fold_reg": 5.0, "fold_reg_bias": 3.0}
+"""The ``mf`` baseline's settings: the best of a grid (dim 8/16/32 × ALS ridge 5/10/20 × fold-in
+ridges 2–20 / 1–10) on ML-1M hold-out split 0 — tuned on the evaluation users themselves, which
+favours the baseline."""
+RatingFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(support item positions, support ratings, query item positions) → (Q,) predicted ratings."""
+
+
+class RatingModelConfig(BaseModel):
+    """The MF, fold-in and predictor settings of ``train movielens``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    learner: Literal["attentive-rating", "foldin"] = Field(
+        "attentive-rating", description="foldin = the MF fold-in alone (no residual head)"
+    )
+    dim: int = Field(8, ge=1, description="MF factor size")
+    mf_reg: float = Field(5.0, gt=0, description="ALS ridge weight (factors)")
+    mf_reg_bias: float = Field(5.0, gt=0, description="ALS ridge weight (biases)")
+    mf_iters: int = Field(10, ge=1)
+    fold_reg: float = Field(5.0, gt=0, description="fold-in ridge weight on p_u (initial)")
+    fold_reg_bias: float = Field(3.0, gt=0, description="fold-in ridge weight on b_u (initial)")
+    folds: int = Field(5, ge=2, description="cross-fitting folds of the training users")
+    hidden: int = Field(96, ge=8)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    loss: Literal["l1", "mse", "huber"] = "l1"
+    valid_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of eligible training users kept for early stopping"
+    )
+    max_valid_users: int = Field(400, ge=10)
+
+
+@dataclass(slots=True)
+class RatingSplit:
+    """Ratings split by user into training and hold-out users."""
+
+    train: pd.DataFrame
+    holdout: set[str]
+
+
+def split_users(inter: Interactions, fraction: float, split_seed: int) -> RatingSplit:
+    """Hold out a seeded ``fraction`` of all users (0 = none)."""
+    if fraction <= 0:
+        return RatingSplit(inter.ratings, set())
+    hold = holdout_users(inter.ratings["user_id"].unique().tolist(), fraction, split_seed)
+    return RatingSplit(inter.ratings[~inter.ratings["user_id"].isin(hold)], hold)
+
+
+def catalogue(inter: Interactions) -> list[str]:
+    """Every item id rated or listed in the item table, sorted."""
+    ids = set(inter.ratings["item_id"].unique().tolist())
+    if inter.items is not None:
+        ids |= {str(i) for i in inter.items.index}
+    return sorted(ids, key=lambda s: (len(s), s))
+
+
+def fit_mf_on(
+    ratings: pd.DataFrame, items: list[str], cfg: RatingModelConfig, seed: int
+) -> MFModel:
+    """Biased MF (ALS) on ``ratings``, item positions = ``items``."""
+    pos = pd.Index(items).get_indexer(ratings["item_id"])
+    if (pos < 0).any():
+        raise InputError("ratings refer to items outside the catalogue")
+    uid, u = np.unique(ratings["user_id"].to_numpy(), return_inverse=True)
+    return fit_mf(
+        u.astype(np.int64),
+        pos.astype(np.int64),
+        ratings["rating"].to_numpy(np.float32),
+        len(uid),
+        len(items),
+        dim=cfg.dim,
+        reg=cfg.mf_reg,
+        reg_bias=cfg.mf_reg_bias,
+        iters=cfg.mf_iters,
+        seed=seed,
+    )
+
+
+def build_item_table(
+    train: pd.DataFrame,
+    inter: Interactions,
+    cfg: RatingModelConfig,
+    seed: int,
+    featurizer: ItemFeaturizer | None = None,
+) -> ItemTable:
+    """MF on the training ratings + side features of the whole catalogue."""
+    items = catalogue(inter)
+    featurizer = featurizer or ItemFeaturizer().fit(inter.items)
+    side = featurizer.transform(items, inter.items)
+    mf = fit_mf_on(train, items, cfg, seed)
+    mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
+    return ItemTable(items, side, mf, SideToFactors.fit(side, mf), featurizer)
+
+
+# -- baselines ------------------------------------------------------------------------------------
+def baseline_fn(
+    name: str, train: pd.DataFrame, items: list[str], cfg: RatingModelConfig
+) -> RatingFn:
+    """A baseline fitted on ``train`` ratings, predicting for positions in ``items``.
+
+    ``global-mean``; ``item-mean`` (shrunk 5 ratings toward the global mean); ``item-bias``
+    (item mean + the user's mean support residual shrunk by 3); ``mf`` (biased MF + ridge
+    fold-in of the user's support, ``cfg``'s dim and ridge weights); ``mf-staircase`` (``mf``
+    followed by the predictor's monotone staircase, its width fitted on training users: MF on
+    half of them, fold-in on the other half) — the ablation that shows what the staircase alone
+    is worth.
+    """
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    r = train["rating"].to_numpy(np.float64)
+    mu = float(r.mean())
+    if name in ("mf", "mf-staircase"):
+        mf = fit_mf_on(train[train["item_id"].isin(set(items))], items, cfg, seed=0)
+        mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
+        if name == "mf":
+            return mf.predict_user
+        t = _fit_baseline_staircase(train, items, cfg)
+        return lambda s, sy, q: np.clip(staircase(mf.predict_user(s, sy, q), t), 1.0, 5.0)
+    pos = pd.Index(items).get_indexer(train["item_id"])
+    keep = pos >= 0
+    cnt = np.bincount(pos[keep], minlength=len(items))
+    tot = np.bincount(pos[keep], weights=r[keep], minlength=len(items))
+    im = ((tot + 5.0 * mu) / (cnt + 5.0)).astype(np.float32)
+    if name == "global-mean":
+        return lambda s, sy, q: np.full(len(q), mu, np.float32)
+    if name == "item-mean":
+        return lambda s, sy, q: im[q]
+    return lambda s, sy, q: np.clip(im[q] + (sy - im[s]).sum() / (len(sy) + 3.0), 1.0, 5.0)
+
+
+def _fit_baseline_staircase(train: pd.DataFrame, items: list[str], cfg: RatingModelConfig) -> float:
+    """Staircase width for ``mf-staircase``: MF on half the training users, MeLU episodes of the
+    other half (13–100 ratings), the width with the lowest MAE."""
+    users = np.array(sorted(train["user_id"].unique()))
+    half = set(np.random.default_rng(11).permutation(users)[: len(users) // 2].tolist())
+    in_half = train["user_id"].isin(half)
+    mf = fit_mf_on(train[in_half], items, cfg, seed=0)
+    mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
+    tasks = build_user_tasks(train[~in_half], items).tasks
+
+    def stair_fn(t: float) -> RatingFn:
+        return lambda s, sy, q: np.clip(staircase(mf.predict_user(s, sy, q), t), 1.0, 5.0)
+
+    scores = {t: evaluate_tasks_ratings(tasks, stair_fn(t))["mae"] for t in STAIRCASE_TS}
+    best = min(scores, key=lambda k: scores[k])
+    logger.info(
+        "mf-staircase: t=%.2f (training-user MAE %.4f, t=0: %.4f)", best, scores[best], scores[0.0]
+    )
+    return best
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def evaluate_tasks_ratings(tasks: list[Task], predict: RatingFn, seed: int = 0) -> dict[str, Any]:
+    """MeLU protocol: per user 10 seeded query ratings, the rest support; mean MAE, nDCG@1/@3."""
+    sampler = MeluSampler()
+    maes, n1, n3 = [], [], []
+    for task in tasks:
+        ep = sampler.sample(task, seed)
+        pred = np.asarray(predict(ep.support_items, ep.support_labels, ep.query_items))
+        maes.append(mae(ep.query_labels, pred))
+        n1.append(ndcg_at_k(ep.query_labels, pred, 1))
+        n3.append(ndcg_at_k(ep.query_labels, pred, 3))
+    return {
+        "mae": float(np.mean(maes)) if maes else math.nan,
+        "ndcg@1": float(np.mean(n1)) if n1 else math.nan,
+        "ndcg@3": float(np.mean(n3)) if n3 else math.nan,
+        "n_users": len(maes),
+    }
+
+
+def onnx_rating_fn(
+    model_dir: Path, items: list[str], inter: Interactions
+) -> tuple[RatingFn, dict[str, Any]]:
+    """The artifact's ONNX graph over item rows of ``items`` (unseen items via side features)."""
+    pred = RatingPredictor(Path(model_dir))
+    x = pred.table.rows(items, inter.items)
+
+    def fn(s: np.ndarray, sy: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return pred.predict(x[s], sy, x[q])
+
+    return fn, pred.onnx.info.metadata
+
+
+def evaluate_ratings(
+    data_dir: Path,
+    model: str | Path,
+    seed: int = 0,
+    users: Literal["all", "holdout"] = "all",
+    holdout_fraction: float | None = None,
+    split_seed: int | None = None,
+    cfg: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """MeLU's protocol on every user of ``data_dir`` with 13–100 ratings (or only the hold-out).
+
+    ``model`` is an artifact folder (scored with onnxruntime) or a baseline name; baselines are
+    fitted on the users outside the evaluated hold-out, so they need ``users="holdout"``. The
+    hold-out split defaults to the artifact's own (its metadata), else 0.1 / seed 0.
+    """
+    start = time.perf_counter()
+    inter = load_interactions(Path(data_dir))
+    is_baseline = str(model) in BASELINES
+    meta: dict[str, Any] = {}
+    if not is_baseline:
+        meta = read_artifact(Path(model), kind=MOVIELENS_PREDICTOR).metadata
+    split = meta.get("training_data", {}).get("holdout", {}) if meta else {}
+    if meta and users == "holdout" and not split.get("fraction"):
+        raise ConfigError(
+            f"{model} was trained on every user (no --holdout-fraction): it has no held-out "
+            "users to evaluate; use --users all or train with --holdout-fraction"
+        )
+    if (
+        meta
+        and users == "holdout"
+        and (
+            (holdout_fraction is not None and holdout_fraction != split.get("fraction"))
+            or (split_seed is not None and split_seed != split.get("split_seed"))
+        )
+    ):
+        raise ConfigError(
+            f"{model} held out fraction {split.get('fraction')} with split seed "
+            f"{split.get('split_seed')}; other hold-out users were seen in training"
+        )
+    frac = holdout_fraction if holdout_fraction is not None else split.get("fraction") or 0.1
+    s_seed = split_seed if split_seed is not None else split.get("split_seed") or 0
+    if users == "holdout":
+        rs = split_users(inter, float(frac), int(s_seed))
+        eval_ratings = inter.ratings[inter.ratings["user_id"].isin(rs.holdout)]
+    elif is_baseline:
+        raise ConfigError(
+            "baselines are fitted on the users outside the hold-out: use --users holdout "
+            "(with --holdout-fraction / --split-seed)"
+        )
+    else:
+        rs, eval_ratings = None, inter.ratings
+    items = catalogue(inter)
+    ts = build_user_tasks(eval_ratings, items, source=str(data_dir))
+    if not ts.tasks:
+        raise InputError(
+            f"{data_dir}: no user with {MIN_RATINGS}–{MAX_RATINGS} ratings to evaluate"
+        )
+    if is_baseline:
+        assert rs is not None
+        mcfg = RatingModelConfig.model_validate({**BASELINE_MF, **(cfg or {})})
+        predict = baseline_fn(str(model), rs.train, items, mcfg)
+        label = str(model)
+    else:
+        predict, _ = onnx_rating_fn(Path(model), items, inter)
+        label = f"{meta.get('learner', '?')}:{model}"
+    out = evaluate_tasks_ratings(ts.tasks, predict, seed)
+    out.update(
+        model=label,
+        seconds=round(time.perf_counter() - start, 2),
+        seed=seed,
+        users=users,
+        holdout={"fraction": frac, "split_seed": s_seed} if users == "holdout" else None,
+        n_rejected_rows=inter.n_rejected,
+    )
+    return out
+
+
+# -- training -------------------------------------------------------------------------------------
+def _cross_fit(
+    train: pd.DataFrame,
+    inter: Interactions,
+    table: ItemTable,
+    cfg: RatingModelConfig,
+    seed: int,
+) -> tuple[list[Task], list[Task], FloatArray]:
+    """Training and early-stopping tasks whose item rows come from an MF without their fold."""
+    rng = np.random.default_rng([seed, 31])
+    uids = np.array(sorted(train["user_id"].unique()))
+    fold_of = dict(zip(uids, rng.integers(0, cfg.folds, len(uids)), strict=True))
+    counts = train.groupby("user_id").size()
+    eligible = sorted(counts[(counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)].index)
+    n_valid = min(cfg.max_valid_users, int(math.ceil(cfg.valid_fraction * len(eligible))))
+    valid_ids = set(rng.permutation(np.array(eligible))[:n_valid].tolist())
+    n = len(table.item_ids)
+    blocks, train_tasks, valid_tasks = [], [], []
+    for k in range(cfg.folds):
+        in_fold = train["user_id"].map(fold_of) == k
+        mf_k = fit_mf_on(train[~in_fold], table.item_ids, cfg, seed + 1 + k)
+        imputer = SideToFactors.fit(table.side, mf_k)
+        blocks.append(item_rows(mf_k, np.arange(n), table.side, imputer))
+        ts = build_user_tasks(
+            train[in_fold], table.item_ids, min_ratings=MIN_RATINGS, max_ratings=None
+        )
+        for t in ts.tasks:
+            shifted = Task(t.task_id, t.item_idx + k * n, t.labels)
+            if t.task_id in valid_ids:
+                if len(t) <= MAX_RATINGS:
+                    valid_tasks.append(shifted)
+            else:
+                train_tasks.append(shifted)
+        logger.info(
+            "cross-fit fold %d/%d: MF without this fold's %d ratings",
+            k + 1,
+            cfg.folds,
+            int(in_fold.sum()),
+        )
+    return train_tasks, valid_tasks, np.concatenate(blocks)
+
+
+def train_rating_model(
+    data_dir: Path,
+    out_dir: Path,
+    model_cfg: dict[str, Any] | None = None,
+    train_cfg: dict[str, Any] | None = None,
+    holdout_fraction: float = 0.0,
+    split_seed: int = 0,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    threads: int | None = 1,
+) -> Path:
+    """Fit MF, meta-train the rating predictor on MovieLens-format data and write an artifact.
+
+    ``threads``: torch intra-op threads while training (default 1: the per-user matrices are tiny,
+    and on a shared 2-core machine extra threads oversubscribe it; None keeps torch's setting).
+    """
+    import torch
+
+    cfg = RatingModelConfig.model_validate(model_cfg or {})
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train_rating_model(
+            data_dir,
+            out_dir,
+            cfg,
+            train_cfg,
+            holdout_fraction,
+            split_seed,
+            run_dir,
+            progress,
+            command,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_rating_model(
+    data_dir: Path,
+    out_dir: Path,
+    cfg: RatingModelConfig,
+    train_cfg: dict[str, Any] | None,
+    holdout_fraction: float,
+    split_seed: int,
+    run_dir: Path | None,
+    progress: bool,
+    command: str | None,
+) -> Path:
+    import torch
+
+    from .export import write_artifact
+    from .learners.rating import AttentiveRatingLearner
+    from .seeding import seed_everything
+    from .train import EpisodeHooks, TrainConfig, meta_train
+
+    defaults: dict[str, Any] = {
+        "steps": 800,  # the validated budget (≈ 10 min on 2 busy cores, ≈ 5 min idle)
+        "tasks_per_step": 32,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup_steps": 100,
+        "eval_every": 200,
+        "patience": 5,
+        "checkpoint_every": 200,
+        "max_minutes": 13.0,
+    }
+    tcfg = TrainConfig.model_validate({**defaults, **(train_cfg or {})})
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    start = time.perf_counter()
+    inter = load_interactions(Path(data_dir))
+    rs = split_users(inter, holdout_fraction, split_seed)
+    if run_dir is None:
+        stamp = utc_now().replace(":", "").replace("-", "")
+        run_dir = Path("runs") / f"movielens__{cfg.learner}__seed{tcfg.seed}__{stamp}"
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if inter.n_rejected:
+        inter.write_quarantine(run_dir / "quarantine" / "ratings.csv")
+    table = build_item_table(rs.train, inter, cfg, tcfg.seed)
+    logger.info(
+        "%s: %d ratings of %d training users (%d held out), %d items; MF in %.0fs",
+        data_dir,
+        len(rs.train),
+        rs.train["user_id"].nunique(),
+        len(rs.holdout),
+        len(table.item_ids),
+        time.perf_counter() - start,
+    )
+    seed_everything(tcfg.seed)
+    in_dim = table.mf.dim + N_EXTRA + table.side.shape[1]
+    learner = AttentiveRatingLearner(
+        in_dim,
+        table.mf.dim,
+        table.mf.mu,
+        hidden=cfg.hidden,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        reg=cfg.fold_reg,
+        reg_bias=cfg.fold_reg_bias,
+        loss=cfg.loss,
+        residual=cfg.learner == "attentive-rating",
+    )
+    metrics: dict[str, Any] = {}
+    if cfg.learner == "attentive-rating":
+        train_tasks, valid_tasks, x_train = _cross_fit(rs.train, inter, table, cfg, tcfg.seed)
+        logger.info(
+            "meta-training on %d users, early stopping on %d (cross-fitted, %.0fs so far)",
+            len(train_tasks),
+            len(valid_tasks),
+            time.perf_counter() - start,
+        )
+        x_valid = torch.as_tensor(x_train)
+
+        def validate(model: Any, device: torch.device) -> float:
+            model.eval()
+            xv = x_valid.to(device)
+            with torch.no_grad():
+                res = evaluate_tasks_ratings(
+                    valid_tasks,
+                    lambda s, sy, q: (
+                        model(xv[s], torch.as_tensor(sy, device=device), xv[q]).cpu().numpy()
+                    ),
+                    seed=0,
+                )
+            return -res["mae"]
+
+        hooks = EpisodeHooks(
+            samplers=[RatingEpisodeSampler()],
+            select_tasks=lambda tasks: [t for t in tasks if len(t) >= MIN_RATINGS],
+            validate=validate,
+            metric="valid -MAE",
+        )
+        result = meta_train(
+            learner, train_tasks, x_train, valid_tasks, x_train, tcfg, run_dir, progress, hooks
+        )
+        stair = fit_staircase(learner, valid_tasks, validate)
+        learner.residual_gate.fill_(0.0)
+        stair_off = fit_staircase(learner, valid_tasks, validate)
+        use_head = stair["valid_mae"] <= stair_off["valid_mae"]
+        learner.residual_gate.fill_(1.0 if use_head else 0.0)
+        learner.stair_t.fill_(stair["t"] if use_head else stair_off["t"])
+        logger.info(
+            "early-stopping MAE with the attentive residual %.4f, fold-in alone %.4f: %s",
+            stair["valid_mae"],
+            stair_off["valid_mae"],
+            "keeping the residual" if use_head else "residual switched off",
+        )
+        metrics["train"] = {
+            "staircase": stair,
+            "staircase_without_residual": stair_off,
+            "residual_used": use_head,
+            "best_valid_mae": -result.best_score,
+            "best_step": result.best_step,
+            "steps": result.steps_done,
+            "seconds": round(result.seconds, 1),
+            "history": result.history,
+            "n_train_users": len(train_tasks),
+            "n_early_stopping_users": len(valid_tasks),
+        }
+    learner.cpu().eval()
+    metrics["total_training_seconds"] = round(time.perf_counter() - start, 1)
+    table_bytes = table.to_bytes()
+    items_sha = __import__("hashlib").sha256(table_bytes).hexdigest()
+    fz_spec = {
+        "side": table.featurizer.spec(),
+        "side_hash": table.featurizer.hash,
+        "items_file": ITEM_TABLE_FILE,
+    }
+    fz_hash = canonical_json_hash({"side": table.featurizer.spec(), "items_sha256": items_sha})
+    config = {"model": cfg.model_dump(mode="json"), "train": tcfg.model_dump(mode="json")}
+    atomic_write_json(run_dir / "config.json", config)
+    extra = {
+        "domain": "movielens",
+        "seed": tcfg.seed,
+        "command": command or shlex.join(sys.argv),
+        "training_data": {
+            "data_dir": str(data_dir),
+            "data_sha256": _data_hash(Path(data_dir)),
+            "n_ratings": len(rs.train),
+            "n_users": int(rs.train["user_id"].nunique()),
+            "n_items": len(table.item_ids),
+            "n_rejected_rows": inter.n_rejected,
+            "holdout": {
+                "fraction": holdout_fraction,
+                "split_seed": split_seed,
+                "n_users": len(rs.holdout),
+            },
+        },
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+    }
+    path = write_artifact(
+        out_dir,
+        learner,
+        in_dim,
+        fz_spec,
+        fz_hash,
+        config,
+        extra,
+        kind=MOVIELENS_PREDICTOR,
+        extra_files={ITEM_TABLE_FILE: table_bytes},
+    )
+    if holdout_fraction > 0:
+        res = evaluate_ratings(Path(data_dir), path, seed=0, users="holdout")
+        metrics["holdout"] = {k: res[k] for k in ("mae", "ndcg@1", "ndcg@3", "n_users")}
+        metrics["holdout"]["measured_with"] = (
+            f"metascreen evaluate movielens {data_dir} --model {path} --users holdout --seed 0"
+        )
+        meta = json.loads((path / "metadata.json").read_text())
+        meta["metrics"] = metrics
+        atomic_write_json(path / "metadata.json", meta)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return path
+
+
+def fit_staircase(
+    learner: Any, valid_tasks: list[Task], validate: Callable[[Any, Any], float]
+) -> dict[str, Any]:
+    """Choose the staircase width ``t`` minimising MAE on the early-stopping users."""
+    import torch
+
+    scores = {}
+    for t in STAIRCASE_TS:
+        learner.stair_t.fill_(t)
+        scores[t] = -validate(learner, torch.device("cpu"))
+    best = min(scores, key=lambda k: scores[k])
+    learner.stair_t.fill_(best)
+    learner.cpu().eval()
+    logger.info(
+        "staircase t=%.2f: early-stopping MAE %.4f (t=0: %.4f)", best, scores[best], scores[0.0]
+    )
+    return {
+        "t": best,
+        "valid_mae": scores[best],
+        "valid_mae_by_t": {str(k): round(v, 5) for k, v in scores.items()},
+    }
+
+
+def _data_hash(data_dir: Path) -> str:
+    from ..domains.io import sha256_files
+
+    if data_dir.is_file():
+        return sha256_file(data_dir)
+    return sha256_files(p for p in data_dir.iterdir() if p.is_file())
+
+
+def prepare_stats(data_dir: Path) -> dict[str, Any]:
+    """Load a MovieLens-format folder; counts of users, ratings, items and rejected rows."""
+    inter = load_interactions(Path(data_dir))
+    counts = inter.user_counts()
+    eligible = int(((counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)).sum())
+    return {
+        "data_dir": str(data_dir),
+        "format": inter.fmt,
+        "n_rows": inter.n_input,
+        "n_ratings": len(inter.ratings),
+        "n_rejected": inter.n_rejected,
+        "rejected_reasons": pd.Series([r for _, _, r in inter.rejected], dtype=object)
+        .value_counts()
+        .to_dict(),
+        "n_users": len(counts),
+        "n_eval_users": eligible,
+        "n_items": len(catalogue(inter)),
+        "has_user_features": inter.users is not None,
+        "has_item_features": inter.items is not None,
+        "data_sha256": _data_hash(Path(data_dir)),
+    }
+
+
+def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
+    """Re-export a movielens artifact's torch weights to a new artifact (ONNX parity-checked)."""
+    from .export import load_weights, write_artifact
+    from .learners.rating import AttentiveRatingLearner
+
+    model_dir = Path(model_dir)
+    meta = read_artifact(model_dir, kind=MOVIELENS_PREDICTOR).metadata
+    pred_table = RatingPredictor(model_dir).table
+    cfg = json.loads((model_dir / "config.json").read_text())
+    mcfg = RatingModelConfig.model_validate(cfg["model"])
+    in_dim = pred_table.mf.dim + N_EXTRA + pred_table.side.shape[1]
+    learner = AttentiveRatingLearner(
+        in_dim,
+        pred_table.mf.dim,
+        pred_table.mf.mu,
+        hidden=mcfg.hidden,
+        heads=mcfg.heads,
+        dropout=mcfg.dropout,
+        loss=mcfg.loss,
+        residual=mcfg.learner == "attentive-rating",
+    )
+    learner.load_state_dict(load_weights(model_dir, meta))
+    drop = {
+        "onnx",
+        "weights",
+        "featurizer",
+        "versions",
+        "created_at",
+        "git_sha",
+        "schema_version",
+        "kind",
+        "learner",
+        "files",
+    }
+    keep = {k: v for k, v in meta.items() if k not in drop}
+    keep["exported_from"] = str(model_dir)
+    fz = meta["featurizer"]
+    return write_artifact(
+        Path(out_dir),
+        learner,
+        in_dim,
+        fz["spec"],
+        fz["hash"],
+        cfg,
+        keep,
+        kind=MOVIELENS_PREDICTOR,
+        extra_files={ITEM_TABLE_FILE: (model_dir / ITEM_TABLE_FILE).read_bytes()},
+    )
