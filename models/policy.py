@@ -524,10 +524,13 @@ def _rl_loss(
         aux.append(_label_loss(logits, env, device))
         dist = torch.distributions.Categorical(logits=logits.float())
         pick = dist.sample()
-        logps.append(dist.log_prob(pick))
-        entropies.append(dist.entropy())
+        # a pool smaller than the budget can run dry: it picks nothing (-1) and adds no gradient
+        live = torch.as_tensor(env.available.any(1), device=device)
+        logps.append(dist.log_prob(pick) * live)
+        entropies.append(dist.entropy() * live)
         values.append(value.float())
-        r = env.step(pick.cpu().numpy()[:, None])[:, 0]
+        picks = torch.where(live, pick, torch.full_like(pick, -1))
+        r = env.step(picks.cpu().numpy()[:, None])[:, 0]
         rewards.append(torch.as_tensor(r, device=device, dtype=torch.float32))
     rew = torch.stack(rewards, 1)  # (B, T)
     returns = rew.flip(1).cumsum(1).flip(1)

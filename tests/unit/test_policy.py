@@ -131,3 +131,25 @@ def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
     hits = validate_policy(a, torch.as_tensor(v_emb), v_tasks, 8, (0.3,), 3)[0.3].mean_hits
     rand = simulate(RandomPicker(), v_tasks, 8, 1, 0, 0.3, 3, 0).mean_hits
     assert hits > rand + 0.5
+
+
+def test_reinforce_step_survives_pools_smaller_than_the_budget() -> None:
+    from metascreen.models.policy import _rl_loss
+    from metascreen.models.simulator import Pool
+
+    emb = np.random.default_rng(0).normal(size=(40, 24)).astype(np.float32)
+    pools = [
+        Pool("small", np.arange(10), np.array([1, 0] * 5)),
+        Pool("big", np.arange(10, 40), np.array([1, 0, 0] * 10)),
+    ]
+    pol = _policy().train()
+    loss = _rl_loss(
+        pol,
+        torch.as_tensor(emb),
+        pools,
+        PolicyTrainConfig(budget=16),
+        np.random.default_rng(0),
+        torch.device("cpu"),
+    )
+    loss.backward()
+    assert torch.isfinite(loss)
