@@ -42,3 +42,42 @@ def test_shipped_model_verifies_and_matches_torch() -> None:
             torch.as_tensor(x[:13]), torch.as_tensor(y[:13]), torch.as_tensor(x[13:])
         ).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
+    from metascreen.models.policy import PolicyConfig, ScreeningPolicy, policy_parity_cases
+    from metascreen.models.policy_serving import DEFAULT_POLICY_DIR, PolicyRunner, propose
+
+    if not (DEFAULT_POLICY_DIR / "metadata.json").exists():
+        pytest.skip("no shipped policy")
+    runner = PolicyRunner.load(DEFAULT_POLICY_DIR, device="cpu")  # both graphs' sha256 checked
+    meta = runner.info.metadata
+    assert meta["metrics"]["valid"]["0.1"]["n_tasks"] > 0
+    assert (
+        meta["encoder_onnx"]["from_model_onnx_sha256"]
+        == json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["onnx"]["sha256"]
+    )
+    cfg = json.loads((DEFAULT_POLICY_DIR / "config.json").read_text())
+    state = load_weights(DEFAULT_POLICY_DIR, meta)
+    pol = ScreeningPolicy(meta["embedding_dim"], PolicyConfig.model_validate(cfg["policy"]))
+    pol.load_state_dict(
+        {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+    )
+    pol.eval()
+    case = policy_parity_cases(meta["embedding_dim"], seed=11)[1]
+    names = [i.name for i in runner.policy.get_inputs()]
+    got = runner.run({n: t.numpy() for n, t in zip(names, case, strict=True)})[0]
+    with torch.no_grad():
+        want = pol(*case)[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the bundled support set as "assayed", the bundled library's first 300 rows as the pool
+    import pandas as pd
+
+    from metascreen.models.artifact import DEFAULT_MODEL_DIR as model_dir
+
+    data = model_dir.parent.parent
+    pool = tmp_path / "pool.csv"
+    pd.read_csv(data / "library" / "library.csv").head(300).to_csv(pool, index=False)
+    rep = propose(data / "library" / "support.csv", pool, tmp_path / "next.csv", k=8)
+    assert rep.n_proposed == 8
+    assert rep.n_pool_rows == rep.n_scored + rep.n_already_assayed + rep.n_pool_quarantined
