@@ -244,8 +244,8 @@ class PolicyTrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    warm_steps: int = Field(400, ge=0)
-    rl_steps: int = Field(60, ge=0)
+    warm_steps: int = Field(1500, ge=0)
+    rl_steps: int = Field(200, ge=0)
     pools_per_step: int = Field(16, ge=1)
     rl_pools_per_step: int = Field(8, ge=1, description="episodes per REINFORCE step")
     budget: int = Field(32, ge=1)
@@ -260,7 +260,7 @@ class PolicyTrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(100, ge=1)
     valid_repeats: int = Field(2, ge=1)
     valid_fractions: tuple[float, ...] = (0.1, 1.0)
     seed: int = 0

@@ -32,8 +32,8 @@ def train_policy_cmd(
     valid_dir: Annotated[
         Path | None, typer.Option(help="validation tasks (default DATA_DIR/valid)")
     ] = None,
-    warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 400,
-    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 60,
+    warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 1500,
+    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 200,
     lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
@@ -42,7 +42,7 @@ def train_policy_cmd(
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
     ] = False,
     d_model: Annotated[int, typer.Option(help="policy width")] = 128,
-    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
     max_minutes: Annotated[float | None, typer.Option(help="stop training after this long")] = None,
     seed: Annotated[int, typer.Option(help="seed")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (AMP on CUDA)")] = "auto",
