@@ -207,15 +207,17 @@ def propose(
                 assayed_rows.setdefault(canon, row)
                 assayed_smiles.append(canon)
                 assayed_labels.append(float(lab))
+        n_assayed_bad = quarantine.count
         pdf = read_table(Path(pool_path), smiles_column)
         n_pool = len(pdf)
         keep_rows: list[int] = []
         keep_smiles: list[str] = []
         seen: dict[str, int] = {}
-        n_already = 0
+        n_already = n_pool_bad = 0
         for row, smi in enumerate(pdf["SMILES"].tolist()):
             canon = canonicalize(smi)
             if canon is None:
+                n_pool_bad += 1
                 quarantine.add(row, smi, f"{Path(pool_path).name}: {invalid_reason(smi)}")
             elif canon in assayed_rows:
                 n_already += 1
@@ -225,6 +227,7 @@ def propose(
                     f"{Path(pool_path).name}: already assayed (assayed row {assayed_rows[canon]})",
                 )
             elif canon in seen:
+                n_pool_bad += 1
                 quarantine.add(
                     row, smi, f"{Path(pool_path).name}: duplicate of pool row {seen[canon]}"
                 )
@@ -232,7 +235,6 @@ def propose(
                 seen[canon] = row
                 keep_rows.append(row)
                 keep_smiles.append(canon)
-    n_assayed_bad = quarantine.count - (n_pool - len(keep_rows))
     if not keep_smiles:
         raise InputError(
             f"{pool_path}: no candidate left to propose (all invalid or already assayed)"
@@ -280,7 +282,7 @@ def propose(
         n_pool_rows=n_pool,
         n_scored=len(keep_smiles),
         n_already_assayed=n_already,
-        n_pool_quarantined=n_pool - len(keep_rows) - n_already,
+        n_pool_quarantined=n_pool_bad,
         n_assayed_quarantined=n_assayed_bad,
         n_proposed=len(order),
         output=str(output),
