@@ -15,7 +15,6 @@ cumulative hits of episodes run in ``simulator.BatchEnv``.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 import time
@@ -31,9 +30,9 @@ from torch.nn import functional as F
 
 from ..domains.episodes import Task
 from ..domains.errors import ConfigError
-from ..domains.io import atomic_write_bytes
 from .seeding import resolve_device, seed_everything
 from .simulator import BatchEnv, Pool, SimulationResult, simulate, subsample_pool
+from .train import history_fields, history_from, save_checkpoint_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -371,28 +370,20 @@ def train_policy(
         state.update(
             step=int(ck["step"]), best_score=float(ck["best_score"]), best_step=int(ck["best_step"])
         )
-        keys = ck["history_keys"]
-        history = [dict(zip(keys, row, strict=True)) for row in ck["history"].tolist()]
+        history = history_from(ck)
         logger.info("resumed policy training at step %d", state["step"])
 
     def save() -> None:
-        keys = ["step", "loss", "valid", "valid_f1", "seconds"]
-        buf = io.BytesIO()
-        torch.save(
+        save_checkpoint_atomic(
+            ckpt_path,
             {
                 "model": policy.state_dict(),
                 "optimizer": opt.state_dict(),
                 "best_model": best,
-                "history_keys": keys,
-                "history": torch.tensor(
-                    [[float(h.get(k, math.nan)) for k in keys] for h in history],
-                    dtype=torch.float64,
-                ).reshape(-1, len(keys)),
+                **history_fields(history, ["step", "loss", "valid", "valid_f1", "seconds"]),
                 **state,
             },
-            buf,
         )
-        atomic_write_bytes(ckpt_path, buf.getvalue())
 
     start = time.perf_counter()
     bar = None

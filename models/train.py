@@ -77,6 +77,28 @@ class TrainResult:
     stopped_early: bool = False
 
 
+def history_fields(history: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    """Checkpoint fields for a list of per-evaluation records (a float64 table, NaN = missing)."""
+    return {
+        "history_keys": keys,
+        "history": torch.tensor(
+            [[float(h.get(k, math.nan)) for k in keys] for h in history], dtype=torch.float64
+        ).reshape(-1, len(keys)),
+    }
+
+
+def history_from(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records ``history_fields`` stored in a checkpoint."""
+    return [dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()]
+
+
+def save_checkpoint_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to memory, then an atomic write (a crash never leaves half a checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for ``step`` (a pure function of the step, so resuming needs no state)."""
     if cfg.lr_schedule == "constant":
@@ -234,34 +256,26 @@ def meta_train(
         state.update(
             {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
         )
-        state["history"] = [
-            dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()
-        ]
+        state["history"] = history_from(ckpt)
         torch.set_rng_state(ckpt["torch_rng"])
         logger.info(
             "resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"]
         )
 
     def save_checkpoint() -> None:
-        keys = ["step", "loss", "valid"]
-        buf = io.BytesIO()
-        torch.save(
+        save_checkpoint_atomic(
+            ckpt_path,
             {
                 "model": learner.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
-                "history_keys": keys,
-                "history": torch.tensor(
-                    [[h[k] for k in keys] for h in state["history"]], dtype=torch.float64
-                ).reshape(-1, len(keys)),
+                **history_fields(state["history"], ["step", "loss", "valid"]),
                 "torch_rng": torch.get_rng_state(),
                 **{
                     k: state[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")
                 },
             },
-            buf,
         )
-        atomic_write_bytes(ckpt_path, buf.getvalue())
 
     def validate() -> float:
         if hooks is not None:
