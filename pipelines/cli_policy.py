@@ -41,6 +41,13 @@ def train_policy_cmd(
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
     ] = False,
+    predictor_head: Annotated[
+        bool,
+        typer.Option(
+            "--predictor-head/--no-predictor-head",
+            help="feed the predictor's few-shot head, adapted on the history, to the policy",
+        ),
+    ] = False,
     d_model: Annotated[int, typer.Option(help="policy width")] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
     max_minutes: Annotated[float | None, typer.Option(help="stop training after this long")] = None,
@@ -55,7 +62,9 @@ def train_policy_cmd(
     ] = False,
 ) -> None:
     """Meta-train the screening policy (warm start + REINFORCE) on FS-Mol train tasks."""
-    policy_cfg = {"d_model": d_model, "use_history": not no_history}
+    policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
+    if predictor_head:
+        policy_cfg["predictor_head"] = True  # resolved to the predictor's learner
     train_cfg: dict[str, Any] = {
         "warm_steps": warm_steps,
         "rl_steps": rl_steps,
