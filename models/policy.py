@@ -306,6 +306,9 @@ class PolicyTrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
+    rank_loss: float = Field(
+        0.0, ge=0, description="weight of the listwise (oracle-imitation) term of the label loss"
+    )
     eval_every: int = Field(100, ge=1)
     valid_repeats: int = Field(2, ge=1)
     valid_fractions: tuple[float, ...] = (0.1, 1.0)
@@ -352,12 +355,26 @@ def _pool_seeds(rng: np.random.Generator, n: int) -> list[list[int]]:
     return [[int(v)] for v in rng.integers(2**31, size=n)]
 
 
-def _label_loss(logits: torch.Tensor, env: BatchEnv, device: torch.device) -> torch.Tensor:
-    """Mean BCE of the logits against the hidden rewards of the available candidates."""
+def _label_loss(
+    logits: torch.Tensor, env: BatchEnv, device: torch.device, rank: float = 0.0
+) -> torch.Tensor:
+    """Mean BCE of the logits against the hidden rewards of the available candidates, plus
+    ``rank`` × the listwise loss: cross-entropy of the pick distribution (softmax over the
+    available candidates) towards the remaining actives — imitating an oracle's next pick, which
+    is what argmax picking needs (the top of the ranking), where BCE weighs every candidate."""
     y = torch.as_tensor(env.rewards, device=device, dtype=torch.float32)
     m = torch.as_tensor(env.available, device=device, dtype=torch.float32)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
-    return ((bce * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+    z = logits.float()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    loss = ((bce * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+    if rank > 0:
+        pos = y * m
+        n_pos = pos.sum(1)
+        logp = torch.log_softmax(torch.where(m > 0.5, z, torch.full_like(z, NEG)), -1)
+        ce = -(pos * logp).sum(1) / n_pos.clamp_min(1.0)
+        has = (n_pos > 0).float()
+        loss = loss + rank * (ce * has).sum() / has.sum().clamp_min(1.0)
+    return loss
 
 
 def validate_policy(
@@ -541,7 +558,7 @@ def _warm_loss(
             env.step(env.select(env.random(), 1))
             done += 1
         logits, _ = policy.score(*observe(env, tokens))
-        losses.append(_label_loss(logits, env, device))
+        losses.append(_label_loss(logits, env, device, cfg.rank_loss))
     return torch.stack(losses).mean()
 
 
@@ -559,7 +576,7 @@ def _rl_loss(
     logps, values, rewards, entropies, aux = [], [], [], [], []
     while not env.done:
         logits, value = policy.score(*observe(env, tokens))
-        aux.append(_label_loss(logits, env, device))
+        aux.append(_label_loss(logits, env, device, cfg.rank_loss))
         dist = torch.distributions.Categorical(logits=logits.float())
         pick = dist.sample()
         # a pool smaller than the budget can run dry: it picks nothing (-1) and adds no gradient

@@ -38,6 +38,10 @@ def train_policy_cmd(
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
     budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
+    rank_loss: Annotated[
+        float,
+        typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
+    ] = 0.0,
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
     ] = False,
@@ -72,6 +76,7 @@ def train_policy_cmd(
         "rl_lr": rl_lr,
         "pools_per_step": pools_per_step,
         "budget": budget,
+        "rank_loss": rank_loss,
         "eval_every": eval_every,
         "max_minutes": max_minutes,
         "seed": seed,

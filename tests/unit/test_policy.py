@@ -171,3 +171,26 @@ def test_reinforce_step_survives_pools_smaller_than_the_budget() -> None:
     )
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
+    from metascreen.models.policy import _label_loss
+    from metascreen.models.simulator import BatchEnv, Pool
+
+    pool = Pool("T", np.arange(6), np.array([1, 0, 0, 1, 0, 0], np.float32))
+    env = BatchEnv([pool, Pool("U", np.arange(6), np.zeros(6, np.float32))], 4, 1, 0, [[0], [1]])
+    env.step(np.array([[0], [0]]))  # the first active is found: only item 3 remains active
+    dev = torch.device("cpu")
+    good = torch.tensor([[0.0, 0, 0, 3, 0, 0], [0.0] * 6])
+    bad = torch.tensor([[0.0, 3, 0, 0, 0, 0], [0.0] * 6])
+    gap_plain = _label_loss(bad, env, dev) - _label_loss(good, env, dev)
+    gap_rank = _label_loss(bad, env, dev, 1.0) - _label_loss(good, env, dev, 1.0)
+    assert gap_plain > 0 and gap_rank > gap_plain + 1.0
+    # picked items and a pool with no active left add nothing to the listwise term
+    shifted = good.clone()
+    shifted[0, 0] = 50.0
+    shifted[1] = torch.arange(6.0)
+    base = _label_loss(good, env, dev, 1.0) - _label_loss(good, env, dev, 0.0)
+    assert torch.isclose(
+        _label_loss(shifted, env, dev, 1.0) - _label_loss(shifted, env, dev, 0.0), base
+    )
