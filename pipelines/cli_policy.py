@@ -19,6 +19,18 @@ simulate_app = typer.Typer(
 app.add_typer(simulate_app, name="simulate")
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"--active-fractions {text!r}: not comma-separated numbers"
+        ) from err
+    if not out or not all(0 < f <= 1 for f in out):
+        raise typer.BadParameter(f"--active-fractions {text!r}: need numbers in (0, 1]")
+    return out
+
+
 @train_app.command("policy")
 def train_policy_cmd(
     data_dir: Annotated[Path, typer.Argument(help="FS-Mol folder with train/ (and valid/)")],
@@ -38,6 +50,10 @@ def train_policy_cmd(
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
     budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
+    active_fractions: Annotated[
+        str,
+        typer.Option(help="comma-separated active fractions training pools are drawn at"),
+    ] = "0.05,0.1,0.1,0.2,0.5,1.0",
     rank_loss: Annotated[
         float,
         typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
@@ -77,6 +93,7 @@ def train_policy_cmd(
         "pools_per_step": pools_per_step,
         "budget": budget,
         "rank_loss": rank_loss,
+        "active_fractions": _fractions(active_fractions),
         "eval_every": eval_every,
         "max_minutes": max_minutes,
         "seed": seed,
@@ -216,7 +233,17 @@ def simulate_molecules_cmd(
         round(time.perf_counter() - start, 2) if len(results) == 1 else main["seconds"]
     )
     if len(results) > 1:
+        from ..models.simulator import paired_difference
+
+        first = next(iter(results))
         main["compare"] = {k: v for k, v in list(results.items())[1:]}
+        main["paired"] = {k: paired_difference(main, v) for k, v in main["compare"].items()}
+        for k, pr in main["paired"].items():
+            typer.echo(
+                f"{first} − {k}: {pr['mean_diff']:+.2f} ± {pr['mean_diff_ci95']:.2f} hits "
+                f"(ratio {pr['ratio']:.3f}; better on {pr['tasks_better']} tasks, "
+                f"worse on {pr['tasks_worse']} of {pr['n_tasks']})"
+            )
     _write_json(json_out, main)
     if plot is not None:
         plot_hit_curves(results, plot)
