@@ -60,15 +60,17 @@ class RecPolicyConfig(BaseModel):
     d_model: int = Field(64, ge=8)
     heads: int = Field(4, ge=1)
     layers: int = Field(2, ge=1)
-    warm_steps: int = Field(400, ge=0)
+    warm_steps: int = Field(1000, ge=0)
     rl_steps: int = Field(0, ge=0)
     pools_per_step: int = Field(16, ge=1)
     max_pool: int = Field(1024, ge=8, description="catalogue slice per training pool")
     budget: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
-    eval_every: int = Field(100, ge=1)
+    eval_every: int = Field(200, ge=1)
     valid_users: int = Field(150, ge=1, description="training users kept for early stopping")
-    max_minutes: float | None = Field(15.0, gt=0)
+    max_minutes: float | None = Field(
+        18.0, gt=0, description="policy training wall-clock cap (the best state so far is kept)"
+    )
     seed: int = 0
 
 
