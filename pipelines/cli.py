@@ -560,7 +560,7 @@ def train_movielens(
             f"nDCG@3 {hold['ndcg@3']:.4f} ({hold['n_users']} users)"
         )
     pol = meta["metrics"].get("policy")
-    if pol:
+    if pol and pol.get("valid_cumulative_precision") is not None:
         typer.echo(
             f"policy: validation cumulative precision {pol['valid_cumulative_precision']:.4f} "
             f"({pol['n_valid_users']} training users kept out, step {pol['best_step']})"
