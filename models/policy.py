@@ -471,6 +471,10 @@ def train_policy(
                 state["best_step"] = state["step"]
             history.append(rec)
             save()
+            # a validation that ran past the limit ends training here, not after one more step
+            timed_out = timed_out or (
+                cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            )
         if timed_out:
             logger.info("policy training stopped at the time limit (step %d)", state["step"])
             break
