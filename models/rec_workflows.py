@@ -14,6 +14,7 @@ predictor learns to correct fold-in on users the MF never saw — the situation 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..domains.episodes import Task
-from ..domains.errors import ConfigError, InputError
+from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
 from ..domains.io import atomic_write_json, canonical_json_hash, sha256_file
 from ..domains.recommendation.featurize import FloatArray, ItemFeaturizer
 from ..domains.recommendation.load import Interactions, load_interactions
@@ -399,7 +400,7 @@ def train_rating_model(
             run_dir,
             progress,
             command,
-            RecPolicyConfig.model_validate({"seed": cfg_seed(train_cfg), **(policy_cfg or {})}),
+            RecPolicyConfig.model_validate({"seed": _run_seed(train_cfg), **(policy_cfg or {})}),
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -596,7 +597,7 @@ def _train_rating_model(
     return path
 
 
-def cfg_seed(train_cfg: dict[str, Any] | None) -> int:
+def _run_seed(train_cfg: dict[str, Any] | None) -> int:
     """The run's seed (``train_cfg["seed"]``, default 0), shared by predictor and policy."""
     return int((train_cfg or {}).get("seed", 0))
 
@@ -740,8 +741,16 @@ def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
         cfg,
         keep,
         kind=MOVIELENS_PREDICTOR,
-        extra_files={
-            name: (model_dir / name).read_bytes()
-            for name in meta.get("files", {ITEM_TABLE_FILE: None})
-        },
+        extra_files=_verified_files(model_dir, meta.get("files", {})),
     )
+
+
+def _verified_files(model_dir: Path, files: dict[str, str]) -> dict[str, bytes]:
+    """The artifact's extra files (item table, policy graph and embedding), sha256-checked."""
+    out = {}
+    for name, want in files.items():
+        blob = (model_dir / name).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != want:
+            raise ArtifactMismatchError(f"{model_dir / name}: sha256 differs from metadata")
+        out[name] = blob
+    return out
