@@ -256,7 +256,8 @@ class PolicyTrainConfig(BaseModel):
     warm_history: Literal["random", "policy"] = Field(
         "random",
         description="warm start histories: random picks, or sampled from the policy's own logits "
-        "(Gumbel top-k, no extra forward pass), so histories look like the ones it will meet",
+        "(Gumbel top-k on the previous history length's logits), so histories look like the ones "
+        "it will meet",
     )
     active_fractions: tuple[float, ...] = (0.05, 0.1, 0.1, 0.2, 0.5, 1.0)
     lr: float = Field(1e-3, gt=0)

@@ -17,8 +17,9 @@ only supplies the domain parts:
   block.
 * **Pools** (``catalogue_sampler``): random slices of the catalogue (``max_pool`` items, labels
   of the user), because a forward pass over the whole catalogue per training step is too slow on
-  CPU; the model scores candidates independently given the history, so it transfers to the full
-  catalogue at evaluation.
+  CPU; apart from the pool-mean context the model scores candidates independently given the
+  history, so it transfers to the full catalogue at evaluation. Warm-start histories are sampled
+  from the policy's own logits (``warm_history="policy"``).
 
 Validation (early stopping) simulates the real protocol (whole catalogue, T steps, argmax picks)
 on a seeded slice of the training users that the embedding and the policy never saw.
