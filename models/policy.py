@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from ..domains.episodes import Task
 from ..domains.errors import ConfigError
+from .learners.registry import build_head
 from .seeding import resolve_device, seed_everything
 from .simulator import BatchEnv, Pool, SimulationResult, simulate, subsample_pool
 from .train import history_fields, history_from, save_checkpoint_atomic
@@ -38,6 +39,7 @@ from .train import history_fields, history_from, save_checkpoint_atomic
 logger = logging.getLogger(__name__)
 
 N_SIM = 9  # similarity features per candidate (see ScreeningPolicy.similarity_features)
+N_HEAD = 3  # predictor-head features per candidate (see ScreeningPolicy.head_features)
 NEG = -1e4  # logit of a candidate that cannot be picked (finite: exports and softmaxes cleanly)
 
 
@@ -50,6 +52,11 @@ class PolicyConfig(BaseModel):
     heads: int = Field(4, ge=1)
     layers: int = Field(2, ge=1, le=8)
     use_history: bool = Field(True, description="False: the ablation without history attention")
+    predictor_head: Literal["protonet", "matching", "gp", "multihead"] | None = Field(
+        None,
+        description="a frozen few-shot head (the predictor's, on the same embeddings) whose "
+        "adapted logit on the history is a candidate feature",
+    )
 
 
 class _CrossBlock(nn.Module):
@@ -101,17 +108,51 @@ class ScreeningPolicy(nn.Module):
         self.empty = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.context = nn.Linear(d + 1, d)
         self.blocks = nn.ModuleList([_CrossBlock(d, cfg.heads) for _ in range(cfg.layers)])
-        self.sim_in = nn.Sequential(nn.Linear(N_SIM, d), nn.GELU(), nn.Linear(d, d))
-        self.sim_out = nn.Linear(N_SIM, 1)
+        self.head: nn.Module | None = None
+        if cfg.predictor_head is not None:
+            self.head = build_head(cfg.predictor_head).requires_grad_(False)
+        n_feat = N_SIM + (N_HEAD if self.head is not None else 0)
+        self.sim_in = nn.Sequential(nn.Linear(n_feat, d), nn.GELU(), nn.Linear(d, d))
+        self.sim_out = nn.Linear(n_feat, 1)
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.value = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) embeddings → (..., d + D) tokens: learned projection ‖ L2-normalised input.
+        """(..., D) embeddings → tokens: learned projection ‖ L2-normalised input (‖ the input
+        itself when there is a predictor head, which works on raw embeddings).
 
         Candidates are projected once per episode; history tokens are gathered from them.
         """
-        return torch.cat([self.proj(x), F.normalize(x.float(), dim=-1).to(x.dtype)], -1)
+        parts = [self.proj(x), F.normalize(x.float(), dim=-1).to(x.dtype)]
+        if self.head is not None:
+            parts.append(x)
+        return torch.cat(parts, -1)
+
+    def head_features(
+        self,
+        cand_raw: torch.Tensor,
+        cand_mask: torch.Tensor,
+        hist_raw: torch.Tensor,
+        hist_labels: torch.Tensor,
+        hist_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, N, N_HEAD): the predictor head's logit adapted on the history, the same logit
+        standardised over the available candidates, and whether both classes are known (the
+        first two are 0 until they are) — what the ``greedy`` baseline ranks by, in-graph."""
+        assert self.head is not None
+        z = self.head.batched_head(  # type: ignore[operator]
+            hist_raw.float(), hist_labels.float(), hist_mask.float(), cand_raw.float()
+        )
+        known = hist_mask > 0.5
+        has_pos = (known & (hist_labels > 0.5)).any(1)
+        has_neg = (known & (hist_labels <= 0.5)).any(1)
+        both = (has_pos & has_neg).to(z.dtype).unsqueeze(1)  # (B, 1)
+        cm = cand_mask.to(z.dtype)
+        n = cm.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (z * cm).sum(1, keepdim=True) / n
+        std = (((z - mean) ** 2 * cm).sum(1, keepdim=True) / n).sqrt()
+        zs = (z - mean) / (std + 1e-3)
+        return torch.stack([z * both, zs * both, both.expand_as(z)], -1)
 
     def similarity_features(
         self,
@@ -150,22 +191,28 @@ class ScreeningPolicy(nn.Module):
         """``forward`` on ``project``-ed candidate and history tokens."""
         b = cand.shape[0]
         d = self.cfg.d_model
-        cand, cand_n = cand[..., :d], cand[..., d:]
-        hist, hist_n = hist[..., :d], hist[..., d:]
+        e = d + self.in_dim
+        cand, cand_n, cand_raw = cand[..., :d], cand[..., d:e], cand[..., e:]
+        hist, hist_n, hist_raw = hist[..., :d], hist[..., d:e], hist[..., e:]
         cm = cand_mask.to(cand.dtype).unsqueeze(-1)
         t = t_frac.reshape(b, 1).to(cand.dtype)
         pool_mean = (cand * cm).sum(1) / cm.sum(1).clamp_min(1.0)  # (B, d)
         ctx = self.context(torch.cat([pool_mean, t], -1))
         h = cand + ctx.unsqueeze(1)
         if self.cfg.use_history:
-            feats = self.similarity_features(cand_n, hist_n, hist_labels, hist_mask).to(cand.dtype)
+            feats = self.similarity_features(cand_n, hist_n, hist_labels, hist_mask)
+            if self.head is not None:
+                head = self.head_features(cand_raw, cand_mask, hist_raw, hist_labels, hist_mask)
+                feats = torch.cat([feats, head.to(feats.dtype)], -1)
+            feats = feats.to(cand.dtype)
             tokens = hist + self.label(hist_labels.long().clamp(0, 1))
             kv = torch.cat([self.empty.expand(b, 1, -1).to(tokens.dtype), tokens], 1)
             ok = torch.cat(
                 [torch.ones(b, 1, dtype=torch.bool, device=hist.device), hist_mask > 0.5], 1
             )
         else:
-            feats = torch.zeros(*cand.shape[:2], N_SIM, dtype=cand.dtype, device=cand.device)
+            n_feat = self.sim_out.in_features
+            feats = torch.zeros(*cand.shape[:2], n_feat, dtype=cand.dtype, device=cand.device)
             kv = self.empty.expand(b, 1, -1).to(cand.dtype)
             ok = torch.ones(b, 1, dtype=torch.bool, device=cand.device)
         h = h + self.sim_in(feats)
@@ -266,6 +313,9 @@ class PolicyTrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
+    rank_loss: float = Field(
+        0.0, ge=0, description="weight of the listwise (oracle-imitation) term of the label loss"
+    )
     eval_every: int = Field(100, ge=1)
     valid_repeats: int = Field(2, ge=1)
     valid_fractions: tuple[float, ...] = (0.1, 1.0)
@@ -319,12 +369,26 @@ def _pool_seeds(rng: np.random.Generator, n: int) -> list[list[int]]:
     return [[int(v)] for v in rng.integers(2**31, size=n)]
 
 
-def _label_loss(logits: torch.Tensor, env: BatchEnv, device: torch.device) -> torch.Tensor:
-    """Mean BCE of the logits against the hidden rewards of the available candidates."""
+def _label_loss(
+    logits: torch.Tensor, env: BatchEnv, device: torch.device, rank: float = 0.0
+) -> torch.Tensor:
+    """Mean BCE of the logits against the hidden rewards of the available candidates, plus
+    ``rank`` × the listwise loss: cross-entropy of the pick distribution (softmax over the
+    available candidates) towards the remaining actives — imitating an oracle's next pick, which
+    is what argmax picking needs (the top of the ranking), where BCE weighs every candidate."""
     y = torch.as_tensor(env.rewards, device=device, dtype=torch.float32)
     m = torch.as_tensor(env.available, device=device, dtype=torch.float32)
-    bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
-    return ((bce * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+    z = logits.float()
+    bce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    loss = ((bce * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+    if rank > 0:
+        pos = y * m
+        n_pos = pos.sum(1)
+        logp = torch.log_softmax(torch.where(m > 0.5, z, torch.full_like(z, NEG)), -1)
+        ce = -(pos * logp).sum(1) / n_pos.clamp_min(1.0)
+        has = (n_pos > 0).float()
+        loss = loss + rank * (ce * has).sum() / has.sum().clamp_min(1.0)
+    return loss
 
 
 def validate_policy(
@@ -527,7 +591,7 @@ def _warm_loss(
             env.step(env.select(env.random(), 1))
             done += 1
         logits, _ = policy.score(*observe(env, tokens))
-        losses.append(_label_loss(logits, env, device))
+        losses.append(_label_loss(logits, env, device, cfg.rank_loss))
     return torch.stack(losses).mean()
 
 
@@ -545,7 +609,7 @@ def _rl_loss(
     logps, values, rewards, entropies, aux = [], [], [], [], []
     while not env.done:
         logits, value = policy.score(*observe(env, tokens))
-        aux.append(_label_loss(logits, env, device))
+        aux.append(_label_loss(logits, env, device, cfg.rank_loss))
         dist = torch.distributions.Categorical(logits=logits.float())
         pick = dist.sample()
         # a pool smaller than the budget can run dry: it picks nothing (-1) and adds no gradient

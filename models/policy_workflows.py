@@ -126,7 +126,7 @@ def train_policy_model(
     import torch
 
     from .export import load_weights, staged_dir, write_weights
-    from .learners.registry import LearnerConfig, build_learner
+    from .learners.registry import LearnerConfig, build_learner, head_state
     from .policy import (
         PolicyConfig,
         PolicyTrainConfig,
@@ -137,7 +137,6 @@ def train_policy_model(
     )
     from .seeding import seed_everything
 
-    pcfg = PolicyConfig.model_validate(policy_cfg or {})
     tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -152,6 +151,15 @@ def train_policy_model(
     learner = build_learner(LearnerConfig.model_validate(pred_cfg["learner"]), featurizer.dim)
     learner.load_state_dict(load_weights(model_dir, info.metadata))
     encoder = learner.encoder.eval()
+    raw_cfg = dict(policy_cfg or {})
+    if raw_cfg.get("predictor_head") is True:  # "the predictor's own head"
+        raw_cfg["predictor_head"] = pred_cfg["learner"]["learner"]
+    pcfg = PolicyConfig.model_validate(raw_cfg)
+    if pcfg.predictor_head is not None and pcfg.predictor_head != pred_cfg["learner"]["learner"]:
+        raise ConfigError(
+            f"predictor_head {pcfg.predictor_head!r} does not match the predictor's learner "
+            f"{pred_cfg['learner']['learner']!r} in {model_dir}"
+        )
 
     train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
     t0 = time.perf_counter()
@@ -171,6 +179,8 @@ def train_policy_model(
     logger.info("tasks featurized and embedded in %.0fs", time.perf_counter() - t0)
     seed_everything(tcfg.seed)
     policy = ScreeningPolicy(e_train.shape[1], pcfg)
+    if policy.head is not None:
+        policy.head.load_state_dict(head_state(learner))
     if run_dir is None:
         stamp = utc_now().replace(":", "").replace("-", "")
         run_dir = Path("runs") / f"policy__seed{tcfg.seed}__{stamp}"

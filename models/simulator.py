@@ -322,6 +322,32 @@ class SimulationResult:
         }
 
 
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Policy ``a`` − policy ``b`` over the tasks both ran (``to_json`` dicts on the same pools).
+
+    Mean per-task difference of mean hits with its 95% interval (normal approximation over
+    tasks), the ratio of mean hits, and on how many tasks each was better.
+    """
+    ta, tb = a["per_task"], b["per_task"]
+    common = sorted(set(ta) & set(tb))
+    if not common:
+        raise ValueError("the two results share no task")
+    if any(len(ta[t]["hits"]) != len(tb[t]["hits"]) for t in common):
+        raise ValueError("the two results used different repeats")
+    d = np.array([ta[t]["mean_hits"] - tb[t]["mean_hits"] for t in common])
+    ma = float(np.mean([ta[t]["mean_hits"] for t in common]))
+    mb = float(np.mean([tb[t]["mean_hits"] for t in common]))
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    return {
+        "n_tasks": len(common),
+        "mean_diff": float(d.mean()),
+        "mean_diff_ci95": float(half),
+        "ratio": ma / mb if mb > 0 else math.inf,
+        "tasks_better": int((d > 0).sum()),
+        "tasks_worse": int((d < 0).sum()),
+    }
+
+
 def simulate(
     picker: Picker,
     tasks: Sequence[Task],

@@ -19,6 +19,18 @@ simulate_app = typer.Typer(
 app.add_typer(simulate_app, name="simulate")
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"--active-fractions {text!r}: not comma-separated numbers"
+        ) from err
+    if not out or not all(0 < f <= 1 for f in out):
+        raise typer.BadParameter(f"--active-fractions {text!r}: need numbers in (0, 1]")
+    return out
+
+
 @train_app.command("policy")
 def train_policy_cmd(
     data_dir: Annotated[Path, typer.Argument(help="FS-Mol folder with train/ (and valid/)")],
@@ -38,8 +50,23 @@ def train_policy_cmd(
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
     budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
+    active_fractions: Annotated[
+        str,
+        typer.Option(help="comma-separated active fractions training pools are drawn at"),
+    ] = "0.05,0.1,0.1,0.2,0.5,1.0",
+    rank_loss: Annotated[
+        float,
+        typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
+    ] = 0.0,
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
+    ] = False,
+    predictor_head: Annotated[
+        bool,
+        typer.Option(
+            "--predictor-head/--no-predictor-head",
+            help="feed the predictor's few-shot head, adapted on the history, to the policy",
+        ),
     ] = False,
     d_model: Annotated[int, typer.Option(help="policy width")] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
@@ -55,7 +82,9 @@ def train_policy_cmd(
     ] = False,
 ) -> None:
     """Meta-train the screening policy (warm start + REINFORCE) on FS-Mol train tasks."""
-    policy_cfg = {"d_model": d_model, "use_history": not no_history}
+    policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
+    if predictor_head:
+        policy_cfg["predictor_head"] = True  # resolved to the predictor's learner
     train_cfg: dict[str, Any] = {
         "warm_steps": warm_steps,
         "rl_steps": rl_steps,
@@ -63,6 +92,8 @@ def train_policy_cmd(
         "rl_lr": rl_lr,
         "pools_per_step": pools_per_step,
         "budget": budget,
+        "rank_loss": rank_loss,
+        "active_fractions": _fractions(active_fractions),
         "eval_every": eval_every,
         "max_minutes": max_minutes,
         "seed": seed,
@@ -202,7 +233,17 @@ def simulate_molecules_cmd(
         round(time.perf_counter() - start, 2) if len(results) == 1 else main["seconds"]
     )
     if len(results) > 1:
+        from ..models.simulator import paired_difference
+
+        first = next(iter(results))
         main["compare"] = {k: v for k, v in list(results.items())[1:]}
+        main["paired"] = {k: paired_difference(main, v) for k, v in main["compare"].items()}
+        for k, pr in main["paired"].items():
+            typer.echo(
+                f"{first} − {k}: {pr['mean_diff']:+.2f} ± {pr['mean_diff_ci95']:.2f} hits "
+                f"(ratio {pr['ratio']:.3f}; better on {pr['tasks_better']} tasks, "
+                f"worse on {pr['tasks_worse']} of {pr['n_tasks']})"
+            )
     _write_json(json_out, main)
     if plot is not None:
         plot_hit_curves(results, plot)

@@ -60,6 +60,21 @@ class EpisodicLearner(nn.Module):
         """(Q,) logits from embeddings; implemented by each learner."""
         raise NotImplementedError
 
+    def batched_head(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, Q) logits for B tasks at once; padded support rows have ``support_mask`` 0.
+
+        Shapes: support_emb (B, S, E), support_y and support_mask (B, S), query_emb (B, Q, E).
+        Row ``b`` equals ``head(support_emb[b][keep], support_y[b][keep], query_emb[b])`` with
+        ``keep = support_mask[b] > 0`` — what the screening policy feeds itself with in-graph.
+        """
+        raise NotImplementedError(f"{self.name} has no batched head")
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(n, E) embeddings."""
         return self.encoder(x)
@@ -90,6 +105,17 @@ def class_prototypes(emb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     w_neg = 1.0 - w_pos
     pos = (emb * w_pos).sum(0) / w_pos.sum().clamp_min(1.0)
     neg = (emb * w_neg).sum(0) / w_neg.sum().clamp_min(1.0)
+    return neg, pos
+
+
+def masked_class_prototypes(
+    emb: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched ``class_prototypes``: emb (B, S, E), y and mask (B, S) → two (B, E) tensors."""
+    w_pos = (y * mask).unsqueeze(-1)
+    w_neg = ((1.0 - y) * mask).unsqueeze(-1)
+    pos = (emb * w_pos).sum(1) / w_pos.sum(1).clamp_min(1.0)
+    neg = (emb * w_neg).sum(1) / w_neg.sum(1).clamp_min(1.0)
     return neg, pos
 
 

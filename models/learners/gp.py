@@ -33,6 +33,23 @@ def conjugate_gradient(a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Te
     return x
 
 
+def batched_conjugate_gradient(a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:
+    """``conjugate_gradient`` for a batch: ``a`` (B, S, S), ``b`` (B, S, 1), sums per system."""
+    x = torch.zeros_like(b)
+    r = b
+    p = r
+    rs = (r * r).sum((1, 2), keepdim=True)
+    for _ in range(iters):
+        ap = a @ p
+        alpha = rs / (p * ap).sum((1, 2), keepdim=True).clamp_min(1e-20)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = (r * r).sum((1, 2), keepdim=True)
+        p = r + (rs_new / rs.clamp_min(1e-20)) * p
+        rs = rs_new
+    return x
+
+
 class GPLearner(EpisodicLearner):
     """GP posterior mean on learned features; lengthscale, noise and output scale are meta-learned."""
 
@@ -63,3 +80,26 @@ class GPLearner(EpisodicLearner):
         alpha = conjugate_gradient(k_ss, y, self.cg_iters)  # (S, 1)
         mean = (self.kernel(q, s) @ alpha).squeeze(-1)  # (Q,)
         return self.log_scale.exp() * mean
+
+    def batched_head(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``).
+
+        Padded rows get an identity block and a zero target, so they solve to zero weight and the
+        valid rows solve exactly the unpadded system.
+        """
+        s = support_emb / support_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        q = query_emb / query_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        m = support_mask.unsqueeze(-1)  # (B, S, 1)
+        y = (2.0 * support_y.unsqueeze(-1) - 1.0) * m
+        k = torch.exp((s @ s.transpose(1, 2) - 1.0) / self.log_lengthscale.exp() ** 2)
+        eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device)
+        k_ss = k * (m @ m.transpose(1, 2)) + eye * (self.log_noise.exp() * m + (1.0 - m))
+        alpha = batched_conjugate_gradient(k_ss, y, self.cg_iters)  # (B, S, 1)
+        k_qs = torch.exp((q @ s.transpose(1, 2) - 1.0) / self.log_lengthscale.exp() ** 2)
+        return self.log_scale.exp() * (k_qs @ alpha).squeeze(-1)

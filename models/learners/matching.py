@@ -37,3 +37,21 @@ class MatchingNetLearner(EpisodicLearner):
         p_neg = (att * (1.0 - support_y)).sum(-1) / n_neg
         eps = 1e-6
         return torch.log(p_pos + eps) - torch.log(p_neg + eps)
+
+    def batched_head(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``)."""
+        sim = F.normalize(query_emb, dim=-1) @ F.normalize(support_emb, dim=-1).transpose(1, 2)
+        ok = (support_mask > 0.5).unsqueeze(1)  # (B, 1, S)
+        att = torch.softmax(torch.where(ok, sim * self.log_tau.exp(), -1e4), dim=-1) * ok
+        y_pos = (support_y * support_mask).unsqueeze(1)
+        y_neg = ((1.0 - support_y) * support_mask).unsqueeze(1)
+        p_pos = (att * y_pos).sum(-1) / y_pos.sum(-1).clamp_min(1.0)
+        p_neg = (att * y_neg).sum(-1) / y_neg.sum(-1).clamp_min(1.0)
+        eps = 1e-6
+        return torch.log(p_pos + eps) - torch.log(p_neg + eps)

@@ -43,6 +43,18 @@ class MultiHeadLearner(EpisodicLearner):
         """(Q,) logit of the mean of the heads' probabilities."""
         return mean_probability_logit(self.head_logits(support_emb, support_y, query_emb))
 
+    def batched_head(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``)."""
+        return mean_probability_logit(
+            [h.batched_head(support_emb, support_y, support_mask, query_emb) for h in self.heads]  # type: ignore[operator]
+        )
+
     def episode_loss(
         self,
         support_x: torch.Tensor,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,37 @@ class LearnerConfig(BaseModel):
     ensemble_size: int = Field(
         1, ge=1, le=16, description="independently trained members (seeds seed..seed+n-1)"
     )
+
+
+HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")
+"""Learners whose head runs batched over padded supports (``EpisodicLearner.batched_head``)."""
+
+
+def build_head(name: str) -> EpisodicLearner:
+    """The head of learner ``name`` on an identity encoder: it takes embeddings, not features.
+
+    Load a trained learner's head into it with ``head_state(learner)``.
+    """
+    from torch import nn
+
+    classes: dict[str, type[EpisodicLearner]] = {
+        "protonet": ProtoNetLearner,
+        "matching": MatchingNetLearner,
+        "gp": GPLearner,
+        "multihead": MultiHeadLearner,
+    }
+    if name not in classes:
+        raise ValueError(f"learner {name!r} has no batched head; one of {HEAD_LEARNERS}")
+    return classes[name](nn.Identity())
+
+
+def head_state(learner: EpisodicLearner) -> dict[str, Any]:
+    """``learner``'s parameters without its encoder's (what ``build_head``'s module holds)."""
+    return {
+        k: v
+        for k, v in learner.state_dict().items()
+        if not (k.startswith("encoder.") or ".encoder." in k)
+    }
 
 
 def build_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -86,6 +87,16 @@ def test_simulate_contract_with_comparison(
             t["pool_hits"] for t in j["per_task"].values()
         ]
     assert png.stat().st_size > 1000
+    # paired differences on the same pools, checked against the per-task figures
+    g = j["paired"]["greedy"]
+    want = np.mean(
+        [
+            j["per_task"][t]["mean_hits"] - j["compare"]["greedy"]["per_task"][t]["mean_hits"]
+            for t in j["per_task"]
+        ]
+    )
+    assert g["n_tasks"] == 3 and abs(g["mean_diff"] - want) < 1e-9
+    assert g["tasks_better"] + g["tasks_worse"] <= 3
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path, list[str]]:

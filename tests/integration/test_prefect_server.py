@@ -83,7 +83,13 @@ def test_serve_runs_a_deployment_with_basic_auth(tiny_fsmol: Path, tmp_path: Pat
         assert _events_socket_accepts(port, AUTH)
         deps = api_json(f"{api}/deployments/filter", AUTH, "POST", {})
         names = {d["name"] for d in deps}
-        assert names >= {"retrain-molecules", "batch-score-molecules", "evaluate-molecules"}
+        assert names >= {
+            "retrain-molecules",
+            "batch-score-molecules",
+            "evaluate-molecules",
+            "simulate-molecules",
+            "train-policy",
+        }
         retrain = next(d for d in deps if d["name"] == "retrain-molecules")
         assert retrain["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
 

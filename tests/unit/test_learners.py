@@ -165,3 +165,25 @@ def test_cosine_schedule_warms_up_and_decays() -> None:
     assert lr_at(550, cfg) < lr_at(200, cfg)
     assert lr_at(1000, cfg) == pytest.approx(1e-4)
     assert lr_at(500, TrainConfig(lr=2e-4)) == 2e-4
+
+
+@pytest.mark.parametrize("name", ["protonet", "matching", "gp", "multihead"])
+def test_batched_head_matches_the_head_on_each_unpadded_support(name: str) -> None:
+    from metascreen.models.learners.registry import build_head
+
+    head = build_head(name).eval()
+    gen = torch.Generator().manual_seed(3)
+    b, s, q, e = 4, 9, 7, 16
+    sup = torch.randn(b, s, e, generator=gen)
+    y = (torch.rand(b, s, generator=gen) < 0.5).float()
+    mask = torch.ones(b, s)
+    mask[1, 6:] = 0.0  # padded
+    y[2] = 1.0  # one class only
+    mask[3, 2:] = 0.0
+    qry = torch.randn(b, q, e, generator=gen)
+    with torch.no_grad():
+        got = head.batched_head(sup, y, mask, qry)
+        for i in range(b):
+            keep = mask[i] > 0.5
+            want = head.head(sup[i][keep], y[i][keep], qry[i])
+            assert torch.allclose(got[i], want, atol=1e-4), (name, i)

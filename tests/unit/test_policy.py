@@ -27,13 +27,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # tiny models: threads only add overhead
 
 
-def _policy(use_history: bool = True) -> ScreeningPolicy:
+def _policy(use_history: bool = True, head: str | None = None) -> ScreeningPolicy:
     torch.manual_seed(0)
-    return ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2, use_history=use_history)).eval()
+    cfg = PolicyConfig(d_model=16, heads=2, use_history=use_history, predictor_head=head)
+    return ScreeningPolicy(24, cfg).eval()
 
 
-def test_masks_symmetries_and_empty_history() -> None:
-    pol = _policy()
+@pytest.mark.parametrize("head", [None, "multihead"])
+def test_masks_symmetries_and_empty_history(head: str | None) -> None:
+    pol = _policy(head=head)
     cand, cm, hist, hl, hm, t = policy_parity_cases(24, seed=3)[1]
     with torch.no_grad():
         logits, value = pol(cand, cm, hist, hl, hm, t)
@@ -53,14 +55,15 @@ def test_masks_symmetries_and_empty_history() -> None:
         # the history does matter when attention is on, and does not when it is off
         l3, _ = pol(cand, cm, hist, 1.0 - hl, hm, t)
         assert not torch.allclose(l3[1:], logits[1:], atol=1e-4)
-        off = _policy(use_history=False)
+        off = _policy(use_history=False, head=head)
         a, _ = off(cand, cm, hist, hl, hm, t)
         b, _ = off(cand, cm, hist, 1.0 - hl, hm * 0, t)
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_onnx_parity_at_new_shapes(tmp_path: Path) -> None:
-    worst = export_policy_onnx(_policy(), tmp_path / "p.onnx")
+@pytest.mark.parametrize("head", [None, "multihead"])
+def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None) -> None:
+    worst = export_policy_onnx(_policy(head=head), tmp_path / "p.onnx")
     assert worst <= 1e-4
     import onnxruntime as ort
 
@@ -69,8 +72,23 @@ def test_onnx_parity_at_new_shapes(tmp_path: Path) -> None:
     names = [i.name for i in sess.get_inputs()]
     got = sess.run(None, {n: x.numpy() for n, x in zip(names, case, strict=True)})[0]
     with torch.no_grad():
-        want = _policy()(*case)[0].numpy()
+        want = _policy(head=head)(*case)[0].numpy()
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_predictor_head_feature_is_the_heads_adapted_logit() -> None:
+    """With a head, the policy sees exactly what the greedy baseline ranks by."""
+    from metascreen.models.learners.registry import build_head
+
+    pol = _policy(head="protonet")
+    cand, cm, hist, hl, hm, _ = policy_parity_cases(24, seed=5)[1]
+    hl[1] = torch.tensor([1.0, 0.0] * (hl.shape[1] // 2) + [1.0] * (hl.shape[1] % 2))
+    hm[1] = 1.0
+    feats = pol.head_features(cand, cm, hist, hl, hm)
+    ref = build_head("protonet").head(hist[1], hl[1], cand[1])
+    assert torch.allclose(feats[1, :, 0], ref, atol=1e-5)
+    assert (feats[1, :, 2] == 1.0).all()
+    assert (feats[0] == 0).all()  # empty history: nothing known, all zero
 
 
 def _toy(n_tasks: int, seed: int) -> tuple[np.ndarray, list[Task]]:
@@ -191,3 +209,26 @@ def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> N
     assert calls == [4] * 6 + [3] * 2
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
+
+
+def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
+    from metascreen.models.policy import _label_loss
+    from metascreen.models.simulator import BatchEnv, Pool
+
+    pool = Pool("T", np.arange(6), np.array([1, 0, 0, 1, 0, 0], np.float32))
+    env = BatchEnv([pool, Pool("U", np.arange(6), np.zeros(6, np.float32))], 4, 1, 0, [[0], [1]])
+    env.step(np.array([[0], [0]]))  # the first active is found: only item 3 remains active
+    dev = torch.device("cpu")
+    good = torch.tensor([[0.0, 0, 0, 3, 0, 0], [0.0] * 6])
+    bad = torch.tensor([[0.0, 3, 0, 0, 0, 0], [0.0] * 6])
+    gap_plain = _label_loss(bad, env, dev) - _label_loss(good, env, dev)
+    gap_rank = _label_loss(bad, env, dev, 1.0) - _label_loss(good, env, dev, 1.0)
+    assert gap_plain > 0 and gap_rank > gap_plain + 1.0
+    # picked items and a pool with no active left add nothing to the listwise term
+    shifted = good.clone()
+    shifted[0, 0] = 50.0
+    shifted[1] = torch.arange(6.0)
+    base = _label_loss(good, env, dev, 1.0) - _label_loss(good, env, dev, 0.0)
+    assert torch.isclose(
+        _label_loss(shifted, env, dev, 1.0) - _label_loss(shifted, env, dev, 0.0), base
+    )

@@ -188,3 +188,21 @@ def test_tanimoto() -> None:
     a = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool)
     b = np.array([[1, 0, 1, 0], [1, 1, 0, 0]], bool)
     assert tanimoto(a, b).tolist() == [[pytest.approx(1 / 3), 1.0], [0.0, 0.0]]
+
+
+def test_paired_difference_over_common_tasks() -> None:
+    from metascreen.models.simulator import paired_difference
+
+    def res(hits: dict[str, list[int]]) -> dict:
+        return {
+            "per_task": {t: {"hits": h, "mean_hits": float(np.mean(h))} for t, h in hits.items()}
+        }
+
+    a = res({"A": [4, 6], "B": [2, 2], "C": [3, 3]})
+    b = res({"A": [2, 2], "B": [2, 2], "C": [4, 4], "D": [9, 9]})
+    pr = paired_difference(a, b)
+    assert pr["n_tasks"] == 3 and pr["tasks_better"] == 1 and pr["tasks_worse"] == 1
+    assert abs(pr["mean_diff"] - (3 + 0 - 1) / 3) < 1e-12
+    assert abs(pr["ratio"] - (5 + 2 + 3) / (2 + 2 + 4)) < 1e-12
+    with pytest.raises(ValueError, match="repeats"):
+        paired_difference(a, res({"A": [1, 1, 1]}))
