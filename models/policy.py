@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -299,6 +300,12 @@ class PolicyTrainConfig(BaseModel):
     histories_per_step: int = Field(
         3, ge=1, description="warm start: history lengths per pool batch"
     )
+    warm_history: Literal["random", "policy"] = Field(
+        "random",
+        description="warm start histories: random picks, or sampled from the policy's own logits "
+        "(Gumbel top-k on the previous history length's logits), so histories look like the ones "
+        "it will meet",
+    )
     active_fractions: tuple[float, ...] = (0.05, 0.1, 0.1, 0.2, 0.5, 1.0)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, description="linear LR warm-up at the start")
@@ -336,6 +343,13 @@ def _capped_pool(task: Task, frac: float, cap: int, rng: np.random.Generator) ->
         return pool
     keep = np.sort(rng.choice(len(pool), size=cap, replace=False))
     return Pool(pool.task_id, pool.items[keep], pool.rewards[keep])
+
+
+PoolSampler = Callable[[list[Task], PolicyTrainConfig, np.random.Generator, int | None], list[Pool]]
+"""(training tasks, config, rng, n pools or None = ``pools_per_step``) → training pools.
+
+The domain hook of ``train_policy``: molecules subsample actives (``_sample_pools``);
+recommendation samples slices of the item catalogue (``models.rec_policy``)."""
 
 
 def _sample_pools(
@@ -404,11 +418,14 @@ def train_policy(
     cfg: PolicyTrainConfig,
     run_dir: Path,
     progress: bool = True,
+    sample_pools: PoolSampler | None = None,
 ) -> PolicyTrainResult:
     """Warm start then REINFORCE; keeps the best validation state (mean hits at the first valid fraction).
 
     Checkpoints to ``run_dir/policy_checkpoint.pt`` every ``eval_every`` steps and resumes from it.
+    ``sample_pools`` draws the training pools (default: the molecule sampler ``_sample_pools``).
     """
+    sample_pools = sample_pools or _sample_pools
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     policy.to(device)
@@ -462,7 +479,7 @@ def train_policy(
         rng = np.random.default_rng([cfg.seed, step])
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         rl = step >= cfg.warm_steps
-        pools = _sample_pools(tasks, cfg, rng, cfg.rl_pools_per_step if rl else None)
+        pools = sample_pools(tasks, cfg, rng, cfg.rl_pools_per_step if rl else None)
         lr = cfg.rl_lr if rl else cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -519,6 +536,10 @@ def train_policy(
                 state["best_step"] = state["step"]
             history.append(rec)
             save()
+            # a validation that ran past the limit ends training here, not after one more step
+            timed_out = timed_out or (
+                cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes
+            )
         if timed_out:
             logger.info("policy training stopped at the time limit (step %d)", state["step"])
             break
@@ -553,7 +574,19 @@ def _warm_loss(
     n_len = min(cfg.histories_per_step, cfg.budget)
     lengths = sorted(rng.choice(cfg.budget, size=n_len, replace=False).tolist())
     done = 0
+    logits: torch.Tensor | None = None
     for h in lengths:
+        if cfg.warm_history == "policy" and done < h and not env.done:
+            if logits is None:
+                with torch.no_grad():
+                    logits, _ = policy.score(*observe(env, tokens))
+            # Gumbel top-k = sampling (h - done) picks without replacement from softmax(logits)
+            u = np.clip(env.random(), 1e-12, 1.0 - 1e-12)
+            picks = env.select(logits.detach().float().cpu().numpy() - np.log(-np.log(u)), h - done)
+            for j in range(picks.shape[1]):
+                if not env.done:
+                    env.step(picks[:, j : j + 1])
+            done = h
         while done < h and not env.done:
             env.step(env.select(env.random(), 1))
             done += 1

@@ -61,6 +61,46 @@ def observation(env: BatchEnv, cand_emb: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+class PolicyGraph:
+    """A ``policy.onnx`` session (observation → logits, value), its sha256 checked on load.
+
+    Shared by both domains: molecule artifacts wrap it in ``PolicyRunner`` (with the encoder);
+    a movielens artifact carries it next to the rating predictor with an item-embedding table.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        sha256: str | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        name: str = "policy",
+    ) -> None:
+        """Open ``path``; refuse it if ``sha256`` is given and differs."""
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: policy graph missing from the artifact")
+        if sha256 is not None and sha256_file(path) != sha256:
+            raise ArtifactMismatchError(
+                f"{path}: sha256 differs from metadata; the file was modified"
+            )
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=available_providers(device)
+        )
+        self.name = name
+
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N) logits and (B,) values."""
+        logits, value = self.session.run(None, inputs)
+        return np.asarray(logits), np.asarray(value)
+
+
 class PolicyRunner:
     """A verified policy artifact: featurizer + encoder session + policy session."""
 
@@ -87,9 +127,8 @@ class PolicyRunner:
             opts.intra_op_num_threads = threads
         providers = available_providers(device)
         self.encoder = ort.InferenceSession(str(enc_path), sess_options=opts, providers=providers)
-        self.policy = ort.InferenceSession(
-            str(info.onnx_path), sess_options=opts, providers=providers
-        )
+        # read_artifact has already checked the policy graph's sha256
+        self.graph = PolicyGraph(info.onnx_path, None, device, threads)
         self.budget = int(meta.get("budget", 32))
 
     @classmethod
@@ -115,20 +154,22 @@ class PolicyRunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(B, N) logits and (B,) values."""
-        logits, value = self.policy.run(None, inputs)
-        return np.asarray(logits), np.asarray(value)
+        return self.graph.run(inputs)
 
 
 class OnnxPolicyPicker:
     """The policy as a simulator picker (highest logit first) on precomputed embeddings."""
 
     def __init__(
-        self, runner: PolicyRunner, embeddings: np.ndarray, name: str | None = None
+        self, runner: PolicyRunner | PolicyGraph, embeddings: np.ndarray, name: str | None = None
     ) -> None:
-        """``embeddings[item]`` = the artifact encoder's embedding of an item."""
+        """``embeddings[item]`` = the item's policy input row (encoder embedding, item table)."""
         self.runner = runner
         self.embeddings = embeddings
-        self.name = name or str(runner.info.metadata.get("name", "policy"))
+        if name is None:
+            meta = runner.info.metadata if isinstance(runner, PolicyRunner) else {}
+            name = str(meta.get("name", getattr(runner, "name", "policy")))
+        self.name = name
         self._env: BatchEnv | None = None
         self._cand: np.ndarray | None = None
 

@@ -19,15 +19,18 @@ import numpy as np
 import pandas as pd
 
 from ..domains.episodes import Task
-from ..domains.errors import ConfigError, InputError
+from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
+from ..domains.io import sha256_file
 from ..domains.recommendation.load import load_interactions
 from ..domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
+from .policy_serving import OnnxPolicyPicker, PolicyGraph
+from .rec_policy import PolicyItems
 from .rec_serving import RatingPredictor
 from .simulator import BatchEnv, RandomPicker, simulate
 
 logger = logging.getLogger(__name__)
 
-PICKERS = ("random", "popular", "greedy")
+PICKERS = ("random", "popular", "greedy", "policy")
 LIKED = 4.0
 
 
@@ -80,6 +83,33 @@ class GreedyRatingPicker:
         return out
 
 
+def load_policy_picker(
+    model_dir: Path, metadata: dict[str, Any], item_ids: list[str]
+) -> OnnxPolicyPicker:
+    """The artifact's learned policy as a picker over catalogue positions (hashes checked)."""
+    spec = metadata.get("policy")
+    if not spec:
+        raise ConfigError(f"{model_dir} has no learned policy (trained with --policy-steps 0?)")
+    files = metadata.get("files", {})
+    items_path = Path(model_dir) / spec["items"]
+    if not items_path.exists() or spec["items"] not in files or spec["onnx"] not in files:
+        raise ArtifactMismatchError(
+            f"{model_dir}: the policy's files or their sha256 entries are missing"
+        )
+    if sha256_file(items_path) != files[spec["items"]]:
+        raise ArtifactMismatchError(
+            f"{items_path}: sha256 differs from metadata; the file was modified"
+        )
+    items = PolicyItems.from_bytes(items_path.read_bytes())
+    emb = items.aligned(item_ids)
+    if emb.shape[1] != int(spec["in_dim"]):
+        raise ArtifactMismatchError(
+            f"{items_path}: embedding width {emb.shape[1]}, the policy expects {spec['in_dim']}"
+        )
+    graph = PolicyGraph(Path(model_dir) / spec["onnx"], files[spec["onnx"]], name="policy")
+    return OnnxPolicyPicker(graph, emb, name="policy")
+
+
 def simulate_movielens(
     data_dir: Path,
     model_dir: Path,
@@ -90,15 +120,18 @@ def simulate_movielens(
 ) -> dict[str, Any]:
     """Run one picker over every user with 13–100 ratings; the ``simulate movielens`` JSON."""
     start = time.perf_counter()
-    if policy is None:
-        raise ConfigError(
-            "this model has no trained policy yet (the shared policy is not wired into "
-            f"train movielens); pass --policy {'|'.join(PICKERS)}"
-        )
-    if policy not in PICKERS:
+    if policy is not None and policy not in PICKERS:
         raise ConfigError(f"unknown policy {policy!r}; choose one of {', '.join(PICKERS)}")
     predictor = RatingPredictor(Path(model_dir))
     table = predictor.table
+    has_policy = "policy" in predictor.onnx.info.metadata
+    if policy is None:
+        if not has_policy:
+            raise ConfigError(
+                f"{model_dir} has no learned policy (trained with --policy-steps 0?); pass "
+                f"--policy {'|'.join(p for p in PICKERS if p != 'policy')}"
+            )
+        policy = "policy"
     inter = load_interactions(Path(data_dir))
     ratings = inter.ratings
     if users == "holdout":
@@ -134,6 +167,8 @@ def simulate_movielens(
         picker = RandomPicker()
     elif policy == "popular":
         picker = PopularPicker(table.mf.item_count)
+    elif policy == "policy":
+        picker = load_policy_picker(Path(model_dir), predictor.onnx.info.metadata, table.item_ids)
     else:
         picker = GreedyRatingPicker(predictor, table.rows(table.item_ids), hidden)
     res = simulate(

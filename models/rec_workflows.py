@@ -14,6 +14,7 @@ predictor learns to correct fold-in on users the MF never saw — the situation 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..domains.episodes import Task
-from ..domains.errors import ConfigError, InputError
+from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
 from ..domains.io import atomic_write_json, canonical_json_hash, sha256_file
 from ..domains.recommendation.featurize import FloatArray, ItemFeaturizer
 from ..domains.recommendation.load import Interactions, load_interactions
@@ -46,6 +47,13 @@ from .artifact import read_artifact, utc_now
 from .mf import MFModel, fit_mf, staircase
 from .rec_features import N_EXTRA, ItemTable, SideToFactors, item_rows
 from .rec_metrics import mae, ndcg_at_k
+from .rec_policy import (
+    POLICY_ITEMS_FILE,
+    POLICY_ONNX_FILE,
+    POLICY_WEIGHTS_FILE,
+    RecPolicyConfig,
+    train_rec_policy,
+)
 from .rec_serving import ITEM_TABLE_FILE, MOVIELENS_PREDICTOR, RatingPredictor
 
 logger = logging.getLogger(__name__)
@@ -366,11 +374,14 @@ def train_rating_model(
     progress: bool = True,
     command: str | None = None,
     threads: int | None = 1,
+    policy_cfg: dict[str, Any] | None = None,
 ) -> Path:
     """Fit MF, meta-train the rating predictor on MovieLens-format data and write an artifact.
 
     ``threads``: torch intra-op threads while training (default 1: the per-user matrices are tiny,
     and on a shared 2-core machine extra threads oversubscribe it; None keeps torch's setting).
+    ``policy_cfg``: ``RecPolicyConfig`` overrides of the interactive-recommendation policy trained
+    after the predictor on the same training users (``{"warm_steps": 0}`` = no policy).
     """
     import torch
 
@@ -389,6 +400,7 @@ def train_rating_model(
             run_dir,
             progress,
             command,
+            RecPolicyConfig.model_validate({"seed": _run_seed(train_cfg), **(policy_cfg or {})}),
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -404,6 +416,7 @@ def _train_rating_model(
     run_dir: Path | None,
     progress: bool,
     command: str | None,
+    policy_cfg: RecPolicyConfig,
 ) -> Path:
     import torch
 
@@ -519,6 +532,13 @@ def _train_rating_model(
             "n_early_stopping_users": len(valid_tasks),
         }
     learner.cpu().eval()
+    extra_files: dict[str, bytes] = {}
+    policy_meta: dict[str, Any] | None = None
+    if policy_cfg.warm_steps + policy_cfg.rl_steps > 0:
+        policy_meta, extra_files = _train_policy_files(
+            rs.train, table, policy_cfg, run_dir, progress
+        )
+        metrics["policy"] = policy_meta.pop("metrics")
     metrics["total_training_seconds"] = round(time.perf_counter() - start, 1)
     table_bytes = table.to_bytes()
     items_sha = __import__("hashlib").sha256(table_bytes).hexdigest()
@@ -529,6 +549,8 @@ def _train_rating_model(
     }
     fz_hash = canonical_json_hash({"side": table.featurizer.spec(), "items_sha256": items_sha})
     config = {"model": cfg.model_dump(mode="json"), "train": tcfg.model_dump(mode="json")}
+    if policy_meta is not None:
+        config["policy"] = policy_cfg.model_dump(mode="json")
     atomic_write_json(run_dir / "config.json", config)
     extra = {
         "domain": "movielens",
@@ -549,6 +571,7 @@ def _train_rating_model(
         },
         "metrics": metrics,
         "run_dir": str(run_dir),
+        **({"policy": policy_meta} if policy_meta is not None else {}),
     }
     path = write_artifact(
         out_dir,
@@ -559,7 +582,7 @@ def _train_rating_model(
         config,
         extra,
         kind=MOVIELENS_PREDICTOR,
-        extra_files={ITEM_TABLE_FILE: table_bytes},
+        extra_files={ITEM_TABLE_FILE: table_bytes, **extra_files},
     )
     if holdout_fraction > 0:
         res = evaluate_ratings(Path(data_dir), path, seed=0, users="holdout")
@@ -572,6 +595,50 @@ def _train_rating_model(
         atomic_write_json(path / "metadata.json", meta)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return path
+
+
+def _run_seed(train_cfg: dict[str, Any] | None) -> int:
+    """The run's seed (``train_cfg["seed"]``, default 0), shared by predictor and policy."""
+    return int((train_cfg or {}).get("seed", 0))
+
+
+def _train_policy_files(
+    train: pd.DataFrame,
+    table: ItemTable,
+    cfg: RecPolicyConfig,
+    run_dir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Train the interactive-recommendation policy; its metadata and artifact files.
+
+    Files: ``policy.onnx`` (the shared policy graph, parity-checked against torch) and
+    ``policy_items.npz`` (its item embedding, rows in catalogue order); ``write_artifact``
+    records their sha256 under ``metadata["files"]``.
+    """
+    from .export import write_weights
+    from .policy import export_policy_onnx
+
+    res = train_rec_policy(train, table.item_ids, table.side, cfg, run_dir / "policy", progress)
+    onnx_path = run_dir / "policy" / POLICY_ONNX_FILE
+    parity = export_policy_onnx(res.policy, onnx_path)
+    weights = run_dir / "policy" / POLICY_WEIGHTS_FILE
+    write_weights(weights, res.policy.state_dict())
+    meta = {
+        "onnx": POLICY_ONNX_FILE,
+        "items": POLICY_ITEMS_FILE,
+        "weights": POLICY_WEIGHTS_FILE,
+        "in_dim": int(res.items.emb.shape[1]),
+        "budget": cfg.budget,
+        "parity_max_abs_diff": parity,
+        "policy_config": res.metrics["policy_config"],
+        "metrics": res.metrics,
+    }
+    files = {
+        POLICY_ONNX_FILE: onnx_path.read_bytes(),
+        POLICY_ITEMS_FILE: res.items.to_bytes(),
+        POLICY_WEIGHTS_FILE: weights.read_bytes(),
+    }
+    return meta, files
 
 
 def fit_staircase(
@@ -674,5 +741,16 @@ def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
         cfg,
         keep,
         kind=MOVIELENS_PREDICTOR,
-        extra_files={ITEM_TABLE_FILE: (model_dir / ITEM_TABLE_FILE).read_bytes()},
+        extra_files=_verified_files(model_dir, meta.get("files", {})),
     )
+
+
+def _verified_files(model_dir: Path, files: dict[str, str]) -> dict[str, bytes]:
+    """The artifact's extra files (item table, policy graph and embedding), sha256-checked."""
+    out = {}
+    for name, want in files.items():
+        blob = (model_dir / name).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != want:
+            raise ArtifactMismatchError(f"{model_dir / name}: sha256 differs from metadata")
+        out[name] = blob
+    return out

@@ -491,6 +491,13 @@ def train_movielens(
     ] = None,
     dim: Annotated[int | None, typer.Option(help="MF factor size")] = None,
     loss: Annotated[str | None, typer.Option(help="l1 | mse | huber")] = None,
+    policy_steps: Annotated[
+        int | None,
+        typer.Option(help="interactive-recommendation policy: warm-start steps (0 = no policy)"),
+    ] = None,
+    policy_minutes: Annotated[
+        float | None, typer.Option(help="policy training wall-clock cap (keeps the best state)")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
     ] = None,
@@ -498,7 +505,8 @@ def train_movielens(
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
     ] = False,
 ) -> None:
-    """Fit MF on the training users and meta-train the rating predictor (MeLU cold-user protocol)."""
+    """Fit MF on the training users, meta-train the rating predictor (MeLU cold-user protocol),
+    then train the interactive-recommendation policy on the same users."""
     model_cfg: dict[str, Any] = {"learner": learner}
     if dim is not None:
         model_cfg["dim"] = dim
@@ -509,12 +517,18 @@ def train_movielens(
         train_cfg["steps"] = steps
     if max_minutes is not None:
         train_cfg["max_minutes"] = max_minutes
+    policy_cfg: dict[str, Any] = {}
+    if policy_steps is not None:
+        policy_cfg["warm_steps"] = policy_steps
+    if policy_minutes is not None:
+        policy_cfg["max_minutes"] = policy_minutes
     kwargs: dict[str, Any] = {
         "holdout_fraction": holdout_fraction,
         "split_seed": split_seed,
         "run_dir": run_dir,
         "progress": _progress(),
         "command": "metascreen " + shlex.join(sys.argv[1:]),
+        "policy_cfg": policy_cfg,
     }
 
     def body() -> str:
@@ -544,6 +558,12 @@ def train_movielens(
         typer.echo(
             f"hold-out users: MAE {hold['mae']:.4f}, nDCG@1 {hold['ndcg@1']:.4f}, "
             f"nDCG@3 {hold['ndcg@3']:.4f} ({hold['n_users']} users)"
+        )
+    pol = meta["metrics"].get("policy")
+    if pol and pol.get("valid_cumulative_precision") is not None:
+        typer.echo(
+            f"policy: validation cumulative precision {pol['valid_cumulative_precision']:.4f} "
+            f"({pol['n_valid_users']} training users kept out, step {pol['best_step']})"
         )
     typer.echo(f"model: {path}")
 

@@ -16,7 +16,8 @@ def simulate_movielens_cmd(
     data_dir: Annotated[Path, typer.Argument(help="MovieLens-format folder")],
     model: Annotated[Path, typer.Option(help="what train movielens wrote")],
     policy: Annotated[
-        str | None, typer.Option(help="random | popular | greedy (the learned policy: pending)")
+        str | None,
+        typer.Option(help="policy (default: the learned policy) | random | popular | greedy"),
     ] = None,
     budget: Annotated[int, typer.Option(help="items shown per user")] = 20,
     seed: Annotated[int, typer.Option(help="seed of random picks and ties")] = 0,

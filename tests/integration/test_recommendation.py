@@ -27,6 +27,18 @@ TINY_TRAIN = {
     "checkpoint_every": 8,
     "device": "cpu",
 }
+TINY_POLICY = {
+    "warm_steps": 12,
+    "eval_every": 6,
+    "pools_per_step": 4,
+    "max_pool": 40,
+    "liked_dim": 4,
+    "rated_dim": 2,
+    "d_model": 16,
+    "heads": 2,
+    "layers": 1,
+    "valid_users": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +62,7 @@ def rec_model(tiny_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         split_seed=0,
         run_dir=out.parent / "run",
         progress=False,
+        policy_cfg=TINY_POLICY,
     )
 
 
@@ -215,7 +228,9 @@ def test_export_and_flows_take_the_domain(rec_model: Path, tiny_ml: Path, tmp_pa
     )
     assert res["n_users"] == 12
     new = flows.export_flow.fn(str(rec_model), str(tmp_path / "re"), domain="movielens")
-    assert json.loads((Path(new) / "metadata.json").read_text())["exported_from"] == str(rec_model)
+    new_meta = json.loads((Path(new) / "metadata.json").read_text())
+    assert new_meta["exported_from"] == str(rec_model)
+    assert new_meta["policy"]["onnx"] == "policy.onnx" and "policy.onnx" in new_meta["files"]
     ratings, cands = _score_inputs(tmp_path)
     rep = flows.batch_score_task.fn(
         str(rec_model),
@@ -298,5 +313,59 @@ def test_simulate_movielens_baselines(rec_model: Path, tiny_ml: Path, tmp_path: 
     assert r["n_users"] == 12 and len(r["curve"]) == 5
     assert all(a <= b for a, b in zip(r["curve"], r["curve"][1:], strict=False))
     assert r["cumulative_precision"] == pytest.approx(r["curve"][-1] / 5, abs=1e-4)
-    res = runner.invoke(app, ["simulate", "movielens", str(tiny_ml), "--model", str(rec_model)])
-    assert res.exit_code == 2 and "--policy" in res.output
+
+
+def test_simulate_movielens_uses_the_learned_policy_by_default(
+    rec_model: Path, tiny_ml: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "p.json"
+    args = ["simulate", "movielens", str(tiny_ml), "--model", str(rec_model), "--budget", "5"]
+    res = runner.invoke(app, [*args, "--users", "holdout", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["policy"] == "policy" and r["metric"] == "hits" and r["n_users"] == 12
+    assert len(r["curve"]) == 5 and 0.0 <= r["cumulative_precision"] <= 1.0
+    res = runner.invoke(app, [*args, "--policy", "policy", "--users", "holdout"])
+    assert res.exit_code == 0 and "policy: cumulative precision@5" in res.output
+    res = runner.invoke(app, [*args, "--policy", "nope"])
+    assert res.exit_code == 2 and "unknown policy" in res.output
+    # a modified embedding table is refused
+    bad = tmp_path / "bad"
+    shutil.copytree(rec_model, bad)
+    with open(bad / "policy_items.npz", "ab") as fh:
+        fh.write(b"x")
+    res = runner.invoke(app, ["simulate", "movielens", str(tiny_ml), "--model", str(bad)])
+    assert res.exit_code != 0 and "sha256" in res.output
+
+
+def test_policy_artifact_onnx_matches_torch(rec_model: Path, tiny_ml: Path) -> None:
+    import torch
+
+    from metascreen.domains.recommendation.load import load_interactions
+    from metascreen.models.export import load_weights
+    from metascreen.models.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.policy_serving import observation
+    from metascreen.models.rec_policy import user_tasks
+    from metascreen.models.rec_simulate import load_policy_picker
+    from metascreen.models.simulator import BatchEnv, make_pools
+
+    meta = json.loads((rec_model / "metadata.json").read_text())
+    spec = meta["policy"]
+    assert {"policy.onnx", "policy_items.npz", "policy_weights.pt.gz"} <= set(meta["files"])
+    assert spec["parity_max_abs_diff"] <= 1e-4
+    m = meta["metrics"]["policy"]
+    assert m["n_valid_users"] >= 1 and 0.0 <= m["valid_cumulative_precision"] <= 1.0
+    pol = ScreeningPolicy(spec["in_dim"], PolicyConfig(**spec["policy_config"]))
+    w = {"file": spec["weights"], "sha256": meta["files"][spec["weights"]]}
+    pol.load_state_dict(load_weights(rec_model, {"weights": w}))
+    pol.eval()
+    items = [str(i) for i in range(1, 81)]
+    picker = load_policy_picker(rec_model, meta, items)
+    tasks = user_tasks(load_interactions(tiny_ml).ratings, items)[:5]
+    env = BatchEnv(make_pools(tasks, 1.0, 0), budget=6)
+    for _ in range(4):  # empty history first, then histories of 1..3 picks
+        obs = observation(env, picker.embeddings[env.items])
+        want = pol(*(torch.as_tensor(obs[k]) for k in obs))[0].detach().numpy()
+        got = picker.scores(env)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        env.step(env.select(got, 1))

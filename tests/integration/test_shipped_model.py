@@ -65,7 +65,7 @@ def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
     )
     pol.eval()
     case = policy_parity_cases(meta["embedding_dim"], seed=11)[1]
-    names = [i.name for i in runner.policy.get_inputs()]
+    names = [i.name for i in runner.graph.session.get_inputs()]
     got = runner.run({n: t.numpy() for n, t in zip(names, case, strict=True)})[0]
     with torch.no_grad():
         want = pol(*case)[0].numpy()

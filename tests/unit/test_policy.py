@@ -173,6 +173,44 @@ def test_reinforce_step_survives_pools_smaller_than_the_budget() -> None:
     assert torch.isfinite(loss)
 
 
+def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> None:
+    from metascreen.models.policy import PoolSampler, _sample_pools
+    from metascreen.models.simulator import Pool
+
+    emb, tasks = _toy(6, 0)
+    cfg = PolicyTrainConfig(
+        warm_steps=6,
+        rl_steps=2,
+        pools_per_step=4,
+        rl_pools_per_step=3,
+        warmup_steps=0,
+        budget=6,
+        max_pool=40,
+        eval_every=4,
+        device="cpu",
+    )
+    calls: list[int] = []
+
+    def spy(
+        t: list[Task], c: PolicyTrainConfig, rng: np.random.Generator, n: int | None = None
+    ) -> list[Pool]:
+        pools = _sample_pools(t, c, rng, n)
+        calls.append(len(pools))
+        return pools
+
+    def run(d: Path, sampler: PoolSampler | None) -> ScreeningPolicy:
+        torch.manual_seed(0)
+        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
+        train_policy(pol, emb, tasks, None, [], cfg, d, progress=False, sample_pools=sampler)
+        return pol
+
+    a = run(tmp_path / "a", None)
+    b = run(tmp_path / "b", spy)
+    assert calls == [4] * 6 + [3] * 2
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
 def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
     from metascreen.models.policy import _label_loss
     from metascreen.models.simulator import BatchEnv, Pool
