@@ -292,7 +292,7 @@ class PolicyTrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     warm_steps: int = Field(1500, ge=0)
-    rl_steps: int = Field(200, ge=0)
+    rl_steps: int = Field(150, ge=0)
     pools_per_step: int = Field(16, ge=1)
     rl_pools_per_step: int = Field(8, ge=1, description="episodes per REINFORCE step")
     budget: int = Field(32, ge=1)
@@ -314,7 +314,7 @@ class PolicyTrainConfig(BaseModel):
     entropy: float = Field(0.01, ge=0)
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
     rank_loss: float = Field(
-        0.0, ge=0, description="weight of the listwise (oracle-imitation) term of the label loss"
+        1.0, ge=0, description="weight of the listwise (oracle-imitation) term of the label loss"
     )
     eval_every: int = Field(100, ge=1)
     valid_repeats: int = Field(2, ge=1)

@@ -126,7 +126,7 @@ def train_policy_model(
     import torch
 
     from .export import load_weights, staged_dir, write_weights
-    from .learners.registry import LearnerConfig, build_learner, head_state
+    from .learners.registry import HEAD_LEARNERS, LearnerConfig, build_learner, head_state
     from .policy import (
         PolicyConfig,
         PolicyTrainConfig,
@@ -152,8 +152,15 @@ def train_policy_model(
     learner.load_state_dict(load_weights(model_dir, info.metadata))
     encoder = learner.encoder.eval()
     raw_cfg = dict(policy_cfg or {})
-    if raw_cfg.get("predictor_head") is True:  # "the predictor's own head"
-        raw_cfg["predictor_head"] = pred_cfg["learner"]["learner"]
+    raw_cfg.setdefault("predictor_head", True)
+    if raw_cfg["predictor_head"] is True:  # "the predictor's own head", where it has one
+        name = pred_cfg["learner"]["learner"]
+        batched = name in HEAD_LEARNERS and pred_cfg["learner"].get("ensemble_size", 1) == 1
+        raw_cfg["predictor_head"] = name if batched else None
+        if not batched:
+            logger.warning("predictor %s has no batched head: the policy goes without it", name)
+    elif raw_cfg["predictor_head"] is False:
+        raw_cfg["predictor_head"] = None
     pcfg = PolicyConfig.model_validate(raw_cfg)
     if pcfg.predictor_head is not None and pcfg.predictor_head != pred_cfg["learner"]["learner"]:
         raise ConfigError(

@@ -45,7 +45,7 @@ def train_policy_cmd(
         Path | None, typer.Option(help="validation tasks (default DATA_DIR/valid)")
     ] = None,
     warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 1500,
-    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 200,
+    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 150,
     lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
@@ -57,7 +57,7 @@ def train_policy_cmd(
     rank_loss: Annotated[
         float,
         typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
-    ] = 0.0,
+    ] = 1.0,
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
     ] = False,
@@ -67,7 +67,7 @@ def train_policy_cmd(
             "--predictor-head/--no-predictor-head",
             help="feed the predictor's few-shot head, adapted on the history, to the policy",
         ),
-    ] = False,
+    ] = True,
     d_model: Annotated[int, typer.Option(help="policy width")] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
     max_minutes: Annotated[float | None, typer.Option(help="stop training after this long")] = None,
@@ -83,8 +83,7 @@ def train_policy_cmd(
 ) -> None:
     """Meta-train the screening policy (warm start + REINFORCE) on FS-Mol train tasks."""
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
-    if predictor_head:
-        policy_cfg["predictor_head"] = True  # resolved to the predictor's learner
+    policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
     train_cfg: dict[str, Any] = {
         "warm_steps": warm_steps,
         "rl_steps": rl_steps,
