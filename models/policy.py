@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..domains.episodes import Task
 from ..domains.errors import ConfigError
@@ -309,6 +310,16 @@ class PolicyTrainConfig(BaseModel):
     active_fractions: tuple[float, ...] = (0.05, 0.1, 0.1, 0.2, 0.5, 1.0)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, description="linear LR warm-up at the start")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="warm-start LR after the warm-up: constant, or cosine decay to 1%"
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (torch swa_utils); it is "
+        "what is validated, kept and returned",
+    )
     rl_lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
@@ -335,6 +346,15 @@ class PolicyTrainResult:
     steps_done: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _warm_lr(cfg: PolicyTrainConfig, step: int) -> float:
+    """Warm-start learning rate at ``step``: linear warm-up, then constant or cosine to 1%."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "cosine" and cfg.warm_steps > cfg.warmup_steps:
+        frac = max(0, step - cfg.warmup_steps) / (cfg.warm_steps - cfg.warmup_steps)
+        lr *= 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+    return lr
 
 
 def _capped_pool(task: Task, frac: float, cap: int, rng: np.random.Generator) -> Pool:
@@ -442,11 +462,22 @@ def train_policy(
     ckpt_path = run_dir / "policy_checkpoint.pt"
     state: dict[str, Any] = {"step": 0, "best_score": -math.inf, "best_step": 0}
     history: list[dict[str, Any]] = []
+    ema = (
+        AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay is not None
+        else None
+    )
+    # the weights that are validated and kept: the running average when there is one
+    evaluated: ScreeningPolicy = ema.module if ema is not None else policy  # type: ignore[assignment]
     best = copy.deepcopy(policy.state_dict())
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         policy.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if ema is not None:
+            if "ema" not in ck:
+                raise ConfigError(f"{ckpt_path} was written without --ema-decay; cannot resume")
+            ema.load_state_dict(ck["ema"])
         best = ck["best_model"]
         state.update(
             step=int(ck["step"]), best_score=float(ck["best_score"]), best_step=int(ck["best_step"])
@@ -461,6 +492,7 @@ def train_policy(
                 "model": policy.state_dict(),
                 "optimizer": opt.state_dict(),
                 "best_model": best,
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 **history_fields(history, ["step", "loss", "valid", "valid_f1", "seconds"]),
                 **state,
             },
@@ -480,7 +512,7 @@ def train_policy(
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         rl = step >= cfg.warm_steps
         pools = sample_pools(tasks, cfg, rng, cfg.rl_pools_per_step if rl else None)
-        lr = cfg.rl_lr if rl else cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr = cfg.rl_lr if rl else _warm_lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -493,6 +525,8 @@ def train_policy(
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
+        if ema is not None:
+            ema.update_parameters(policy)
         running = loss.item() if math.isnan(running) else 0.98 * running + 0.02 * loss.item()
         state["step"] += 1
         if bar is not None:
@@ -515,7 +549,12 @@ def train_policy(
             }
             if e_valid is not None and valid_tasks:
                 res = validate_policy(
-                    policy, e_valid, valid_tasks, cfg.budget, cfg.valid_fractions, cfg.valid_repeats
+                    evaluated,
+                    e_valid,
+                    valid_tasks,
+                    cfg.budget,
+                    cfg.valid_fractions,
+                    cfg.valid_repeats,
                 )
                 fr = list(res)
                 rec["valid"] = res[fr[0]].mean_hits
@@ -530,9 +569,9 @@ def train_policy(
                 )
                 if rec["valid"] > state["best_score"]:
                     state.update(best_score=rec["valid"], best_step=state["step"])
-                    best = copy.deepcopy(policy.state_dict())
+                    best = copy.deepcopy(evaluated.state_dict())
             else:
-                best = copy.deepcopy(policy.state_dict())
+                best = copy.deepcopy(evaluated.state_dict())
                 state["best_step"] = state["step"]
             history.append(rec)
             save()

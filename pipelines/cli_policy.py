@@ -48,6 +48,13 @@ def train_policy_cmd(
     rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 150,
     lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
+    lr_schedule: Annotated[
+        str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
+    ] = "constant",
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(help="validate and keep an exponential moving average of the weights"),
+    ] = None,
     pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
     budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
     active_fractions: Annotated[
@@ -89,6 +96,8 @@ def train_policy_cmd(
         "rl_steps": rl_steps,
         "lr": lr,
         "rl_lr": rl_lr,
+        "lr_schedule": lr_schedule,
+        "ema_decay": ema_decay,
         "pools_per_step": pools_per_step,
         "budget": budget,
         "rank_loss": rank_loss,

@@ -232,3 +232,75 @@ def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
     assert torch.isclose(
         _label_loss(shifted, env, dev, 1.0) - _label_loss(shifted, env, dev, 0.0), base
     )
+
+
+def test_warm_start_learning_rate_schedules() -> None:
+    from metascreen.models.policy import _warm_lr
+
+    const = PolicyTrainConfig(warm_steps=200, warmup_steps=10, lr=1e-3)
+    cos = const.model_copy(update={"lr_schedule": "cosine"})
+    assert _warm_lr(const, 0) == pytest.approx(1e-4)  # linear warm-up
+    assert _warm_lr(const, 9) == _warm_lr(const, 199) == pytest.approx(1e-3)
+    assert _warm_lr(cos, 9) == _warm_lr(const, 9)  # same warm-up, then decay
+    lrs = [_warm_lr(cos, s) for s in range(10, 200)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[0] == pytest.approx(1e-3) and _warm_lr(cos, 200) == pytest.approx(1e-5)
+    assert _warm_lr(cos, 105) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=1e-6)
+
+
+def test_ema_weights_are_the_ones_kept_and_resume_exactly(tmp_path: Path) -> None:
+    from metascreen.models.policy import PoolSampler, _sample_pools
+    from metascreen.models.simulator import Pool
+
+    emb, tasks = _toy(8, 0)
+    cfg = PolicyTrainConfig(
+        warm_steps=16,
+        rl_steps=4,
+        pools_per_step=4,
+        rl_pools_per_step=2,
+        lr=3e-3,
+        warmup_steps=0,
+        budget=6,
+        max_pool=40,
+        eval_every=5,
+        device="cpu",
+        lr_schedule="cosine",
+        ema_decay=0.9,
+    )
+
+    def run(
+        d: Path, c: PolicyTrainConfig = cfg, sampler: PoolSampler | None = None
+    ) -> ScreeningPolicy:
+        torch.manual_seed(0)
+        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
+        train_policy(pol, emb, tasks, None, [], c, d, progress=False, sample_pools=sampler)
+        return pol
+
+    def crash_at_step_11(
+        t: list[Task], c: PolicyTrainConfig, rng: np.random.Generator, n: int | None = None
+    ) -> list[Pool]:
+        calls.append(1)
+        if len(calls) > 11:
+            raise KeyboardInterrupt
+        return _sample_pools(t, c, rng, n)
+
+    calls: list[int] = []
+    a = run(tmp_path / "a")
+    ck = torch.load(tmp_path / "a" / "policy_checkpoint.pt", weights_only=True)
+    assert int(ck["ema"]["n_averaged"]) == 20
+    raw_differs = False
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, ck["ema"][f"module.{k}"]), k  # returned: the average
+        raw_differs |= not torch.equal(v, ck["model"][k])
+    assert raw_differs  # ... which is not the last raw state
+    # killed in step 11 (last checkpoint: step 10) and resumed: the same average and schedule
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", sampler=crash_at_step_11)
+    assert torch.load(tmp_path / "b" / "policy_checkpoint.pt", weights_only=True)["step"] == 10
+    b = run(tmp_path / "b")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
+    # a checkpoint written without an average cannot silently resume into one
+    run(tmp_path / "c", cfg.model_copy(update={"ema_decay": None, "rl_steps": 0}))
+    with pytest.raises(Exception, match="without --ema-decay"):
+        run(tmp_path / "c")
