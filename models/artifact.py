@@ -74,6 +74,17 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def provenance(kind: str) -> dict[str, Any]:
+    """The metadata every artifact opens with: schema, kind, time, commit and library versions."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created_at": utc_now(),
+        "git_sha": git_sha(),
+        "versions": package_versions(),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ArtifactInfo:
     """A verified artifact directory and its metadata."""

@@ -19,7 +19,7 @@ import torch
 
 from ..domains.errors import MetascreenError
 from ..domains.io import atomic_write_json, sha256_file
-from .artifact import MOLECULES_PREDICTOR, SCHEMA_VERSION, git_sha, package_versions, utc_now
+from .artifact import MOLECULES_PREDICTOR, provenance
 from .learners.base import EpisodicLearner
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,11 @@ OPSET = 18
 INPUT_NAMES = ("support_x", "support_y", "query_x")
 OUTPUT_NAMES = ("logit",)
 WEIGHTS_FILE = "weights.pt.gz"
+# metadata keys ``write_artifact`` writes afresh; a re-export keeps every other key
+REGENERATED_KEYS = frozenset(
+    {"schema_version", "kind", "created_at", "git_sha", "versions"}
+    | {"learner", "onnx", "weights", "featurizer", "files"}
+)
 
 
 def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -213,11 +218,8 @@ def write_artifact(
             (tmp / name).write_bytes(blob)
             files[name] = sha256_file(tmp / name)
         meta = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": kind,
+            **provenance(kind),
             "learner": learner.name,
-            "created_at": utc_now(),
-            "git_sha": git_sha(),
             "onnx": {
                 "file": "model.onnx",
                 "sha256": sha256_file(tmp / "model.onnx"),
@@ -232,7 +234,6 @@ def write_artifact(
             },
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)},
             "featurizer": {"spec": featurizer_spec, "hash": featurizer_hash},
-            "versions": package_versions(),
             **({"files": files} if files else {}),
             **extra_metadata,
         }

@@ -19,9 +19,7 @@ from ..domains.errors import ConfigError
 from ..domains.io import atomic_write_json, sha256_file
 from .artifact import (
     DEFAULT_MODEL_DIR,
-    SCHEMA_VERSION,
-    git_sha,
-    package_versions,
+    provenance,
     read_artifact,
     utc_now,
 )
@@ -219,11 +217,8 @@ def train_policy_model(
         write_weights(tmp / "weights.pt.gz", state)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         meta: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": MOLECULES_POLICY,
+            **provenance(MOLECULES_POLICY),
             "name": name,
-            "created_at": utc_now(),
-            "git_sha": git_sha(),
             "budget": tcfg.budget,
             "embedding_dim": int(e_train.shape[1]),
             "use_history": pcfg.use_history,
@@ -250,7 +245,6 @@ def train_policy_model(
             },
             "weights": {"file": "weights.pt.gz", "sha256": sha256_file(tmp / "weights.pt.gz")},
             "featurizer": fz,
-            "versions": package_versions(),
             "seed": tcfg.seed,
             "command": command or shlex.join(sys.argv),
             "training_data": {

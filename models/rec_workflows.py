@@ -697,7 +697,7 @@ def prepare_stats(data_dir: Path) -> dict[str, Any]:
 
 def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export a movielens artifact's torch weights to a new artifact (ONNX parity-checked)."""
-    from .export import load_weights, write_artifact
+    from .export import REGENERATED_KEYS, load_weights, write_artifact
     from .learners.rating import AttentiveRatingLearner
 
     model_dir = Path(model_dir)
@@ -717,19 +717,7 @@ def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
         residual=mcfg.learner == "attentive-rating",
     )
     learner.load_state_dict(load_weights(model_dir, meta))
-    drop = {
-        "onnx",
-        "weights",
-        "featurizer",
-        "versions",
-        "created_at",
-        "git_sha",
-        "schema_version",
-        "kind",
-        "learner",
-        "files",
-    }
-    keep = {k: v for k, v in meta.items() if k not in drop}
+    keep = {k: v for k, v in meta.items() if k not in REGENERATED_KEYS}
     keep["exported_from"] = str(model_dir)
     fz = meta["featurizer"]
     return write_artifact(

@@ -247,7 +247,7 @@ def train_model(
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked)."""
-    from .export import load_weights, write_artifact
+    from .export import REGENERATED_KEYS, load_weights, write_artifact
     from .learners.registry import LearnerConfig, build_learner
 
     info = read_artifact(Path(model_dir))
@@ -256,22 +256,7 @@ def export_model(model_dir: Path, out_dir: Path) -> Path:
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
     learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), featurizer.dim)
     learner.load_state_dict(load_weights(Path(model_dir), info.metadata))
-    keep = {
-        k: v
-        for k, v in info.metadata.items()
-        if k
-        not in (
-            "onnx",
-            "weights",
-            "featurizer",
-            "versions",
-            "created_at",
-            "git_sha",
-            "schema_version",
-            "kind",
-            "learner",
-        )
-    }
+    keep = {k: v for k, v in info.metadata.items() if k not in REGENERATED_KEYS}
     keep["exported_from"] = str(model_dir)
     return write_artifact(Path(out_dir), learner, featurizer.dim, fz["spec"], fz["hash"], cfg, keep)
 
