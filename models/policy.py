@@ -34,7 +34,7 @@ from ..domains.episodes import Task
 from ..domains.errors import ConfigError
 from .learners.registry import build_head
 from .seeding import resolve_device, seed_everything
-from .simulator import BatchEnv, Pool, SimulationResult, simulate, subsample_pool
+from .simulator import BatchEnv, Pool, SimulationResult, run_env, simulate, subsample_pool
 from .train import history_fields, history_from, save_checkpoint_atomic
 
 logger = logging.getLogger(__name__)
@@ -323,6 +323,11 @@ class PolicyTrainConfig(BaseModel):
     rl_lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
+    rl_baseline: Literal["value", "greedy"] = Field(
+        "value",
+        description="REINFORCE baseline: the value head (per-step returns), or the episode's hits "
+        "when the same pool is played by the current policy's argmax (self-critical)",
+    )
     aux_bce: float = Field(0.5, ge=0, description="supervised loss kept during RL")
     rank_loss: float = Field(
         1.0, ge=0, description="weight of the listwise (oracle-imitation) term of the label loss"
@@ -641,9 +646,12 @@ def _rl_loss(
     cfg: PolicyTrainConfig,
     rng: np.random.Generator,
     device: torch.device,
+    parts: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """REINFORCE with the value head as baseline on one batch of full episodes."""
-    env = BatchEnv(pools, cfg.budget, 1, 0, _pool_seeds(rng, len(pools)))
+    """REINFORCE on one batch of full episodes, with the value head or the policy's own argmax
+    episode (``cfg.rl_baseline``) as baseline; ``parts`` receives the advantages and loss terms."""
+    seeds = _pool_seeds(rng, len(pools))
+    env = BatchEnv(pools, cfg.budget, 1, 0, seeds)
     tokens = policy.project(emb[torch.as_tensor(env.items, device=device)])
     logps, values, rewards, entropies, aux = [], [], [], [], []
     while not env.done:
@@ -662,11 +670,22 @@ def _rl_loss(
     rew = torch.stack(rewards, 1)  # (B, T)
     returns = rew.flip(1).cumsum(1).flip(1)
     v = torch.stack(values, 1)
-    adv = returns - v.detach()
-    adv = (adv - adv.mean()) / (adv.std() + 1e-6)
+    if cfg.rl_baseline == "greedy":
+        # self-critical: how much better the sampled episode did than the policy's own argmax
+        # on the same pool and tie-breaking seeds; every step of the episode shares it
+        argmax_env = BatchEnv(pools, cfg.budget, 1, 0, seeds)
+        base = run_env(argmax_env, TorchPolicyPicker(policy, emb))[:, -1]
+        gain = rew.sum(1) - torch.as_tensor(base, device=device, dtype=torch.float32)
+        adv = gain.unsqueeze(1).expand_as(rew)
+        adv = adv / (adv.std() + 1e-6)
+    else:
+        adv = returns - v.detach()
+        adv = (adv - adv.mean()) / (adv.std() + 1e-6)
     pg = -(torch.stack(logps, 1) * adv).mean()
     v_loss = F.smooth_l1_loss(v, returns)
     ent = torch.stack(entropies, 1).mean()
+    if parts is not None:
+        parts.update(advantage=adv.detach(), pg=pg.detach(), value_loss=v_loss.detach())
     return pg + 0.1 * v_loss - cfg.entropy * ent + cfg.aux_bce * torch.stack(aux).mean()
 
 

@@ -48,6 +48,13 @@ def train_policy_cmd(
     rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 150,
     lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
+    rl_baseline: Annotated[
+        str,
+        typer.Option(
+            help="REINFORCE baseline: value (the value head) | greedy (self-critical: the "
+            "policy's own argmax episode on the same pool)"
+        ),
+    ] = "value",
     lr_schedule: Annotated[
         str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
     ] = "constant",
@@ -97,6 +104,7 @@ def train_policy_cmd(
         "lr": lr,
         "rl_lr": rl_lr,
         "lr_schedule": lr_schedule,
+        "rl_baseline": rl_baseline,
         "ema_decay": ema_decay,
         "pools_per_step": pools_per_step,
         "budget": budget,

@@ -151,7 +151,8 @@ def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
     assert hits > rand + 0.5
 
 
-def test_reinforce_step_survives_pools_smaller_than_the_budget() -> None:
+@pytest.mark.parametrize("baseline", ["value", "greedy"])
+def test_reinforce_step_survives_pools_smaller_than_the_budget(baseline: str) -> None:
     from metascreen.models.policy import _rl_loss
     from metascreen.models.simulator import Pool
 
@@ -165,12 +166,38 @@ def test_reinforce_step_survives_pools_smaller_than_the_budget() -> None:
         pol,
         torch.as_tensor(emb),
         pools,
-        PolicyTrainConfig(budget=16),
+        PolicyTrainConfig(budget=16, rl_baseline=baseline),
         np.random.default_rng(0),
         torch.device("cpu"),
     )
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_self_critical_advantage_vanishes_when_sampling_is_the_argmax() -> None:
+    """Sampled and argmax episodes meet the same pools and tie seeds: a policy so peaked that its
+    samples are its argmax gets zero self-critical advantage; a flat one does not."""
+    from metascreen.models.policy import _rl_loss
+    from metascreen.models.simulator import Pool
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(120, 24)).astype(np.float32)
+    pools = [Pool(f"p{i}", np.arange(30 * i, 30 * i + 30), rng.random(30) < 0.3) for i in range(4)]
+    cfg = PolicyTrainConfig(budget=8, rl_baseline="greedy")
+
+    def advantage(pol: ScreeningPolicy) -> torch.Tensor:
+        parts: dict[str, torch.Tensor] = {}
+        e = torch.as_tensor(emb)
+        _rl_loss(pol, e, pools, cfg, np.random.default_rng(1), torch.device("cpu"), parts)
+        return parts["advantage"]
+
+    peaked = _policy().train()
+    with torch.no_grad():  # logits ~1e4 apart: sampling is the argmax
+        peaked.out[-1].weight.mul_(1e5)
+        peaked.sim_out.weight.mul_(1e5)
+    assert torch.count_nonzero(advantage(peaked)) == 0
+    flat = _policy().train()  # near-uniform logits: sampled episodes differ from the argmax
+    assert torch.count_nonzero(advantage(flat)) > 0
 
 
 def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> None:
