@@ -71,7 +71,12 @@ def test_onnxruntime_cuda_provider_is_used() -> None:
     assert available_providers("auto")[0] == "CUDAExecutionProvider"
 
 
-def test_policy_trains_on_cuda_with_amp(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"rl_baseline": "greedy", "lr_schedule": "cosine", "ema_decay": 0.9}],
+    ids=["value-baseline", "self-critical-ema"],
+)
+def test_policy_trains_on_cuda_with_amp(tmp_path, extra: dict) -> None:
     from metascreen.models.policy import (
         PolicyConfig,
         PolicyTrainConfig,
@@ -102,6 +107,7 @@ def test_policy_trains_on_cuda_with_amp(tmp_path) -> None:
         device="cuda",
         amp=True,
         warmup_steps=0,
+        **extra,
     )
     res = train_policy(pol, emb, tasks[:16], emb, tasks[16:], cfg, tmp_path, progress=False)
     assert res.steps_done == 24 and np.isfinite(res.best_score)
