@@ -310,6 +310,15 @@ class PolicyTrainConfig(BaseModel):
     active_fractions: tuple[float, ...] = (0.05, 0.1, 0.1, 0.2, 0.5, 1.0)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, description="linear LR warm-up at the start")
+    rl_from: Literal["last", "best"] = Field(
+        "last",
+        description="state REINFORCE starts from: the last warm-start state, or the best-validated",
+    )
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="state returned and exported: the best-validated (the first valid fraction), "
+        "or the last one (no selection on noisy validation checks)",
+    )
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="warm-start LR after the warm-up: constant, or cosine decay to 1%"
     )
@@ -516,6 +525,11 @@ def train_policy(
         rng = np.random.default_rng([cfg.seed, step])
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         rl = step >= cfg.warm_steps
+        if rl and step == cfg.warm_steps and cfg.rl_from == "best" and cfg.warm_steps > 0:
+            policy.load_state_dict(best)
+            logger.info(
+                "REINFORCE starts from the best warm-start state (step %d)", state["best_step"]
+            )
         pools = sample_pools(tasks, cfg, rng, cfg.rl_pools_per_step if rl else None)
         lr = cfg.rl_lr if rl else _warm_lr(cfg, step)
         for g in opt.param_groups:
@@ -589,6 +603,10 @@ def train_policy(
             break
     if bar is not None:
         bar.close()
+    if cfg.keep == "last":
+        best = evaluated.state_dict()
+        last = next((r for r in reversed(history) if "valid" in r), None)
+        state.update(best_step=state["step"], best_score=last["valid"] if last else math.nan)
     policy.load_state_dict(best)
     policy.eval()
     best_step = int(state["best_step"])

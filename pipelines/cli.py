@@ -73,10 +73,16 @@ def _progress() -> bool:
 
 def _run(fn: Callable[[], T]) -> T:
     """Run a command body; expected errors become one line on stderr and exit code 2."""
+    from pydantic import ValidationError
+
     try:
         return fn()
     except MetascreenError as err:
         typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except ValidationError as err:  # a configuration built from the command's options
+        bad = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        typer.echo(f"error: invalid {err.title} option(s): {bad}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -253,22 +259,13 @@ def train_molecules(
     }
 
     def body() -> str:
-        from pydantic import ValidationError
+        if flow:
+            from .flows import meta_train_flow
 
-        try:
-            if flow:
-                from .flows import meta_train_flow
+            return meta_train_flow(str(data_dir), str(out), learner_cfg, train_cfg, **kwargs)
+        from ..models.workflows import train_model
 
-                return meta_train_flow(str(data_dir), str(out), learner_cfg, train_cfg, **kwargs)
-            from ..models.workflows import train_model
-
-            return str(train_model(data_dir, out, learner_cfg, train_cfg, **kwargs))
-        except ValidationError as err:
-            from ..domains.errors import ConfigError
-
-            raise ConfigError(
-                f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
-            ) from err
+        return str(train_model(data_dir, out, learner_cfg, train_cfg, **kwargs))
 
     path = _run(body)
     meta = json.loads((Path(path) / "metadata.json").read_text())

@@ -55,6 +55,10 @@ def train_policy_cmd(
             "policy's own argmax episode on the same pool)"
         ),
     ] = "value",
+    rl_from: Annotated[
+        str, typer.Option(help="REINFORCE starts from the last | best warm-start state")
+    ] = "last",
+    keep: Annotated[str, typer.Option(help="export the best-validated | last state")] = "best",
     lr_schedule: Annotated[
         str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
     ] = "constant",
@@ -105,6 +109,8 @@ def train_policy_cmd(
         "rl_lr": rl_lr,
         "lr_schedule": lr_schedule,
         "rl_baseline": rl_baseline,
+        "rl_from": rl_from,
+        "keep": keep,
         "ema_decay": ema_decay,
         "pools_per_step": pools_per_step,
         "budget": budget,

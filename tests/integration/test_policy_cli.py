@@ -190,3 +190,25 @@ def test_tampered_policy_is_refused(tiny_policy: Path, tmp_path: Path) -> None:
             ],
         )
         assert res.exit_code == 2 and "sha256" in res.output, res.output
+
+
+def test_bad_training_options_are_one_clear_line(tiny_fsmol: Path, tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "policy",
+            str(tiny_fsmol),
+            "--out",
+            str(tmp_path / "p"),
+            "--keep",
+            "newest",
+            "--rl-baseline",
+            "mean",
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "invalid PolicyTrainConfig option(s)" in res.output
+    assert "keep: Input should be 'best' or 'last'" in res.output
+    assert "rl_baseline: Input should be 'value' or 'greedy'" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "p").exists()

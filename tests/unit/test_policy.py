@@ -331,3 +331,44 @@ def test_ema_weights_are_the_ones_kept_and_resume_exactly(tmp_path: Path) -> Non
     run(tmp_path / "c", cfg.model_copy(update={"ema_decay": None, "rl_steps": 0}))
     with pytest.raises(Exception, match="without --ema-decay"):
         run(tmp_path / "c")
+
+
+def test_reinforce_can_start_from_the_best_warm_state_and_keep_the_last(tmp_path: Path) -> None:
+    emb, tasks = _toy(8, 0)
+    v_emb, v_tasks = _toy(3, 1)
+    warm = PolicyTrainConfig(
+        warm_steps=20,
+        rl_steps=0,
+        pools_per_step=4,
+        rl_pools_per_step=2,
+        lr=1e-2,
+        warmup_steps=0,
+        budget=6,
+        max_pool=40,
+        eval_every=4,
+        valid_repeats=1,
+        device="cpu",
+    )
+
+    def run(c: PolicyTrainConfig) -> tuple[ScreeningPolicy, object]:
+        torch.manual_seed(0)
+        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
+        res = train_policy(pol, emb, tasks, v_emb, v_tasks, c, tmp_path, progress=False)
+        return pol, res
+
+    _, res = run(warm)
+    ck = torch.load(tmp_path / "policy_checkpoint.pt", weights_only=True)
+    assert res.best_step != 20  # the seeded run's best warm state is not its last one
+    # REINFORCE with a negligible learning rate from the best warm state, keeping the last state:
+    # what comes back is (up to that learning rate) the best warm state, not the last one
+    pol, res = run(
+        warm.model_copy(update={"rl_steps": 4, "rl_lr": 1e-12, "rl_from": "best", "keep": "last"})
+    )
+    assert res.best_step == res.steps_done == 24
+    final = torch.load(tmp_path / "policy_checkpoint.pt", weights_only=True)["model"]
+    moved = False
+    for k, v in pol.state_dict().items():
+        assert torch.equal(v, final[k]), k  # keep="last": the last state
+        assert torch.allclose(v, ck["best_model"][k], atol=1e-6), k
+        moved |= not torch.allclose(ck["model"][k], ck["best_model"][k], atol=1e-4)
+    assert moved  # best and last warm states differ, so the check above means something
