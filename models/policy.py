@@ -293,7 +293,7 @@ class PolicyTrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     warm_steps: int = Field(1500, ge=0)
-    rl_steps: int = Field(150, ge=0)
+    rl_steps: int = Field(300, ge=0)
     pools_per_step: int = Field(16, ge=1)
     rl_pools_per_step: int = Field(8, ge=1, description="episodes per REINFORCE step")
     budget: int = Field(32, ge=1)
@@ -311,11 +311,11 @@ class PolicyTrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, description="linear LR warm-up at the start")
     rl_from: Literal["last", "best"] = Field(
-        "last",
+        "best",
         description="state REINFORCE starts from: the last warm-start state, or the best-validated",
     )
     keep: Literal["best", "last"] = Field(
-        "best",
+        "last",
         description="state returned and exported: the best-validated (the first valid fraction), "
         "or the last one (no selection on noisy validation checks)",
     )
@@ -333,7 +333,7 @@ class PolicyTrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
     rl_baseline: Literal["value", "greedy"] = Field(
-        "value",
+        "greedy",
         description="REINFORCE baseline: the value head (per-step returns), or the episode's hits "
         "when the same pool is played by the current policy's argmax (self-critical)",
     )

@@ -277,7 +277,10 @@ def train_rec_policy(
         max_pool=cfg.max_pool,
         histories_per_step=3,
         warm_history="policy",
-        rank_loss=0.0,  # trained and measured with BCE only
+        rank_loss=0.0,  # trained and measured with BCE only,
+        rl_baseline="value",  # ... the value-head baseline, and the best-validated state kept
+        rl_from="last",
+        keep="best",
         lr=cfg.lr,
         warmup_steps=min(50, max(1, cfg.warm_steps // 4)),
         eval_every=cfg.eval_every,

@@ -45,7 +45,7 @@ def train_policy_cmd(
         Path | None, typer.Option(help="validation tasks (default DATA_DIR/valid)")
     ] = None,
     warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 1500,
-    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 150,
+    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 300,
     lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
     rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
     rl_baseline: Annotated[
@@ -54,11 +54,11 @@ def train_policy_cmd(
             help="REINFORCE baseline: value (the value head) | greedy (self-critical: the "
             "policy's own argmax episode on the same pool)"
         ),
-    ] = "value",
+    ] = "greedy",
     rl_from: Annotated[
         str, typer.Option(help="REINFORCE starts from the last | best warm-start state")
-    ] = "last",
-    keep: Annotated[str, typer.Option(help="export the best-validated | last state")] = "best",
+    ] = "best",
+    keep: Annotated[str, typer.Option(help="export the best-validated | last state")] = "last",
     lr_schedule: Annotated[
         str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
     ] = "constant",

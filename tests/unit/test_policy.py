@@ -348,6 +348,7 @@ def test_reinforce_can_start_from_the_best_warm_state_and_keep_the_last(tmp_path
         eval_every=4,
         valid_repeats=1,
         device="cpu",
+        keep="best",
     )
 
     def run(c: PolicyTrainConfig) -> tuple[ScreeningPolicy, object]:
