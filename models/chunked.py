@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..domains.errors import InputError
 from ..domains.io import atomic_write_bytes, atomic_write_json, canonical_json_hash, sha256_file
-from ..domains.molecules.featurize import FloatArray
+from ..domains.molecules.layout import FloatArray
 from ..domains.quarantine import QUARANTINE_COLUMNS
 from . import serving
 from .serving import OnnxPredictor, ScoreReport

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..domains.errors import ConfigError
-from ..domains.molecules.featurize import ATOM_FEATURES, GraphLayout, graph_block_size
+from ..domains.molecules.layout import ATOM_FEATURES, GraphLayout, graph_block_size
 
 
 class EncoderConfig(BaseModel):

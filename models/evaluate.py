@@ -18,7 +18,7 @@ import numpy as np
 
 from ..domains.episodes import Task
 from ..domains.errors import SamplingError
-from ..domains.molecules.featurize import FloatArray
+from ..domains.molecules.layout import FloatArray
 from ..domains.molecules.tasks import StratifiedSupportSampler
 from .metrics import delta_auprc
 

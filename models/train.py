@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..domains.episodes import EpisodeSampler, Task
 from ..domains.errors import SamplingError
 from ..domains.io import atomic_write_bytes
-from ..domains.molecules.featurize import FloatArray
+from ..domains.molecules.layout import FloatArray
 from ..domains.molecules.tasks import TrainingEpisodeSampler
 from .evaluate import evaluate_tasks
 from .learners.base import EpisodicLearner

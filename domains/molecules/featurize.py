@@ -17,7 +17,6 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import rdkit
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
@@ -25,12 +24,37 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from ..errors import ArtifactMismatchError, ConfigError
 from ..io import canonical_json_hash
 from ..parallel import fork_pool
+from .layout import (
+    _COL_AROM,
+    _COL_CHARGE,
+    _COL_DEG,
+    _COL_ELEM,
+    _COL_HYB,
+    _COL_NH,
+    _COL_RING,
+    ATOM_FEATURES,
+    GRAPH_ELEMENTS,
+    N_HYB_GROUPS,
+    FloatArray,
+    GraphLayout,
+    graph_block_size,
+)
+
+__all__ = [
+    "ATOM_FEATURES",
+    "DEFAULT_DESCRIPTORS",
+    "FloatArray",
+    "GraphLayout",
+    "MoleculeFeaturizer",
+    "canonicalize",
+    "graph_block_size",
+    "parse_smiles",
+]
 
 logger = logging.getLogger(__name__)
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
 FEATURIZER_VERSION = 1
-FloatArray = npt.NDArray[np.float32]
 
 # Descriptors left out of the default set because each costs more than ~60 µs per molecule on
 # this hardware (qed ≈ 1 ms, BCUT2D ≈ 0.5 ms, Ipc/AvgIpc/BertzCT/SPS ≈ 0.2–0.3 ms) while
@@ -73,81 +97,19 @@ SLOW_DESCRIPTORS = frozenset(
 _DESCRIPTOR_FNS = dict(Descriptors.descList)
 DEFAULT_DESCRIPTORS = tuple(n for n, _ in Descriptors.descList if n not in SLOW_DESCRIPTORS)
 
-# -- dense graph block -------------------------------------------------------------------------
-# Per-atom features (ATOM_FEATURES columns, in this order):
-#   element one-hot C, N, O, S, F, Cl, Br, I, P, other (10) | degree one-hot 0..4, 5+ (6) |
-#   formal charge clipped to [-2, 2] (1) | aromatic (1) |
-#   hybridisation one-hot SP, SP2, SP3, SP3D/SP3D2/SP2D, other (5) |
-#   total H count one-hot 0, 1, 2, 3+ (4) | in ring (1)
-GRAPH_ELEMENTS = (6, 7, 8, 16, 9, 17, 35, 53, 15)
+# -- dense graph block (layout and column offsets: ``layout.py``, importable without RDKit) ------
 _ELEM_COL = np.full(256, len(GRAPH_ELEMENTS), dtype=np.int64)
 _ELEM_COL[list(GRAPH_ELEMENTS)] = np.arange(len(GRAPH_ELEMENTS))
 _HT = Chem.HybridizationType
 _HYB_GROUPS = ((_HT.SP,), (_HT.SP2,), (_HT.SP3,), (_HT.SP3D, _HT.SP3D2, _HT.SP2D))  # else "other"
+assert len(_HYB_GROUPS) == N_HYB_GROUPS
 _HYB_COL = np.full(256, len(_HYB_GROUPS), dtype=np.int64)
 for _col, _types in enumerate(_HYB_GROUPS):
     _HYB_COL[[int(t) for t in _types]] = _col
-# First column of each feature group.
-_COL_ELEM = 0
-_COL_DEG = _COL_ELEM + len(GRAPH_ELEMENTS) + 1
-_COL_CHARGE = _COL_DEG + 6
-_COL_AROM = _COL_CHARGE + 1
-_COL_HYB = _COL_AROM + 1
-_COL_NH = _COL_HYB + len(_HYB_GROUPS) + 1
-_COL_RING = _COL_NH + 4
-ATOM_FEATURES = _COL_RING + 1  # 28
 # Adjacency weight indexed by 2 × RDKit's bond order: single 1, aromatic 1.5, double 2, triple 3,
 # no bond (or a zero-order bond) 0, any other bond type (dative, quadruple, …) 1.
 _BOND_TABLE = np.ones(13, dtype=np.float32)
 _BOND_TABLE[[0, 2, 3, 4, 6]] = (0.0, 1.0, 1.5, 2.0, 3.0)
-
-
-@dataclass(frozen=True, slots=True)
-class GraphLayout:
-    """Where the graph block sits in a feature row (all offsets from the start of the row).
-
-    A row is ``[fingerprint | descriptors | atoms | mask | adjacency]``:
-
-    * ``atoms``: ``n_atoms × atom_features`` row-major atom features (zero rows for absent atoms),
-    * ``mask``: ``n_atoms`` values, 1.0 for a present atom and 0.0 for padding,
-    * ``adjacency``: ``n_atoms × n_atoms`` row-major, symmetric, bond order weights
-      (1 single, 1.5 aromatic, 2 double, 3 triple, other bond types 1, zero-order bonds 0),
-      zero diagonal.
-    """
-
-    dense_dim: int
-    n_atoms: int
-    atom_features: int = ATOM_FEATURES
-
-    @property
-    def atoms_offset(self) -> int:
-        """Start of the atom-feature matrix."""
-        return self.dense_dim
-
-    @property
-    def mask_offset(self) -> int:
-        """Start of the atom mask."""
-        return self.dense_dim + self.n_atoms * self.atom_features
-
-    @property
-    def adj_offset(self) -> int:
-        """Start of the flattened adjacency matrix."""
-        return self.mask_offset + self.n_atoms
-
-    @property
-    def size(self) -> int:
-        """Length of the graph block."""
-        return graph_block_size(self.n_atoms, self.atom_features)
-
-    @property
-    def dim(self) -> int:
-        """Length of the whole row."""
-        return self.dense_dim + self.size
-
-
-def graph_block_size(n_atoms: int, atom_features: int = ATOM_FEATURES) -> int:
-    """Length of the graph block for ``n_atoms`` atoms (0 when off)."""
-    return n_atoms * atom_features + n_atoms + n_atoms * n_atoms
 
 
 def parse_smiles(smiles: str) -> Chem.Mol | None:
