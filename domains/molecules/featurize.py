@@ -40,17 +40,6 @@ from .layout import (
     graph_block_size,
 )
 
-__all__ = [
-    "ATOM_FEATURES",
-    "DEFAULT_DESCRIPTORS",
-    "FloatArray",
-    "GraphLayout",
-    "MoleculeFeaturizer",
-    "canonicalize",
-    "graph_block_size",
-    "parse_smiles",
-]
-
 logger = logging.getLogger(__name__)
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
