@@ -13,6 +13,8 @@ from metascreen.models.policy import (
     NEG,
     PolicyConfig,
     PolicyTrainConfig,
+    PolicyTrainResult,
+    PoolSampler,
     ScreeningPolicy,
     export_policy_onnx,
     policy_parity_cases,
@@ -106,6 +108,24 @@ def _toy(n_tasks: int, seed: int) -> tuple[np.ndarray, list[Task]]:
     return np.concatenate(rows).astype(np.float32), tasks
 
 
+def _train(
+    cfg: PolicyTrainConfig,
+    run_dir: Path,
+    emb: np.ndarray,
+    tasks: list[Task],
+    valid: tuple[np.ndarray, list[Task]] | None = None,
+    sampler: PoolSampler | None = None,
+) -> tuple[ScreeningPolicy, PolicyTrainResult]:
+    """A small policy, seeded the same every time, trained by ``train_policy`` in ``run_dir``."""
+    torch.manual_seed(0)
+    pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
+    v_emb, v_tasks = valid if valid is not None else (None, [])
+    res = train_policy(
+        pol, emb, tasks, v_emb, v_tasks, cfg, run_dir, progress=False, sample_pools=sampler
+    )
+    return pol, res
+
+
 def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
     emb, tasks = _toy(12, 0)
     v_emb, v_tasks = _toy(4, 1)
@@ -122,15 +142,12 @@ def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
         device="cpu",
     )
 
-    def run(d: Path, c: PolicyTrainConfig = cfg) -> tuple[ScreeningPolicy, float]:
-        torch.manual_seed(0)
-        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
-        res = train_policy(pol, emb, tasks, v_emb, v_tasks, c, d, progress=False)
-        return pol, res.best_score
+    def run(d: Path, c: PolicyTrainConfig = cfg) -> tuple[ScreeningPolicy, PolicyTrainResult]:
+        return _train(c, d, emb, tasks, (v_emb, v_tasks))
 
-    a, score_a = run(tmp_path / "a")
-    b, score_b = run(tmp_path / "b")
-    assert score_a == score_b
+    a, res_a = run(tmp_path / "a")
+    b, res_b = run(tmp_path / "b")
+    assert res_a.best_score == res_b.best_score
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     # stop after 24 steps, then resume to the end: same weights as the uninterrupted run
@@ -201,7 +218,7 @@ def test_self_critical_advantage_vanishes_when_sampling_is_the_argmax() -> None:
 
 
 def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> None:
-    from metascreen.models.policy import PoolSampler, _sample_pools
+    from metascreen.models.policy import _sample_pools
     from metascreen.models.simulator import Pool
 
     emb, tasks = _toy(6, 0)
@@ -225,14 +242,8 @@ def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> N
         calls.append(len(pools))
         return pools
 
-    def run(d: Path, sampler: PoolSampler | None) -> ScreeningPolicy:
-        torch.manual_seed(0)
-        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
-        train_policy(pol, emb, tasks, None, [], cfg, d, progress=False, sample_pools=sampler)
-        return pol
-
-    a = run(tmp_path / "a", None)
-    b = run(tmp_path / "b", spy)
+    a, _ = _train(cfg, tmp_path / "a", emb, tasks)
+    b, _ = _train(cfg, tmp_path / "b", emb, tasks, sampler=spy)
     assert calls == [4] * 6 + [3] * 2
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
@@ -276,7 +287,7 @@ def test_warm_start_learning_rate_schedules() -> None:
 
 
 def test_ema_weights_are_the_ones_kept_and_resume_exactly(tmp_path: Path) -> None:
-    from metascreen.models.policy import PoolSampler, _sample_pools
+    from metascreen.models.policy import _sample_pools
     from metascreen.models.simulator import Pool
 
     emb, tasks = _toy(8, 0)
@@ -298,10 +309,7 @@ def test_ema_weights_are_the_ones_kept_and_resume_exactly(tmp_path: Path) -> Non
     def run(
         d: Path, c: PolicyTrainConfig = cfg, sampler: PoolSampler | None = None
     ) -> ScreeningPolicy:
-        torch.manual_seed(0)
-        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
-        train_policy(pol, emb, tasks, None, [], c, d, progress=False, sample_pools=sampler)
-        return pol
+        return _train(c, d, emb, tasks, sampler=sampler)[0]
 
     def crash_at_step_11(
         t: list[Task], c: PolicyTrainConfig, rng: np.random.Generator, n: int | None = None
@@ -351,11 +359,8 @@ def test_reinforce_can_start_from_the_best_warm_state_and_keep_the_last(tmp_path
         keep="best",
     )
 
-    def run(c: PolicyTrainConfig) -> tuple[ScreeningPolicy, object]:
-        torch.manual_seed(0)
-        pol = ScreeningPolicy(24, PolicyConfig(d_model=16, heads=2))
-        res = train_policy(pol, emb, tasks, v_emb, v_tasks, c, tmp_path, progress=False)
-        return pol, res
+    def run(c: PolicyTrainConfig) -> tuple[ScreeningPolicy, PolicyTrainResult]:
+        return _train(c, tmp_path, emb, tasks, (v_emb, v_tasks))
 
     _, res = run(warm)
     ck = torch.load(tmp_path / "policy_checkpoint.pt", weights_only=True)
