@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,22 +190,34 @@ def fit_policy_items(
     return PolicyItems(list(item_ids), emb, {k: v.shape[1] for k, v in blocks.items()})
 
 
-def user_tasks(ratings: pd.DataFrame, item_ids: list[str]) -> list[Task]:
-    """One task per user with 13–100 ratings: the whole catalogue, label 1 = rated ≥ 4."""
+def user_ratings(
+    ratings: pd.DataFrame, item_ids: list[str]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(user id, catalogue positions, ratings) of every user with 13–100 ratings, in user-id
+    order; the user's ratings of items outside ``item_ids`` count towards the 13–100 but are
+    left out."""
     pos = pd.Index(item_ids).get_indexer(ratings["item_id"])
     df = pd.DataFrame(
         {"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"].to_numpy()}
     )
-    n = len(item_ids)
-    tasks = []
     for uid, g in df.groupby("u", sort=True):
         if not MIN_RATINGS <= len(g) <= MAX_RATINGS:
             continue
         g = g[g["i"] >= 0]
-        labels = np.zeros(n, np.float32)
-        labels[g["i"].to_numpy()] = (g["r"].to_numpy() >= LIKED).astype(np.float32)
-        tasks.append(Task(str(uid), np.arange(n, dtype=np.int64), labels))
-    return tasks
+        yield str(uid), g["i"].to_numpy(), g["r"].to_numpy()
+
+
+def liked_task(user_id: str, positions: np.ndarray, rated: np.ndarray, n_items: int) -> Task:
+    """The user's task: the whole catalogue of ``n_items``, label 1 = rated ≥ 4."""
+    labels = np.zeros(n_items, np.float32)
+    labels[positions] = (rated >= LIKED).astype(np.float32)
+    return Task(user_id, np.arange(n_items, dtype=np.int64), labels)
+
+
+def user_tasks(ratings: pd.DataFrame, item_ids: list[str]) -> list[Task]:
+    """One task per user with 13–100 ratings: the whole catalogue, label 1 = rated ≥ 4."""
+    n = len(item_ids)
+    return [liked_task(u, pos, r, n) for u, pos, r in user_ratings(ratings, item_ids)]
 
 
 def catalogue_sampler(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..domains.episodes import Task
 from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
@@ -24,14 +23,13 @@ from ..domains.io import sha256_file
 from ..domains.recommendation.load import load_interactions
 from ..domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
 from .policy_serving import OnnxPolicyPicker, PolicyGraph
-from .rec_policy import PolicyItems
+from .rec_policy import PolicyItems, liked_task, user_ratings
 from .rec_serving import RatingPredictor
 from .simulator import BatchEnv, RandomPicker, simulate
 
 logger = logging.getLogger(__name__)
 
 PICKERS = ("random", "popular", "greedy", "policy")
-LIKED = 4.0
 
 
 class PopularPicker:
@@ -142,24 +140,13 @@ def simulate_movielens(
             raise ConfigError(f"{model_dir} was trained on every user: no hold-out to simulate")
         rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
         ratings = ratings[ratings["user_id"].isin(rs.holdout)]
-    pos = table.positions(ratings["item_id"].tolist())
-    df = pd.DataFrame(
-        {"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"].to_numpy()}
-    )
     n_items = len(table.item_ids)
     tasks: list[Task] = []
     hidden: dict[str, dict[int, float]] = {}
-    n_unknown = int((pos < 0).sum())
-    for uid, g in df.groupby("u", sort=True):
-        if not MIN_RATINGS <= len(g) <= MAX_RATINGS:
-            continue
-        g = g[g["i"] >= 0]
-        labels = np.zeros(n_items, np.float32)
-        labels[g["i"].to_numpy()] = (g["r"].to_numpy() >= LIKED).astype(np.float32)
-        tasks.append(Task(str(uid), np.arange(n_items, dtype=np.int64), labels))
-        hidden[str(uid)] = dict(
-            zip(g["i"].astype(int).tolist(), g["r"].astype(float).tolist(), strict=True)
-        )
+    n_unknown = int((table.positions(ratings["item_id"].tolist()) < 0).sum())
+    for uid, pos, rated in user_ratings(ratings, list(table.item_ids)):
+        tasks.append(liked_task(uid, pos, rated, n_items))
+        hidden[uid] = dict(zip(pos.astype(int).tolist(), rated.astype(float).tolist(), strict=True))
     if not tasks:
         raise InputError(f"{data_dir}: no user with {MIN_RATINGS}–{MAX_RATINGS} ratings")
     picker: Any
