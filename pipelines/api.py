@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..domains.episodes import TaskSet
-from ..domains.molecules.load import load_fsmol_dir, load_table_tasks
-from ..models.artifact import DEFAULT_MODEL_DIR
-from ..models.evaluate import EvalResult
-from ..models.serving import OnnxPredictor, ScoreReport, score_library
+from metascreen.domains.episodes import TaskSet
+from metascreen.domains.molecules.load import load_fsmol_dir, load_table_tasks
+from metascreen.models.evaluation.molecules import EvalResult
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+from metascreen.models.serving.molecules import OnnxPredictor, ScoreReport, score_library
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -44,7 +44,7 @@ def train(
     data_dir: str | Path, out_dir: str | Path, learner: str = "protonet", **train_options: Any
 ) -> Path:
     """Meta-train ``learner`` on ``data_dir`` (FS-Mol layout) and write an artifact."""
-    from ..models.workflows import train_model
+    from metascreen.models.workflows.molecules import train_model
 
     init_from = train_options.pop("init_from", None)
     return train_model(
@@ -60,14 +60,14 @@ def evaluate(
     seed: int = 0,
 ) -> tuple[dict[int, EvalResult], str, int]:
     """FS-Mol protocol with an artifact (onnxruntime) or a baseline name (``rf``, ``knn``)."""
-    from ..models.workflows import evaluate_model
+    from metascreen.models.workflows.molecules import evaluate_model
 
     return evaluate_model(Path(data_dir), model, support_sizes, repeats, seed, progress=False)
 
 
 def export(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Re-export an artifact's weights to ONNX with a parity check."""
-    from ..models.workflows import export_model
+    from metascreen.models.workflows.molecules import export_model
 
     return export_model(Path(model_dir), Path(out_dir))
 

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..domains.io import atomic_write_json, atomic_write_text
-from ..domains.molecules.featurize import parse_smiles
-from ..domains.molecules.load import iter_table_chunks, read_table
-from ..models.artifact import DEFAULT_MODEL_DIR
+from metascreen.domains.io import atomic_write_json, atomic_write_text
+from metascreen.domains.molecules.featurize import parse_smiles
+from metascreen.domains.molecules.load import iter_table_chunks, read_table
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ DEFAULT_INT8_DIR = DATA_DIR / "artifacts" / "molecules-default-int8"
 
 def smiles_pool() -> list[str]:
     """Distinct valid SMILES from the bundled library and FS-Mol sample (sorted: deterministic)."""
-    from ..domains.molecules.load import load_fsmol_dir
+    from metascreen.domains.molecules.load import load_fsmol_dir
 
     found = set(read_table(DATA_DIR / "library" / "library.csv")["SMILES"].astype(str))
     for split in ("train", "valid"):
@@ -100,7 +100,7 @@ def featurize_only(
     The chunks are read from the CSV first, so the timed part is the forked featurization alone
     (scoring's timing includes reading; that only lowers the ratio).
     """
-    from ..models import serving
+    from metascreen.models.serving import molecules as serving
 
     predictor = serving.OnnxPredictor.load(model_dir, device="cpu", threads=1)
     chunks = _chunks_between(library, chunk_size, start, stop)
@@ -129,10 +129,10 @@ def model_throughput(
     """Rows/s of torch, onnxruntime fp32 and int8 on the same (support, query) features."""
     import torch
 
-    from ..models.artifact import read_artifact
-    from ..models.export import load_weights
-    from ..models.learners.registry import LearnerConfig, build_learner
-    from ..models.serving import OnnxPredictor
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.serving.artifact import read_artifact
+    from metascreen.models.serving.molecules import OnnxPredictor
+    from metascreen.models.training.export import load_weights
 
     torch.set_num_threads(threads)
     info = read_artifact(model_dir)
@@ -184,7 +184,7 @@ def run_score_bench(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and with ``json_out`` writes) the contract JSON + Markdown."""
-    from ..models.serving import OnnxPredictor, score_library, support_features
+    from metascreen.models.serving.molecules import OnnxPredictor, score_library, support_features
 
     t_all = time.perf_counter()
     model_dir = Path(model or DEFAULT_MODEL_DIR)
@@ -195,7 +195,7 @@ def run_score_bench(
         elif model is None and DEFAULT_INT8_DIR.exists():
             int8_dir = DEFAULT_INT8_DIR  # the shipped int8 variant of the shipped model
         else:
-            from ..models.quantize import quantize_artifact
+            from metascreen.models.registry.quantize import quantize_artifact
 
             int8_dir = quantize_artifact(model_dir, Path(tmp) / "int8")
         lib = Path(tmp) / "library.csv"

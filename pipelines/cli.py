@@ -1,6 +1,6 @@
 """The ``metascreen`` command line (typer). The only module that prints.
 
-Commands call the same plain functions as the Prefect flows (``metascreen.models.workflows``);
+Commands call the same plain functions as the Prefect flows (``metascreen.models.workflows.molecules``);
 ``demo`` (and any command given ``--flow``) runs as a Prefect flow on the embedded backend, or on
 a server when ``PREFECT_API_URL`` is set. torch, PyG and prefect are imported lazily, inside
 commands, so ``metascreen --help`` and scoring start fast.
@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..domains.errors import MetascreenError
+from metascreen.domains.errors import MetascreenError
 
 app = typer.Typer(
     help="Few-shot, meta-learned screening: train, evaluate, export and score.",
@@ -91,7 +91,7 @@ def _run(fn: Callable[[], T]) -> T:
 
 def _write_json(path: Path | None, obj: Any) -> None:
     if path is not None:
-        from ..domains.io import atomic_write_json
+        from metascreen.domains.io import atomic_write_json
 
         atomic_write_json(path, obj)
         typer.echo(f"wrote {path}")
@@ -114,16 +114,16 @@ def demo(
     ] = True,
 ) -> None:
     """Run the whole pipeline on the bundled FS-Mol sample and write a report (Markdown + JSON + PNG)."""
-    from ..models.artifact import utc_now
+    from metascreen.models.serving.artifact import utc_now
 
     out = out or Path("reports") / f"demo-{utc_now().replace(':', '').replace('-', '')}"
 
     def body() -> Path:
         if flow:
-            from .flows import demo_flow
+            from metascreen.pipelines.flows import demo_flow
 
             return Path(demo_flow(str(out), steps=steps, repeats=repeats))
-        from .report import run_demo
+        from metascreen.pipelines.report import run_demo
 
         return run_demo(out, steps=steps, repeats=repeats)
 
@@ -141,7 +141,7 @@ def prepare_molecules(
     ] = None,
 ) -> None:
     """Check a task folder: tasks, rows, invalid SMILES excluded, files skipped."""
-    from .report import LocalStages
+    from metascreen.pipelines.report import LocalStages
 
     stats = _run(lambda: LocalStages().prepare(str(data_dir)))
     typer.echo(json.dumps(stats, indent=2))
@@ -260,10 +260,10 @@ def train_molecules(
 
     def body() -> str:
         if flow:
-            from .flows import meta_train_flow
+            from metascreen.pipelines.flows import meta_train_flow
 
             return meta_train_flow(str(data_dir), str(out), learner_cfg, train_cfg, **kwargs)
-        from ..models.workflows import train_model
+        from metascreen.models.workflows.molecules import train_model
 
         return str(train_model(data_dir, out, learner_cfg, train_cfg, **kwargs))
 
@@ -300,7 +300,7 @@ def evaluate_molecules(
 
     def body() -> dict[str, Any]:
         if flow:
-            from .flows import evaluate_flow
+            from metascreen.pipelines.flows import evaluate_flow
 
             return next(
                 iter(
@@ -309,7 +309,7 @@ def evaluate_molecules(
                     ).values()
                 )
             )[str(support_size)]
-        from ..models.workflows import evaluate_model
+        from metascreen.models.workflows.molecules import evaluate_model
 
         res, label, n_invalid = evaluate_model(
             data_dir, model, (support_size,), repeats, seed, cache_dir, progress=_progress()
@@ -339,10 +339,10 @@ def export(
 
     def body() -> Path:
         if (model_dir / "items.npz").exists():  # a movielens rating predictor
-            from ..models.rec_workflows import export_rating_model
+            from metascreen.models.workflows.movielens import export_rating_model
 
             return export_rating_model(model_dir, out)
-        from ..models.workflows import export_model
+        from metascreen.models.workflows.molecules import export_model
 
         return export_model(model_dir, out)
 
@@ -403,12 +403,12 @@ def score_molecules(
     def body() -> Any:
         from dataclasses import fields
 
-        from ..models.model_registry import resolve_model_dir
-        from ..models.serving import ScoreReport, score_library
+        from metascreen.models.registry.store import resolve_model_dir
+        from metascreen.models.serving.molecules import ScoreReport, score_library
 
         model_dir = resolve_model_dir(model, registry, model_name)
         if workers is not None or dask_address is not None:
-            from .distributed import score_distributed
+            from metascreen.pipelines.distributed import score_distributed
 
             out = score_distributed(
                 model_dir,
@@ -459,7 +459,7 @@ def prepare_movielens(
     ] = None,
 ) -> None:
     """Check rating data: users, ratings, items, users with 13–100 ratings, rejected rows."""
-    from .report import prepare_stats
+    from metascreen.pipelines.report import prepare_stats
 
     stats = _run(lambda: prepare_stats(str(data_dir), domain="movielens"))
     typer.echo(json.dumps(stats, indent=2))
@@ -533,16 +533,16 @@ def train_movielens(
 
         try:
             if flow:
-                from .flows import meta_train_flow
+                from metascreen.pipelines.flows import meta_train_flow
 
                 return meta_train_flow(
                     str(data_dir), str(out), model_cfg, train_cfg, domain="movielens", **kwargs
                 )
-            from ..models.rec_workflows import train_rating_model
+            from metascreen.models.workflows.movielens import train_rating_model
 
             return str(train_rating_model(data_dir, out, model_cfg, train_cfg, **kwargs))
         except ValidationError as err:
-            from ..domains.errors import ConfigError
+            from metascreen.domains.errors import ConfigError
 
             raise ConfigError(
                 f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
@@ -600,7 +600,7 @@ def evaluate_movielens(
 
     def body() -> dict[str, Any]:
         if flow:
-            from .flows import evaluate_flow
+            from metascreen.pipelines.flows import evaluate_flow
 
             res = evaluate_flow(
                 str(data_dir),
@@ -612,7 +612,7 @@ def evaluate_movielens(
                 split_seed=split_seed,
             )
             return next(iter(res.values()))
-        from ..models.rec_workflows import evaluate_ratings
+        from metascreen.models.workflows.movielens import evaluate_ratings
 
         return evaluate_ratings(
             data_dir,
@@ -648,7 +648,7 @@ def score_movielens(
     """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined."""
 
     def body() -> Any:
-        from ..models.rec_serving import score_users
+        from metascreen.models.serving.ratings import score_users
 
         return score_users(model, ratings, candidates, output, k=k, device=device)
 
@@ -664,10 +664,10 @@ def score_movielens(
 
 
 # Registers train policy, simulate molecules/movielens and propose on the app above.
-from . import cli_policy, cli_rec  # noqa: E402,F401
+from metascreen.pipelines import cli_policy, cli_rec  # noqa: E402,F401
 
 # -- operations: models, serve, bench (pipelines/ops_cli.py) -----------------------------------
-from .ops_cli import bench_app, models_app, serve  # noqa: E402 - needs _run etc. defined above
+from metascreen.pipelines.ops_cli import bench_app, models_app, serve  # noqa: E402 - needs _run etc. defined above
 
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")

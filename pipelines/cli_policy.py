@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import _progress, _run, _write_json, app, train_app
+from metascreen.pipelines.cli import _progress, _run, _write_json, app, train_app
 
 simulate_app = typer.Typer(
     help="Benchmark a screening policy in the adaptive-screening simulator.", no_args_is_help=True
@@ -128,7 +128,7 @@ def train_policy_cmd(
 
     def body() -> Path:
         if flow:
-            from .flows import meta_train_policy_flow
+            from metascreen.pipelines.flows import meta_train_policy_flow
 
             return Path(
                 meta_train_policy_flow(
@@ -142,7 +142,7 @@ def train_policy_cmd(
                     str(cache_dir),
                 )
             )
-        from ..models.policy_workflows import train_policy_model
+        from metascreen.models.workflows.policy import train_policy_model
 
         return train_policy_model(
             data_dir,
@@ -217,7 +217,7 @@ def simulate_molecules_cmd(
 
     def body() -> dict[str, dict[str, Any]]:
         if flow:
-            from .flows import simulate_flow
+            from metascreen.pipelines.flows import simulate_flow
 
             return simulate_flow(
                 str(data_dir),
@@ -231,7 +231,7 @@ def simulate_molecules_cmd(
                 model=str(model) if model else None,
                 cache_dir=str(cache_dir) if cache_dir else None,
             )
-        from ..models.policy_workflows import policy_label, simulate_molecules
+        from metascreen.models.workflows.policy import policy_label, simulate_molecules
 
         out = {}
         for name in names:
@@ -247,7 +247,7 @@ def simulate_molecules_cmd(
         return out
 
     results = _run(body)
-    from .policy_report import plot_hit_curves, simulation_table
+    from metascreen.pipelines.policy_report import plot_hit_curves, simulation_table
 
     typer.echo(simulation_table(results))
     main = dict(next(iter(results.values())))
@@ -255,7 +255,7 @@ def simulate_molecules_cmd(
         round(time.perf_counter() - start, 2) if len(results) == 1 else main["seconds"]
     )
     if len(results) > 1:
-        from ..models.simulator import paired_difference
+        from metascreen.models.screening.simulator import paired_difference
 
         first = next(iter(results))
         main["compare"] = {k: v for k, v in list(results.items())[1:]}
@@ -303,7 +303,7 @@ def propose(
     """Propose the next k compounds to assay (onnxruntime only); assayed compounds are never proposed."""
 
     def body() -> Any:
-        from ..models.policy_serving import propose as run
+        from metascreen.models.serving.policy import propose as run
 
         return run(assayed, pool, output, k, policy, budget, smiles_column, label_column, device)
 

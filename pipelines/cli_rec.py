@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import _run, _write_json
-from .cli_policy import simulate_app
+from metascreen.pipelines.cli import _run, _write_json
+from metascreen.pipelines.cli_policy import simulate_app
 
 
 @simulate_app.command("movielens")
@@ -30,7 +30,7 @@ def simulate_movielens_cmd(
     """Interactive recommendation: show one unseen item per step; hit = the user rated it ≥ 4."""
 
     def body() -> dict[str, Any]:
-        from ..models.rec_simulate import simulate_movielens
+        from metascreen.models.screening.movielens import simulate_movielens
 
         return simulate_movielens(data_dir, model, policy, budget, seed, users)
 
@@ -42,7 +42,7 @@ def simulate_movielens_cmd(
     )
     _write_json(json_out, out)
     if plot is not None:
-        from ..models.rec_simulate import plot_curve
+        from metascreen.models.screening.movielens import plot_curve
 
         plot_curve({out["policy"]: out}, plot)
         typer.echo(f"wrote {plot}")

@@ -3,7 +3,7 @@
 ``--workers N`` starts a Dask ``LocalCluster`` of N single-threaded worker processes bound to
 127.0.0.1 (no dashboard); ``--dask-address tcp://HOST:PORT`` uses an existing scheduler instead.
 The driver streams the library in chunks and submits one Prefect task per chunk that is not yet
-in the job's work folder (see ``metascreen.models.chunked``), keeping at most a few chunks in
+in the job's work folder (see ``metascreen.models.serving.chunked``), keeping at most a few chunks in
 flight so memory stays flat; the output is assembled in input order once every chunk exists.
 """
 
@@ -17,8 +17,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from ..domains.molecules.load import iter_table_chunks
-from ..models import chunked
+from metascreen.domains.molecules.load import iter_table_chunks
+from metascreen.models.serving import chunked
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _check_scheduler(address: str, timeout: float = 5.0) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    from ..domains.errors import InputError
+    from metascreen.domains.errors import InputError
 
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:

@@ -1,4 +1,4 @@
-"""Prefect flows: thin orchestration over the plain functions in ``metascreen.models.workflows``.
+"""Prefect flows: thin orchestration over the plain functions in ``metascreen.models.workflows.molecules``.
 
 Ephemeral (embedded) Prefect by default; a real server when ``PREFECT_API_URL`` is set. This is
 the only module of metascreen that imports prefect.
@@ -15,8 +15,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from ..models import workflows
-from . import report
+from metascreen.models.workflows import molecules as workflows
+from metascreen.pipelines import report
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def meta_train_task(
 ) -> str:
     """Meta-train and write an artifact; returns its folder (``learner`` = the model config)."""
     if report._domain(domain) == "movielens":
-        from ..models.rec_workflows import train_rating_model
+        from metascreen.models.workflows.movielens import train_rating_model
 
         return str(train_rating_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
     return str(workflows.train_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
@@ -160,7 +160,7 @@ def evaluate_flow(
 def export_flow(model_dir: str, out_dir: str, domain: str = "molecules") -> str:
     """Re-export a model artifact's weights to ONNX (fails unless parity with torch holds)."""
     if report._domain(domain) == "movielens":
-        from ..models.rec_workflows import export_rating_model
+        from metascreen.models.workflows.movielens import export_rating_model
 
         return str(export_rating_model(Path(model_dir), Path(out_dir)))
     return str(workflows.export_model(Path(model_dir), Path(out_dir)))
@@ -204,11 +204,11 @@ def batch_score_flow(
             rep["n_candidates_quarantined"],
         )
         return rep
-    from ..models.model_registry import resolve_model_dir
+    from metascreen.models.registry.store import resolve_model_dir
 
     model_dir = str(resolve_model_dir(model_dir or None))
     if dask_workers or dask_address:
-        from .distributed import score_distributed
+        from metascreen.pipelines.distributed import score_distributed
 
         return score_distributed(
             Path(model_dir),
@@ -238,7 +238,7 @@ def meta_train_policy_task(
     cache_dir: str | None = None,
 ) -> str:
     """Warm start + REINFORCE on FS-Mol train tasks; writes a policy artifact."""
-    from ..models.policy_workflows import train_policy_model
+    from metascreen.models.workflows.policy import train_policy_model
 
     return str(
         train_policy_model(
@@ -286,7 +286,7 @@ def meta_train_policy_flow(
 @task(name="simulate")
 def simulate_task(data_dir: str, policy: str | None, **kwargs: Any) -> dict[str, Any]:
     """One policy in the screening simulator; the ``simulate`` contract JSON."""
-    from ..models.policy_workflows import simulate_molecules
+    from metascreen.models.workflows.policy import simulate_molecules
 
     model = kwargs.pop("model", None)
     cache_dir = kwargs.pop("cache_dir", None)
@@ -315,8 +315,8 @@ def simulate_flow(
     plot: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves."""
-    from ..models.policy_workflows import policy_label
-    from . import policy_report
+    from metascreen.models.workflows.policy import policy_label
+    from metascreen.pipelines import policy_report
 
     out = {
         policy_label(p): simulate_task(

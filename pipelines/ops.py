@@ -2,7 +2,7 @@
 
 ``retrain_flow`` trains a challenger, registers it, evaluates it next to the registry's current
 model on the same validation episodes and promotes it only when it wins by the margin
-(``metascreen.models.gate``). ``LocalStack`` runs a real ``prefect server start`` on 127.0.0.1,
+(``metascreen.models.registry.gate``). ``LocalStack`` runs a real ``prefect server start`` on 127.0.0.1,
 a process work pool, the deployments of ``deploy/prefect.yaml`` and a worker — what
 ``metascreen serve`` starts and the integration test drives.
 """
@@ -28,10 +28,11 @@ from typing import IO, Any
 from prefect import flow, task
 from prefect.logging import get_run_logger
 
-from ..domains.errors import ConfigError, MetascreenError
-from ..models import gate, workflows
-from ..models.artifact import utc_now
-from ..models.model_registry import DEFAULT_NAME, REGISTRY_ENV, ModelRegistry
+from metascreen.domains.errors import ConfigError, MetascreenError
+from metascreen.models.registry import gate
+from metascreen.models.registry.store import DEFAULT_NAME, REGISTRY_ENV, ModelRegistry
+from metascreen.models.serving.artifact import utc_now
+from metascreen.models.workflows import molecules as workflows
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def retrain_flow(
         registry: registry folder (default ``$METASCREEN_REGISTRY``).
         name: registered model name.
         learner: learner config (``metascreen.models.learners.registry.LearnerConfig`` fields).
-        train: training config (``metascreen.models.train.TrainConfig`` fields).
+        train: training config (``metascreen.models.training.loop.TrainConfig`` fields).
         valid_dir: validation tasks for early stopping and the gate (default ``data_dir/valid``).
         margin: ΔAUPRC the challenger must gain over the champion to be promoted.
         support_sizes: gate support sizes (default [16]); the gate score is their mean ΔAUPRC.

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import _progress, _run, _write_json
+from metascreen.pipelines.cli import _progress, _run, _write_json
 
 models_app = typer.Typer(
     help="Model registry: list, promote, roll back, gate a challenger, retrain, quantize.",
@@ -31,8 +31,8 @@ NameArg = Annotated[str, typer.Argument(help="registered model name")]
 
 
 def _registry(path: Path | None) -> Any:
-    from ..domains.errors import ConfigError
-    from ..models.model_registry import REGISTRY_ENV, ModelRegistry
+    from metascreen.domains.errors import ConfigError
+    from metascreen.models.registry.store import REGISTRY_ENV, ModelRegistry
 
     reg = ModelRegistry.from_env(path)
     if reg is None:
@@ -122,7 +122,7 @@ def models_gate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the decision")] = None,
 ) -> None:
     """Register CHALLENGER and promote it only if it beats the current model by the margin."""
-    from ..models import gate
+    from metascreen.models.registry import gate
 
     def body() -> dict[str, Any]:
         cfg = gate.GateConfig(
@@ -164,7 +164,7 @@ def models_retrain(
         train["max_minutes"] = max_minutes
 
     def body() -> dict[str, Any]:
-        from .ops import retrain_flow
+        from metascreen.pipelines.ops import retrain_flow
 
         reg = _registry(registry)
         return retrain_flow(
@@ -192,7 +192,7 @@ def models_quantize(
     """Write an int8 dynamically quantized copy (onnxruntime.quantization) of an artifact."""
 
     def body() -> Path:
-        from ..models.quantize import quantize_artifact
+        from metascreen.models.registry.quantize import quantize_artifact
 
         return quantize_artifact(model_dir, out)
 
@@ -216,7 +216,7 @@ def serve(
     Set PREFECT_SERVER_API_AUTH_STRING=user:password to require basic auth (the worker and the
     deploy step get it as PREFECT_API_AUTH_STRING). Ctrl-C or SIGTERM stops worker then server.
     """
-    from .ops import PREFECT_FILE, LocalStack
+    from metascreen.pipelines.ops import PREFECT_FILE, LocalStack
 
     auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
@@ -281,7 +281,7 @@ def bench_score(
     """End-to-end scoring vs featurization-only throughput, onnxruntime vs torch, peak RSS."""
 
     def body() -> dict[str, Any]:
-        from .bench import run_score_bench
+        from metascreen.pipelines.bench import run_score_bench
 
         return run_score_bench(
             n=n,

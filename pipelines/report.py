@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..domains.io import atomic_write_json, atomic_write_text
-from ..models import workflows
-from ..models.artifact import DEFAULT_MODEL_DIR
+from metascreen.domains.io import atomic_write_json, atomic_write_text
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+from metascreen.models.workflows import molecules as workflows
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ def prepare_stats(
     data_dir: str, cache_dir: str | None = None, workers: int = 1, domain: str = "molecules"
 ) -> dict[str, Any]:
     """Load and featurize (ECFP) a task folder, or load rating data; return its statistics."""
-    from ..domains.molecules.featurize import MoleculeFeaturizer
+    from metascreen.domains.molecules.featurize import MoleculeFeaturizer
 
     if _domain(domain) == "movielens":
-        from ..models.rec_workflows import prepare_stats as rec_prepare_stats
+        from metascreen.models.workflows.movielens import prepare_stats as rec_prepare_stats
 
         return rec_prepare_stats(Path(data_dir))
 
@@ -141,10 +141,10 @@ def evaluate_json(
     """The FS-Mol protocol (the contract's JSON for each support size), or for ``movielens`` the
     MeLU protocol's JSON (``options``: ``users``, ``holdout_fraction``, ``split_seed``)."""
     if _domain(domain) == "movielens":
-        from ..models.rec_workflows import evaluate_ratings
+        from metascreen.models.workflows.movielens import evaluate_ratings
 
         if model is None:
-            from ..domains.errors import ConfigError
+            from metascreen.domains.errors import ConfigError
 
             raise ConfigError("movielens evaluation needs a model folder or a baseline name")
         return evaluate_ratings(Path(data_dir), model, seed, **options)
@@ -173,13 +173,13 @@ def score_json(
     from dataclasses import asdict
 
     if _domain(domain) == "movielens":
-        from ..models.rec_serving import score_users
+        from metascreen.models.serving.ratings import score_users
 
         return score_users(
             Path(model_dir), Path(support), Path(library), Path(output), **kwargs
         ).to_json()
 
-    from ..models.serving import score_library
+    from metascreen.models.serving.molecules import score_library
 
     rep = score_library(
         Path(model_dir), Path(support), Path(library), Path(output), progress=False, **kwargs
@@ -193,7 +193,7 @@ DOMAINS = ("molecules", "movielens")
 def _domain(name: str) -> str:
     """Validate a domain name (``molecules`` or ``movielens``)."""
     if name not in DOMAINS:
-        from ..domains.errors import ConfigError
+        from metascreen.domains.errors import ConfigError
 
         raise ConfigError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
     return name

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metascreen.models.rec_simulate import plot_curve
+from metascreen.models.screening.movielens import plot_curve
 
 ORDER = ("policy", "popular", "greedy", "random")
 

@@ -21,10 +21,9 @@ import rdkit
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
-from ..errors import ArtifactMismatchError, ConfigError
-from ..io import canonical_json_hash
-from ..parallel import fork_pool
-from .layout import (
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError
+from metascreen.domains.io import canonical_json_hash
+from metascreen.domains.molecules.layout import (
     _COL_AROM,
     _COL_CHARGE,
     _COL_DEG,
@@ -39,6 +38,7 @@ from .layout import (
     GraphLayout,
     graph_block_size,
 )
+from metascreen.domains.parallel import fork_pool
 
 logger = logging.getLogger(__name__)
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..episodes import Task, TaskSet
-from ..errors import InputError, SchemaError
-from ..parallel import fork_pool
-from .featurize import canonicalize, invalid_reason
+from metascreen.domains.episodes import Task, TaskSet
+from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.molecules.featurize import canonicalize, invalid_reason
+from metascreen.domains.parallel import fork_pool
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def read_fsmol_file(path: Path) -> ParsedFile:
 def _cached_load(
     files: list[Path], data_dir: Path, workers: int, min_size: int, cache_dir: Path
 ) -> TaskSet:
-    from ..io import atomic_write_bytes, atomic_write_text, sha256_files
+    from metascreen.domains.io import atomic_write_bytes, atomic_write_text, sha256_files
 
     key = sha256_files(files)[:24] + f"_m{min_size}"
     npz, meta = cache_dir / f"tasks_{key}.npz", cache_dir / f"tasks_{key}.json"

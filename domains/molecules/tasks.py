@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from ..episodes import Episode, Task
-from ..errors import TaskTooSmallError
+from metascreen.domains.episodes import Episode, Task
+from metascreen.domains.errors import TaskTooSmallError
 
 logger = logging.getLogger(__name__)
 

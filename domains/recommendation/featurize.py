@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..errors import ArtifactMismatchError
-from ..io import canonical_json_hash
+from metascreen.domains.errors import ArtifactMismatchError
+from metascreen.domains.io import canonical_json_hash
 
 FEATURIZER_VERSION = 1
 FloatArray = npt.NDArray[np.float32]

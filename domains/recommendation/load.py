@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, SchemaError
-from ..quarantine import QuarantineWriter
+from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.quarantine import QuarantineWriter
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..episodes import Episode, Task, TaskSet
-from ..errors import ConfigError, TaskTooSmallError
+from metascreen.domains.episodes import Episode, Task, TaskSet
+from metascreen.domains.errors import ConfigError, TaskTooSmallError
 
 MIN_RATINGS, MAX_RATINGS, N_QUERY = 13, 100, 10
 

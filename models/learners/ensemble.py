@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import EpisodicLearner, mean_probability_logit
+from metascreen.models.learners.base import EpisodicLearner, mean_probability_logit
 
 
 class EnsembleLearner(EpisodicLearner):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .base import EpisodicLearner
+from metascreen.models.learners.base import EpisodicLearner
 
 
 def conjugate_gradient(a: torch.Tensor, b: torch.Tensor, iters: int) -> torch.Tensor:

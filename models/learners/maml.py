@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import EpisodicLearner, linear_head_steps
+from metascreen.models.learners.base import EpisodicLearner, linear_head_steps
 
 
 class AnilLearner(EpisodicLearner):

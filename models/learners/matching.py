@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import EpisodicLearner
+from metascreen.models.learners.base import EpisodicLearner
 
 
 class MatchingNetLearner(EpisodicLearner):

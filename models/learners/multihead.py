@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import EpisodicLearner, mean_probability_logit
-from .gp import GPLearner
-from .matching import MatchingNetLearner
-from .protonet import ProtoNetLearner
+from metascreen.models.learners.base import EpisodicLearner, mean_probability_logit
+from metascreen.models.learners.gp import GPLearner
+from metascreen.models.learners.matching import MatchingNetLearner
+from metascreen.models.learners.protonet import ProtoNetLearner
 
 
 class MultiHeadLearner(EpisodicLearner):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import EpisodicLearner, class_prototypes, linear_head_steps
+from metascreen.models.learners.base import EpisodicLearner, class_prototypes, linear_head_steps
 
 
 class LinearProbeLearner(EpisodicLearner):

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import EpisodicLearner, class_prototypes, masked_class_prototypes
+from metascreen.models.learners.base import (
+    EpisodicLearner,
+    class_prototypes,
+    masked_class_prototypes,
+)
 
 
 class ProtoNetLearner(EpisodicLearner):

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import EpisodicLearner
-from .gp import conjugate_gradient
+from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.learners.gp import conjugate_gradient
 
 N_STATS = 7
 

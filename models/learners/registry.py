@@ -6,15 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..encoders import EncoderConfig, build_encoder
-from .base import EpisodicLearner
-from .ensemble import EnsembleLearner
-from .gp import GPLearner
-from .maml import AnilLearner
-from .matching import MatchingNetLearner
-from .multihead import MultiHeadLearner
-from .probe import LinearProbeLearner
-from .protonet import ProtoNetLearner
+from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.learners.ensemble import EnsembleLearner
+from metascreen.models.learners.gp import GPLearner
+from metascreen.models.learners.maml import AnilLearner
+from metascreen.models.learners.matching import MatchingNetLearner
+from metascreen.models.learners.multihead import MultiHeadLearner
+from metascreen.models.learners.probe import LinearProbeLearner
+from metascreen.models.learners.protonet import ProtoNetLearner
+from metascreen.models.nn.encoders import EncoderConfig, build_encoder
 
 LearnerName = Literal["protonet", "maml", "matching", "probe", "gp", "multihead"]
 META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe", "gp", "multihead")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from metascreen.models.encoders import EncoderConfig
+from metascreen.models.nn.encoders import EncoderConfig
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small ProtoNet artifact trained on the tiny data (fingerprint-only featurizer for speed)."""
-    from metascreen.models.workflows import train_model
+    from metascreen.models.workflows.molecules import train_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return train_model(
@@ -41,7 +41,7 @@ def tiny_model(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def _featurizer(root: Path):  # noqa: ANN202
     from metascreen.domains.molecules.featurize import MoleculeFeaturizer
     from metascreen.domains.molecules.load import load_fsmol_dir
-    from metascreen.models.features import fit_featurizer
+    from metascreen.models.features.molecules import fit_featurizer
 
     return fit_featurizer(
         MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")),
@@ -56,7 +56,7 @@ def tiny_policy(
     """A small screening policy on the tiny model's frozen encoder (budget 8)."""
     import torch
 
-    from metascreen.models.policy_workflows import train_policy_model
+    from metascreen.models.workflows.policy import train_policy_model
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("policies") / "tiny-policy"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metascreen.models.artifact import DEFAULT_MODEL_DIR
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
 from metascreen.pipelines.cli import app
 
 pytestmark = [

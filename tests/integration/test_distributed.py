@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from metascreen.models.serving import score_library
+from metascreen.models.serving.molecules import score_library
 from tiny_data import make_smiles
 
 pytestmark = pytest.mark.integration

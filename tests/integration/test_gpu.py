@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from metascreen.domains.episodes import Task
-from metascreen.models.encoders import EncoderConfig
 from metascreen.models.learners.registry import LearnerConfig, build_learner
-from metascreen.models.train import TrainConfig, meta_train
+from metascreen.models.nn.encoders import EncoderConfig
+from metascreen.models.training.loop import TrainConfig, meta_train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -65,7 +65,7 @@ def test_meta_train_on_cuda_with_amp(tmp_path) -> None:
 def test_onnxruntime_cuda_provider_is_used() -> None:
     import onnxruntime as ort
 
-    from metascreen.models.serving import available_providers
+    from metascreen.models.serving.molecules import available_providers
 
     assert "CUDAExecutionProvider" in ort.get_available_providers()
     assert available_providers("auto")[0] == "CUDAExecutionProvider"
@@ -77,7 +77,7 @@ def test_onnxruntime_cuda_provider_is_used() -> None:
     ids=["value-baseline", "self-critical-ema"],
 )
 def test_policy_trains_on_cuda_with_amp(tmp_path, extra: dict) -> None:
-    from metascreen.models.policy import (
+    from metascreen.models.training.policy import (
         PolicyConfig,
         PolicyTrainConfig,
         ScreeningPolicy,
@@ -117,7 +117,7 @@ def test_policy_trains_on_cuda_with_amp(tmp_path, extra: dict) -> None:
 def test_batch_scoring_on_the_cuda_provider(tiny_model, tmp_path) -> None:
     import pandas as pd
 
-    from metascreen.models.serving import score_library
+    from metascreen.models.serving.molecules import score_library
     from tiny_data import make_smiles
 
     rows = make_smiles(80, seed=1)
@@ -140,7 +140,7 @@ def test_batch_scoring_on_the_cuda_provider(tiny_model, tmp_path) -> None:
 def test_dask_chunk_scoring_on_cuda(tiny_model, tmp_path) -> None:
     import pandas as pd
 
-    from metascreen.models import chunked
+    from metascreen.models.serving import chunked
     from tiny_data import make_smiles
 
     rows = make_smiles(60, seed=2)
@@ -160,8 +160,8 @@ def test_dask_chunk_scoring_on_cuda(tiny_model, tmp_path) -> None:
 
 @needs_ort_gpu
 def test_int8_model_runs_with_the_cuda_provider_requested() -> None:
-    from metascreen.models.artifact import DEFAULT_MODEL_DIR
-    from metascreen.models.serving import OnnxPredictor
+    from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+    from metascreen.models.serving.molecules import OnnxPredictor
 
     int8 = DEFAULT_MODEL_DIR.parent / "molecules-default-int8"
     pred = OnnxPredictor.load(int8, device="cuda")

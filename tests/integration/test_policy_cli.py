@@ -155,7 +155,7 @@ def test_propose_with_nothing_assayed_runs_without_torch(tiny_policy: Path, tmp_
                 if name == "torch" or name.startswith("torch.") or name.startswith("torch_geometric"):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, _Block())
-        from metascreen.models.policy_serving import propose
+        from metascreen.models.serving.policy import propose
         a = propose({str(empty)!r}, {str(pool)!r}, {str(tmp_path / "a.csv")!r}, 4, {str(tiny_policy)!r})
         b = propose(None, {str(pool)!r}, {str(tmp_path / "b.csv")!r}, 4, {str(tiny_policy)!r})
         assert "torch" not in sys.modules

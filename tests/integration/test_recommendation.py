@@ -50,7 +50,7 @@ def tiny_ml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def rec_model(tiny_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from metascreen.models.rec_workflows import train_rating_model
+    from metascreen.models.workflows.movielens import train_rating_model
 
     out = tmp_path_factory.mktemp("recmodel") / "m"
     return train_rating_model(
@@ -146,7 +146,7 @@ def test_score_movielens_without_torch_quarantines_and_reconciles(
                 if name == "torch" or name.startswith("torch."):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, _Block())
-        from metascreen.models.rec_serving import score_users
+        from metascreen.models.serving.ratings import score_users
         rep = score_users({str(rec_model)!r}, {str(ratings)!r}, {str(cands)!r}, {str(out)!r}, k=5)
         assert "torch" not in sys.modules
         import json; print(json.dumps(rep.to_json()))
@@ -176,9 +176,9 @@ def test_score_movielens_without_torch_quarantines_and_reconciles(
 def test_onnx_matches_torch_and_tampering_is_refused(rec_model: Path, tmp_path: Path) -> None:
     import torch
 
-    from metascreen.models.export import load_weights
     from metascreen.models.learners.rating import AttentiveRatingLearner
-    from metascreen.models.rec_serving import RatingPredictor
+    from metascreen.models.serving.ratings import RatingPredictor
+    from metascreen.models.training.export import load_weights
 
     pred = RatingPredictor(rec_model, device="cpu")
     meta = json.loads((rec_model / "metadata.json").read_text())
@@ -260,7 +260,7 @@ def test_movielens_flow_runs_orchestrated(
 
 @pytest.mark.skipif(not (ML100K / "u.data").exists(), reason="shared MovieLens 100K not present")
 def test_real_ml100k_prepare_and_baselines(tmp_path: Path) -> None:
-    from metascreen.models.rec_workflows import evaluate_ratings, prepare_stats
+    from metascreen.models.workflows.movielens import evaluate_ratings, prepare_stats
 
     stats = prepare_stats(ML100K)
     assert stats["n_ratings"] == 100_000 and stats["n_users"] == 943 and stats["n_rejected"] == 0
@@ -342,12 +342,12 @@ def test_policy_artifact_onnx_matches_torch(rec_model: Path, tiny_ml: Path) -> N
     import torch
 
     from metascreen.domains.recommendation.load import load_interactions
-    from metascreen.models.export import load_weights
-    from metascreen.models.policy import PolicyConfig, ScreeningPolicy
-    from metascreen.models.policy_serving import observation
-    from metascreen.models.rec_policy import user_tasks
-    from metascreen.models.rec_simulate import load_policy_picker
-    from metascreen.models.simulator import BatchEnv, make_pools
+    from metascreen.models.screening.movielens import load_policy_picker
+    from metascreen.models.screening.simulator import BatchEnv, make_pools
+    from metascreen.models.serving.policy import observation
+    from metascreen.models.training.export import load_weights
+    from metascreen.models.training.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.workflows.movielens_policy import user_tasks
 
     meta = json.loads((rec_model / "metadata.json").read_text())
     spec = meta["policy"]

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from metascreen.domains.errors import ArtifactMismatchError, InputError
-from metascreen.models.gate import GateConfig, gate_challenger
-from metascreen.models.model_registry import ModelRegistry, resolve_model_dir
+from metascreen.models.registry.gate import GateConfig, gate_challenger
+from metascreen.models.registry.store import ModelRegistry, resolve_model_dir
 from metascreen.pipelines.cli import app
 
 pytestmark = pytest.mark.integration
@@ -27,8 +27,8 @@ def degraded_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     """
     import torch
 
-    from metascreen.models.export import load_weights, write_artifact
     from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.training.export import load_weights, write_artifact
 
     meta = json.loads((tiny_model / "metadata.json").read_text())
     cfg = json.loads((tiny_model / "config.json").read_text())
@@ -88,7 +88,7 @@ def test_registry_refuses_modified_files(tiny_model: Path, tmp_path: Path) -> No
 def test_scoring_uses_the_registry_current_model(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metascreen.models.artifact import DEFAULT_MODEL_DIR
+    from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
 
     monkeypatch.delenv("METASCREEN_REGISTRY", raising=False)
     assert resolve_model_dir(None) == DEFAULT_MODEL_DIR
@@ -159,8 +159,8 @@ def test_int8_quantized_artifact_tracks_fp32(tiny_model: Path, tmp_path: Path) -
     import numpy as np
 
     from metascreen.domains.molecules.featurize import parse_smiles
-    from metascreen.models.quantize import quantize_artifact
-    from metascreen.models.serving import OnnxPredictor
+    from metascreen.models.registry.quantize import quantize_artifact
+    from metascreen.models.serving.molecules import OnnxPredictor
     from tiny_data import make_smiles
 
     q = quantize_artifact(tiny_model, tmp_path / "int8")
@@ -178,8 +178,8 @@ def test_int8_quantized_artifact_tracks_fp32(tiny_model: Path, tmp_path: Path) -
 
 
 def test_shipped_int8_variant_verifies_and_is_within_tolerance() -> None:
-    from metascreen.models.artifact import DEFAULT_MODEL_DIR
-    from metascreen.models.serving import OnnxPredictor
+    from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+    from metascreen.models.serving.molecules import OnnxPredictor
 
     int8 = DEFAULT_MODEL_DIR.parent / "molecules-default-int8"
     if not (int8 / "metadata.json").exists():

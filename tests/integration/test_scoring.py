@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from metascreen.domains.errors import ArtifactMismatchError
-from metascreen.models.serving import OnnxPredictor, score_library
+from metascreen.models.serving.molecules import OnnxPredictor, score_library
 from tiny_data import make_smiles
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_scoring_runs_where_torch_cannot_be_imported(tiny_model: Path, tmp_path:
                 if name == "torch" or name.startswith("torch.") or name.startswith("torch_geometric"):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, _Block())
-        from metascreen.models.serving import score_library
+        from metascreen.models.serving.molecules import score_library
         rep = score_library({str(tiny_model)!r}, {str(support)!r}, {str(library)!r}, {str(tmp_path / "nt.parquet")!r}, workers=1, progress=False)
         assert "torch" not in sys.modules
         print(rep.n_input, rep.n_scored, rep.n_quarantined)
@@ -106,7 +106,7 @@ def test_onnx_matches_torch_weights_on_real_features(tiny_model: Path) -> None:
     pred = OnnxPredictor.load(tiny_model, device="cpu")
     cfg = json.loads((tiny_model / "config.json").read_text())
     learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), pred.featurizer.dim)
-    from metascreen.models.export import load_weights
+    from metascreen.models.training.export import load_weights
 
     learner.load_state_dict(
         load_weights(tiny_model, json.loads((tiny_model / "metadata.json").read_text()))

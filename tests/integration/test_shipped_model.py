@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from metascreen.domains.molecules.featurize import parse_smiles
-from metascreen.models.artifact import DEFAULT_MODEL_DIR
-from metascreen.models.export import load_weights
 from metascreen.models.learners.registry import LearnerConfig, build_learner
-from metascreen.models.serving import OnnxPredictor
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+from metascreen.models.serving.molecules import OnnxPredictor
+from metascreen.models.training.export import load_weights
 from tiny_data import make_smiles
 
 pytestmark = [
@@ -45,8 +45,8 @@ def test_shipped_model_verifies_and_matches_torch() -> None:
 
 
 def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
-    from metascreen.models.policy import PolicyConfig, ScreeningPolicy, policy_parity_cases
-    from metascreen.models.policy_serving import DEFAULT_POLICY_DIR, PolicyRunner, propose
+    from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner, propose
+    from metascreen.models.training.policy import PolicyConfig, ScreeningPolicy, policy_parity_cases
 
     if not (DEFAULT_POLICY_DIR / "metadata.json").exists():
         pytest.skip("no shipped policy")
@@ -73,7 +73,7 @@ def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
     # the bundled support set as "assayed", the bundled library's first 300 rows as the pool
     import pandas as pd
 
-    from metascreen.models.artifact import DEFAULT_MODEL_DIR as model_dir
+    from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR as model_dir
 
     data = model_dir.parent.parent
     pool = tmp_path / "pool.csv"

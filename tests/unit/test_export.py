@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metascreen.models.encoders import EncoderConfig
-from metascreen.models.export import ExportError, check_parity, export_onnx
 from metascreen.models.learners.registry import LearnerConfig, build_learner
+from metascreen.models.nn.encoders import EncoderConfig
+from metascreen.models.training.export import ExportError, check_parity, export_onnx
 
 pytestmark = pytest.mark.unit
 

@@ -13,9 +13,9 @@ from metascreen.domains.molecules.featurize import (
     graph_block_size,
     parse_smiles,
 )
-from metascreen.models.encoders import EncoderConfig, HybridEncoder, build_encoder
-from metascreen.models.export import export_onnx
 from metascreen.models.learners.registry import LearnerConfig, build_learner
+from metascreen.models.nn.encoders import EncoderConfig, HybridEncoder, build_encoder
+from metascreen.models.training.export import export_onnx
 
 pytestmark = pytest.mark.unit
 

@@ -23,10 +23,10 @@ def test_training_code_imports_without_rdkit() -> None:
                 return None
 
         sys.meta_path.insert(0, Block())
-        from metascreen.models.encoders import EncoderConfig
+        from metascreen.models.nn.encoders import EncoderConfig
         from metascreen.models.learners.registry import build_learner
-        from metascreen.models.policy import train_policy
-        from metascreen.models.train import meta_train
+        from metascreen.models.training.policy import train_policy
+        from metascreen.models.training.loop import meta_train
         assert "rdkit" not in sys.modules
         try:
             import metascreen.domains.molecules.featurize  # noqa: F401

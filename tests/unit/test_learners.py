@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from metascreen.domains.episodes import Task
-from metascreen.models.encoders import EncoderConfig
-from metascreen.models.evaluate import evaluate_tasks
+from metascreen.models.evaluation.molecules import evaluate_tasks
 from metascreen.models.learners.registry import LearnerConfig, build_learner
-from metascreen.models.seeding import seed_everything
-from metascreen.models.train import TrainConfig, meta_train, torch_predict_fn
+from metascreen.models.nn.encoders import EncoderConfig
+from metascreen.models.training.loop import TrainConfig, meta_train, torch_predict_fn
+from metascreen.models.training.seeding import seed_everything
 
 pytestmark = pytest.mark.unit
 
@@ -142,7 +142,7 @@ def test_conjugate_gradient_matches_solve() -> None:
 
 @pytest.mark.parametrize("name", ["protonet", "gp", "multihead", "maml"])
 def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
-    from metascreen.models.train import TorchEvaluator
+    from metascreen.models.training.loop import TorchEvaluator
 
     tasks, x = _separable_tasks(6, 2)
     seed_everything(0)
@@ -157,7 +157,7 @@ def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
 
 
 def test_cosine_schedule_warms_up_and_decays() -> None:
-    from metascreen.models.train import lr_at
+    from metascreen.models.training.loop import lr_at
 
     cfg = TrainConfig(steps=1000, lr=1e-3, lr_schedule="cosine", warmup_steps=100)
     assert lr_at(0, cfg) == pytest.approx(1e-5)

@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from metascreen.domains.episodes import Task
-from metascreen.models.evaluate import evaluate_tasks
-from metascreen.models.metrics import delta_auprc
+from metascreen.models.evaluation.metrics import delta_auprc
+from metascreen.models.evaluation.molecules import evaluate_tasks
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metascreen.domains.episodes import Task
-from metascreen.models.policy import (
+from metascreen.models.training.policy import (
     NEG,
     PolicyConfig,
     PolicyTrainConfig,
@@ -160,8 +160,8 @@ def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
     for k, v in ck_a["model"].items():
         assert torch.allclose(v, ck_c["model"][k], atol=1e-6), k
     # on separable toy tasks the trained policy beats random picking
-    from metascreen.models.policy import validate_policy
-    from metascreen.models.simulator import RandomPicker, simulate
+    from metascreen.models.screening.simulator import RandomPicker, simulate
+    from metascreen.models.training.policy import validate_policy
 
     hits = validate_policy(a, torch.as_tensor(v_emb), v_tasks, 8, (0.3,), 3)[0.3].mean_hits
     rand = simulate(RandomPicker(), v_tasks, 8, 1, 0, 0.3, 3, 0).mean_hits
@@ -170,8 +170,8 @@ def test_training_is_seeded_resumes_and_learns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("baseline", ["value", "greedy"])
 def test_reinforce_step_survives_pools_smaller_than_the_budget(baseline: str) -> None:
-    from metascreen.models.policy import _rl_loss
-    from metascreen.models.simulator import Pool
+    from metascreen.models.screening.simulator import Pool
+    from metascreen.models.training.policy import _rl_loss
 
     emb = np.random.default_rng(0).normal(size=(40, 24)).astype(np.float32)
     pools = [
@@ -194,8 +194,8 @@ def test_reinforce_step_survives_pools_smaller_than_the_budget(baseline: str) ->
 def test_self_critical_advantage_vanishes_when_sampling_is_the_argmax() -> None:
     """Sampled and argmax episodes meet the same pools and tie seeds: a policy so peaked that its
     samples are its argmax gets zero self-critical advantage; a flat one does not."""
-    from metascreen.models.policy import _rl_loss
-    from metascreen.models.simulator import Pool
+    from metascreen.models.screening.simulator import Pool
+    from metascreen.models.training.policy import _rl_loss
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(120, 24)).astype(np.float32)
@@ -218,8 +218,8 @@ def test_self_critical_advantage_vanishes_when_sampling_is_the_argmax() -> None:
 
 
 def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> None:
-    from metascreen.models.policy import _sample_pools
-    from metascreen.models.simulator import Pool
+    from metascreen.models.screening.simulator import Pool
+    from metascreen.models.training.policy import _sample_pools
 
     emb, tasks = _toy(6, 0)
     cfg = PolicyTrainConfig(
@@ -250,8 +250,8 @@ def test_pool_sampler_hook_defaults_to_the_molecule_sampler(tmp_path: Path) -> N
 
 
 def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
-    from metascreen.models.policy import _label_loss
-    from metascreen.models.simulator import BatchEnv, Pool
+    from metascreen.models.screening.simulator import BatchEnv, Pool
+    from metascreen.models.training.policy import _label_loss
 
     pool = Pool("T", np.arange(6), np.array([1, 0, 0, 1, 0, 0], np.float32))
     env = BatchEnv([pool, Pool("U", np.arange(6), np.zeros(6, np.float32))], 4, 1, 0, [[0], [1]])
@@ -273,7 +273,7 @@ def test_listwise_term_rewards_putting_the_remaining_actives_on_top() -> None:
 
 
 def test_warm_start_learning_rate_schedules() -> None:
-    from metascreen.models.policy import _warm_lr
+    from metascreen.models.training.policy import _warm_lr
 
     const = PolicyTrainConfig(warm_steps=200, warmup_steps=10, lr=1e-3)
     cos = const.model_copy(update={"lr_schedule": "cosine"})
@@ -287,8 +287,8 @@ def test_warm_start_learning_rate_schedules() -> None:
 
 
 def test_ema_weights_are_the_ones_kept_and_resume_exactly(tmp_path: Path) -> None:
-    from metascreen.models.policy import _sample_pools
-    from metascreen.models.simulator import Pool
+    from metascreen.models.screening.simulator import Pool
+    from metascreen.models.training.policy import _sample_pools
 
     emb, tasks = _toy(8, 0)
     cfg = PolicyTrainConfig(

@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from metascreen.models.policy import PolicyConfig, PolicyTrainConfig, ScreeningPolicy, train_policy
-from metascreen.models.rec_policy import (
+from metascreen.models.training.policy import (
+    PolicyConfig,
+    PolicyTrainConfig,
+    ScreeningPolicy,
+    train_policy,
+)
+from metascreen.models.workflows.movielens_policy import (
     PolicyItems,
     RecPolicyConfig,
     catalogue_sampler,

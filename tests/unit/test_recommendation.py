@@ -16,8 +16,8 @@ from metascreen.domains.recommendation.tasks import (
     build_user_tasks,
     holdout_users,
 )
-from metascreen.models.mf import fit_mf
-from metascreen.models.rec_metrics import mae, ndcg_at_k
+from metascreen.models.evaluation.rating_metrics import mae, ndcg_at_k
+from metascreen.models.features.mf import fit_mf
 from rec_data import write_ml1m
 
 pytestmark = pytest.mark.unit
@@ -149,6 +149,6 @@ def test_staircase_is_strictly_increasing_and_snaps() -> None:
     assert bool((y[1:] > y[:-1]).all())
     assert float((staircase(torch.tensor([3.2]), torch.tensor(0.3)) - 3.0).abs()) < 0.01
     torch.testing.assert_close(staircase(p, torch.tensor(0.0)), p)
-    from metascreen.models.mf import staircase as staircase_np
+    from metascreen.models.features.mf import staircase as staircase_np
 
     np.testing.assert_allclose(staircase_np(p.numpy(), 0.3), y.numpy(), atol=1e-5)

@@ -7,8 +7,8 @@ import pytest
 
 from metascreen.domains.episodes import Task
 from metascreen.domains.errors import ConfigError
-from metascreen.models.pickers import GPPicker, GreedyPicker, KnnPicker, tanimoto
-from metascreen.models.simulator import (
+from metascreen.models.screening.pickers import GPPicker, GreedyPicker, KnnPicker, tanimoto
+from metascreen.models.screening.simulator import (
     BatchEnv,
     Pool,
     RandomPicker,
@@ -191,7 +191,7 @@ def test_tanimoto() -> None:
 
 
 def test_paired_difference_over_common_tasks() -> None:
-    from metascreen.models.simulator import paired_difference
+    from metascreen.models.screening.simulator import paired_difference
 
     def res(hits: dict[str, list[int]]) -> dict:
         return {

@@ -30,12 +30,19 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..domains.episodes import Task
-from ..domains.errors import ConfigError
-from .learners.registry import build_head
-from .seeding import resolve_device, seed_everything
-from .simulator import BatchEnv, Pool, SimulationResult, run_env, simulate, subsample_pool
-from .train import history_fields, history_from, save_checkpoint_atomic
+from metascreen.domains.episodes import Task
+from metascreen.domains.errors import ConfigError
+from metascreen.models.learners.registry import build_head
+from metascreen.models.screening.simulator import (
+    BatchEnv,
+    Pool,
+    SimulationResult,
+    run_env,
+    simulate,
+    subsample_pool,
+)
+from metascreen.models.training.loop import history_fields, history_from, save_checkpoint_atomic
+from metascreen.models.training.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -731,7 +738,7 @@ def policy_parity_cases(in_dim: int, seed: int = 1) -> list[tuple[torch.Tensor, 
 
 def export_policy_onnx(policy: ScreeningPolicy, path: Path, atol: float = 1e-4) -> float:
     """Export with dynamic B, N, H and check parity; returns the largest |diff| seen."""
-    from .export import check_graph_parity, export_graph
+    from metascreen.models.training.export import check_graph_parity, export_graph
 
     policy = policy.cpu().eval()
     d = policy.in_dim
@@ -758,7 +765,7 @@ def export_policy_onnx(policy: ScreeningPolicy, path: Path, atol: float = 1e-4) 
 
 def export_encoder_onnx(encoder: nn.Module, in_dim: int, path: Path, atol: float = 1e-4) -> float:
     """Export a frozen encoder (rows → embeddings, dynamic rows) and check parity."""
-    from .export import check_graph_parity, export_graph, sparse_rows
+    from metascreen.models.training.export import check_graph_parity, export_graph, sparse_rows
 
     encoder = encoder.cpu().eval()
     gen = torch.Generator().manual_seed(0)

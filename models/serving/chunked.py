@@ -24,12 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..domains.errors import InputError
-from ..domains.io import atomic_write_bytes, atomic_write_json, canonical_json_hash, sha256_file
-from ..domains.molecules.layout import FloatArray
-from ..domains.quarantine import QUARANTINE_COLUMNS
-from . import serving
-from .serving import OnnxPredictor, ScoreReport
+from metascreen.domains.errors import InputError
+from metascreen.domains.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    canonical_json_hash,
+    sha256_file,
+)
+from metascreen.domains.molecules.layout import FloatArray
+from metascreen.domains.quarantine import QUARANTINE_COLUMNS
+from metascreen.models.serving import molecules as serving
+from metascreen.models.serving.molecules import OnnxPredictor, ScoreReport
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..domains.errors import ConfigError
-from ..domains.io import atomic_write_json, sha256_file
-from .artifact import package_versions, read_artifact, utc_now
+from metascreen.domains.errors import ConfigError
+from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.models.serving.artifact import package_versions, read_artifact, utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -20,18 +20,18 @@ import numpy as np
 import pandas as pd
 from rdkit import Chem
 
-from ..domains.episodes import TaskSet
-from ..domains.errors import InputError
-from ..domains.molecules.featurize import (
+from metascreen.domains.episodes import TaskSet
+from metascreen.domains.errors import InputError
+from metascreen.domains.molecules.featurize import (
     FloatArray,
     MoleculeFeaturizer,
     invalid_reason,
     parse_smiles,
 )
-from ..domains.molecules.load import iter_table_chunks, load_table_tasks
-from ..domains.parallel import fork_pool
-from ..domains.quarantine import QuarantineWriter
-from .artifact import MOLECULES_PREDICTOR, ArtifactInfo, read_artifact
+from metascreen.domains.molecules.load import iter_table_chunks, load_table_tasks
+from metascreen.domains.parallel import fork_pool
+from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.models.serving.artifact import MOLECULES_PREDICTOR, ArtifactInfo, read_artifact
 
 logger = logging.getLogger(__name__)
 

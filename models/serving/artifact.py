@@ -20,16 +20,14 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from ..domains.errors import ArtifactMismatchError, InputError
-from ..domains.io import sha256_file
+from metascreen.domains.errors import ArtifactMismatchError, InputError
+from metascreen.domains.io import sha256_file
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MOLECULES_PREDICTOR = "molecules-predictor"
-DEFAULT_MODEL_DIR = (
-    Path(__file__).resolve().parent.parent / "data" / "artifacts" / "molecules-default"
-)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "data" / "artifacts" / "molecules-default"
 
 
 def package_versions() -> dict[str, str]:

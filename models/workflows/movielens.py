@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domains.episodes import Task
-from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
-from ..domains.io import atomic_write_json, canonical_json_hash, sha256_file
-from ..domains.recommendation.featurize import FloatArray, ItemFeaturizer
-from ..domains.recommendation.load import Interactions, load_interactions
-from ..domains.recommendation.tasks import (
+from metascreen.domains.episodes import Task
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
+from metascreen.domains.io import atomic_write_json, canonical_json_hash, sha256_file
+from metascreen.domains.recommendation.featurize import FloatArray, ItemFeaturizer
+from metascreen.domains.recommendation.load import Interactions, load_interactions
+from metascreen.domains.recommendation.tasks import (
     MAX_RATINGS,
     MIN_RATINGS,
     MeluSampler,
@@ -43,18 +43,18 @@ from ..domains.recommendation.tasks import (
     build_user_tasks,
     holdout_users,
 )
-from .artifact import read_artifact, utc_now
-from .mf import MFModel, fit_mf, staircase
-from .rec_features import N_EXTRA, ItemTable, SideToFactors, item_rows
-from .rec_metrics import mae, ndcg_at_k
-from .rec_policy import (
+from metascreen.models.evaluation.rating_metrics import mae, ndcg_at_k
+from metascreen.models.features.mf import MFModel, fit_mf, staircase
+from metascreen.models.features.ratings import N_EXTRA, ItemTable, SideToFactors, item_rows
+from metascreen.models.serving.artifact import read_artifact, utc_now
+from metascreen.models.serving.ratings import ITEM_TABLE_FILE, MOVIELENS_PREDICTOR, RatingPredictor
+from metascreen.models.workflows.movielens_policy import (
     POLICY_ITEMS_FILE,
     POLICY_ONNX_FILE,
     POLICY_WEIGHTS_FILE,
     RecPolicyConfig,
     train_rec_policy,
 )
-from .rec_serving import ITEM_TABLE_FILE, MOVIELENS_PREDICTOR, RatingPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -420,10 +420,10 @@ def _train_rating_model(
 ) -> Path:
     import torch
 
-    from .export import write_artifact
-    from .learners.rating import AttentiveRatingLearner
-    from .seeding import seed_everything
-    from .train import EpisodeHooks, TrainConfig, meta_train
+    from metascreen.models.learners.rating import AttentiveRatingLearner
+    from metascreen.models.training.export import write_artifact
+    from metascreen.models.training.loop import EpisodeHooks, TrainConfig, meta_train
+    from metascreen.models.training.seeding import seed_everything
 
     defaults: dict[str, Any] = {
         "steps": 800,  # the validated budget (≈ 10 min on 2 busy cores, ≈ 5 min idle)
@@ -615,8 +615,8 @@ def _train_policy_files(
     ``policy_items.npz`` (its item embedding, rows in catalogue order); ``write_artifact``
     records their sha256 under ``metadata["files"]``.
     """
-    from .export import write_weights
-    from .policy import export_policy_onnx
+    from metascreen.models.training.export import write_weights
+    from metascreen.models.training.policy import export_policy_onnx
 
     res = train_rec_policy(train, table.item_ids, table.side, cfg, run_dir / "policy", progress)
     onnx_path = run_dir / "policy" / POLICY_ONNX_FILE
@@ -665,7 +665,7 @@ def fit_staircase(
 
 
 def _data_hash(data_dir: Path) -> str:
-    from ..domains.io import sha256_files
+    from metascreen.domains.io import sha256_files
 
     if data_dir.is_file():
         return sha256_file(data_dir)
@@ -697,8 +697,8 @@ def prepare_stats(data_dir: Path) -> dict[str, Any]:
 
 def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export a movielens artifact's torch weights to a new artifact (ONNX parity-checked)."""
-    from .export import REGENERATED_KEYS, load_weights, write_artifact
-    from .learners.rating import AttentiveRatingLearner
+    from metascreen.models.learners.rating import AttentiveRatingLearner
+    from metascreen.models.training.export import REGENERATED_KEYS, load_weights, write_artifact
 
     model_dir = Path(model_dir)
     meta = read_artifact(model_dir, kind=MOVIELENS_PREDICTOR).metadata

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..domains.errors import ArtifactMismatchError, InputError
-from ..domains.io import canonical_json_hash, sha256_file
-from ..domains.quarantine import QuarantineWriter
-from ..domains.recommendation.featurize import ItemFeaturizer
-from ..domains.recommendation.load import _read_table, _rename, clean_ratings
-from .rec_features import ItemTable
-from .serving import OnnxPredictor
+from metascreen.domains.errors import ArtifactMismatchError, InputError
+from metascreen.domains.io import canonical_json_hash, sha256_file
+from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.domains.recommendation.featurize import ItemFeaturizer
+from metascreen.domains.recommendation.load import _read_table, _rename, clean_ratings
+from metascreen.models.features.ratings import ItemTable
+from metascreen.models.serving.molecules import OnnxPredictor
 
 logger = logging.getLogger(__name__)
 

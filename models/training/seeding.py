@@ -24,11 +24,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        from ..domains.errors import ConfigError
+        from metascreen.domains.errors import ConfigError
 
         raise ConfigError("--device cuda requested but torch sees no CUDA device; use auto or cpu")
     if device not in ("cpu", "cuda"):
-        from ..domains.errors import ConfigError
+        from metascreen.domains.errors import ConfigError
 
         raise ConfigError(f"device {device!r} is not one of auto|cpu|cuda")
     return torch.device(device)

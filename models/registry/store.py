@@ -27,9 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
-from ..domains.io import atomic_write_json, sha256_file
-from .artifact import DEFAULT_MODEL_DIR, ArtifactInfo, read_artifact, utc_now
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
+from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.models.serving.artifact import (
+    DEFAULT_MODEL_DIR,
+    ArtifactInfo,
+    read_artifact,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 

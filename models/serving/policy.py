@@ -16,26 +16,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..domains.errors import ArtifactMismatchError, InputError
-from ..domains.io import atomic_write_text, sha256_file
-from ..domains.molecules.featurize import (
+from metascreen.domains.errors import ArtifactMismatchError, InputError
+from metascreen.domains.io import atomic_write_text, sha256_file
+from metascreen.domains.molecules.featurize import (
     FloatArray,
     MoleculeFeaturizer,
     canonicalize,
     invalid_reason,
 )
-from ..domains.molecules.load import labels_from_table, read_table
-from ..domains.quarantine import QuarantineWriter
-from .artifact import ArtifactInfo, read_artifact
-from .serving import available_providers
-from .simulator import BatchEnv
+from metascreen.domains.molecules.load import labels_from_table, read_table
+from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.models.screening.simulator import BatchEnv
+from metascreen.models.serving.artifact import ArtifactInfo, read_artifact
+from metascreen.models.serving.molecules import available_providers
 
 logger = logging.getLogger(__name__)
 
 MOLECULES_POLICY = "molecules-policy"
-DEFAULT_POLICY_DIR = (
-    Path(__file__).resolve().parent.parent / "data" / "artifacts" / "policy-default"
-)
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "data" / "artifacts" / "policy-default"
 POLICY_INPUTS = (
     "candidates",
     "candidate_mask",

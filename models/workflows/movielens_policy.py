@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domains.episodes import Task
-from ..domains.errors import ConfigError, InputError
-from ..domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
-from .simulator import Pool
+from metascreen.domains.episodes import Task
+from metascreen.domains.errors import ConfigError, InputError
+from metascreen.domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
+from metascreen.models.screening.simulator import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,12 @@ def train_rec_policy(
     """
     import torch
 
-    from .policy import PolicyConfig, PolicyTrainConfig, ScreeningPolicy, train_policy
+    from metascreen.models.training.policy import (
+        PolicyConfig,
+        PolicyTrainConfig,
+        ScreeningPolicy,
+        train_policy,
+    )
 
     counts = train.groupby("user_id").size()
     eligible = np.array(sorted(counts[(counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)].index))

@@ -8,8 +8,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ..domains.errors import ConfigError
-from ..domains.molecules.layout import ATOM_FEATURES, GraphLayout, graph_block_size
+from metascreen.domains.errors import ConfigError
+from metascreen.domains.molecules.layout import ATOM_FEATURES, GraphLayout, graph_block_size
 
 
 class EncoderConfig(BaseModel):

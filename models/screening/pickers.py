@@ -15,8 +15,8 @@ import numpy as np
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Kernel, StationaryKernelMixin
 
-from ..domains.episodes import FloatArray
-from .simulator import BatchEnv
+from metascreen.domains.episodes import FloatArray
+from metascreen.models.screening.simulator import BatchEnv
 
 PredictFn = Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ..domains.episodes import TaskSet
-from ..domains.errors import ConfigError, InputError
-from ..domains.io import atomic_write_json, sha256_files
-from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer
-from ..domains.molecules.load import find_task_files, load_fsmol_dir
-from .artifact import DEFAULT_MODEL_DIR, read_artifact, utc_now
-from .evaluate import EvalResult, PredictFn, evaluate_tasks
-from .features import featurize_items, fit_featurizer
+from metascreen.domains.episodes import TaskSet
+from metascreen.domains.errors import ConfigError, InputError
+from metascreen.domains.io import atomic_write_json, sha256_files
+from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer
+from metascreen.domains.molecules.load import find_task_files, load_fsmol_dir
+from metascreen.models.evaluation.molecules import EvalResult, PredictFn, evaluate_tasks
+from metascreen.models.features.molecules import featurize_items, fit_featurizer
+from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR, read_artifact, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ def train_model(
     featurizer) from an existing artifact — required for the
     ``probe`` learner, which fits a linear head per task on that frozen encoder.
     """
-    from .export import load_weights, write_artifact
-    from .learners.registry import LearnerConfig, build_learner
-    from .seeding import seed_everything
-    from .train import TrainConfig, meta_train
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.training.export import load_weights, write_artifact
+    from metascreen.models.training.loop import TrainConfig, meta_train
+    from metascreen.models.training.seeding import seed_everything
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
     train_cfg = TrainConfig.model_validate(train_cfg)
@@ -166,7 +166,7 @@ def train_model(
         "train": train_cfg.model_dump(mode="json"),
     }
     atomic_write_json(run_dir / "config.json", config)
-    from .learners.ensemble import EnsembleLearner
+    from metascreen.models.learners.ensemble import EnsembleLearner
 
     members = list(learner.members) if isinstance(learner, EnsembleLearner) else [learner]
     member_metrics = []
@@ -247,8 +247,8 @@ def train_model(
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked)."""
-    from .export import REGENERATED_KEYS, load_weights, write_artifact
-    from .learners.registry import LearnerConfig, build_learner
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.training.export import REGENERATED_KEYS, load_weights, write_artifact
 
     info = read_artifact(Path(model_dir))
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
@@ -263,7 +263,7 @@ def export_model(model_dir: Path, out_dir: Path) -> Path:
 
 def baseline_predict(name: str) -> tuple[PredictFn, MoleculeFeaturizer]:
     """The ``rf`` / ``knn`` baselines with their ECFP featurizer."""
-    from .baselines import BASELINE_FNS, baseline_featurizer
+    from metascreen.models.evaluation.baselines import BASELINE_FNS, baseline_featurizer
 
     if name not in BASELINE_FNS:
         raise ConfigError(
@@ -293,7 +293,7 @@ def evaluate_model(
         predict, featurizer = baseline_predict(str(model))
         label = str(model)
     else:
-        from .serving import OnnxPredictor
+        from metascreen.models.serving.molecules import OnnxPredictor
 
         onnx_model = OnnxPredictor.load(Path(model))
         predict, featurizer, label = onnx_model.logits, onnx_model.featurizer, onnx_model.name

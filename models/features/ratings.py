@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..domains.recommendation.featurize import FloatArray, ItemFeaturizer
-from .mf import MFModel
+from metascreen.domains.recommendation.featurize import FloatArray, ItemFeaturizer
+from metascreen.models.features.mf import MFModel
 
 MIN_COUNT_FOR_MAP = 20
 N_EXTRA = 8

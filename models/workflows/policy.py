@@ -15,17 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from ..domains.errors import ConfigError
-from ..domains.io import atomic_write_json, sha256_file
-from .artifact import (
+from metascreen.domains.errors import ConfigError
+from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.models.screening.simulator import Picker, RandomPicker, SimulationResult, simulate
+from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
     provenance,
     read_artifact,
     utc_now,
 )
-from .policy_serving import DEFAULT_POLICY_DIR, MOLECULES_POLICY, OnnxPolicyPicker, PolicyRunner
-from .simulator import Picker, RandomPicker, SimulationResult, simulate
-from .workflows import prepare_tasks, resolve_splits
+from metascreen.models.serving.policy import (
+    DEFAULT_POLICY_DIR,
+    MOLECULES_POLICY,
+    OnnxPolicyPicker,
+    PolicyRunner,
+)
+from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +67,20 @@ def simulate_molecules(
     picker: Picker
     name = str(policy) if policy is not None else None
     if name == "random":
-        from .baselines import baseline_featurizer
+        from metascreen.models.evaluation.baselines import baseline_featurizer
 
         data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
         picker = RandomPicker()
     elif name in ("knn", "gp"):
-        from .baselines import baseline_featurizer
-        from .pickers import GPPicker, KnnPicker
+        from metascreen.models.evaluation.baselines import baseline_featurizer
+        from metascreen.models.screening.pickers import GPPicker, KnnPicker
 
         data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
         bits = data.x > 0.5
         picker = KnnPicker(bits) if name == "knn" else GPPicker(bits)
     elif name == "greedy":
-        from .pickers import GreedyPicker
-        from .serving import OnnxPredictor
+        from metascreen.models.screening.pickers import GreedyPicker
+        from metascreen.models.serving.molecules import OnnxPredictor
 
         pred = OnnxPredictor.load(Path(model_dir or DEFAULT_MODEL_DIR))
         data = prepare_tasks(Path(data_dir), pred.featurizer, cache_dir, workers, progress)
@@ -123,9 +128,14 @@ def train_policy_model(
     """
     import torch
 
-    from .export import load_weights, staged_dir, write_weights
-    from .learners.registry import HEAD_LEARNERS, LearnerConfig, build_learner, head_state
-    from .policy import (
+    from metascreen.models.learners.registry import (
+        HEAD_LEARNERS,
+        LearnerConfig,
+        build_learner,
+        head_state,
+    )
+    from metascreen.models.training.export import load_weights, staged_dir, write_weights
+    from metascreen.models.training.policy import (
         PolicyConfig,
         PolicyTrainConfig,
         ScreeningPolicy,
@@ -133,7 +143,7 @@ def train_policy_model(
         export_policy_onnx,
         train_policy,
     )
-    from .seeding import seed_everything
+    from metascreen.models.training.seeding import seed_everything
 
     tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
     out_dir = Path(out_dir)
@@ -142,7 +152,7 @@ def train_policy_model(
     model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
     info = read_artifact(model_dir)
     fz = info.metadata["featurizer"]
-    from ..domains.molecules.featurize import MoleculeFeaturizer
+    from metascreen.domains.molecules.featurize import MoleculeFeaturizer
 
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
     pred_cfg = json.loads((model_dir / "config.json").read_text())

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer
+from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer
 
 
 def baseline_featurizer() -> MoleculeFeaturizer:

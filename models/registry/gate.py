@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..domains.errors import ConfigError
-from .model_registry import DEFAULT_NAME, ModelRegistry
+from metascreen.domains.errors import ConfigError
+from metascreen.models.registry.store import DEFAULT_NAME, ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class GateDecision:
 
 def score_model(model_dir: Path, cfg: GateConfig) -> dict[int, float]:
     """Mean ΔAUPRC over tasks for each support size (FS-Mol protocol, seeds ``seed + r``)."""
-    from .workflows import evaluate_model
+    from metascreen.models.workflows.molecules import evaluate_model
 
     results, _, _ = evaluate_model(
         Path(cfg.valid_dir),

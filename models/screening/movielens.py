@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..domains.episodes import Task
-from ..domains.errors import ArtifactMismatchError, ConfigError, InputError
-from ..domains.io import sha256_file
-from ..domains.recommendation.load import load_interactions
-from ..domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
-from .policy_serving import OnnxPolicyPicker, PolicyGraph
-from .rec_policy import PolicyItems, liked_task, user_ratings
-from .rec_serving import RatingPredictor
-from .simulator import BatchEnv, RandomPicker, simulate
+from metascreen.domains.episodes import Task
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
+from metascreen.domains.io import sha256_file
+from metascreen.domains.recommendation.load import load_interactions
+from metascreen.domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
+from metascreen.models.screening.simulator import BatchEnv, RandomPicker, simulate
+from metascreen.models.serving.policy import OnnxPolicyPicker, PolicyGraph
+from metascreen.models.serving.ratings import RatingPredictor
+from metascreen.models.workflows.movielens_policy import PolicyItems, liked_task, user_ratings
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def simulate_movielens(
     inter = load_interactions(Path(data_dir))
     ratings = inter.ratings
     if users == "holdout":
-        from .rec_workflows import split_users
+        from metascreen.models.workflows.movielens import split_users
 
         split = predictor.onnx.info.metadata.get("training_data", {}).get("holdout", {})
         if not split.get("fraction"):

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domains.episodes import EpisodeSampler, Task
-from ..domains.errors import SamplingError
-from ..domains.io import atomic_write_bytes
-from ..domains.molecules.layout import FloatArray
-from ..domains.molecules.tasks import TrainingEpisodeSampler
-from .evaluate import evaluate_tasks
-from .learners.base import EpisodicLearner
-from .seeding import resolve_device, seed_everything
+from metascreen.domains.episodes import EpisodeSampler, Task
+from metascreen.domains.errors import SamplingError
+from metascreen.domains.io import atomic_write_bytes
+from metascreen.domains.molecules.layout import FloatArray
+from metascreen.domains.molecules.tasks import TrainingEpisodeSampler
+from metascreen.models.evaluation.molecules import evaluate_tasks
+from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.training.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def meta_train(
         else trainable_tasks(train_tasks, cfg.support_sizes)
     )
     if not tasks:
-        from ..domains.errors import ConfigError
+        from metascreen.domains.errors import ConfigError
 
         raise ConfigError(
             f"no training task has at least {min(cfg.support_sizes) + 2} rows with both classes"

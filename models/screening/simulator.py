@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..domains.episodes import FloatArray, IntArray, Task
-from ..domains.errors import ConfigError
+from metascreen.domains.episodes import FloatArray, IntArray, Task
+from metascreen.domains.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

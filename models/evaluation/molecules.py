@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..domains.episodes import Task
-from ..domains.errors import SamplingError
-from ..domains.molecules.layout import FloatArray
-from ..domains.molecules.tasks import StratifiedSupportSampler
-from .metrics import delta_auprc
+from metascreen.domains.episodes import Task
+from metascreen.domains.errors import SamplingError
+from metascreen.domains.molecules.layout import FloatArray
+from metascreen.domains.molecules.tasks import StratifiedSupportSampler
+from metascreen.models.evaluation.metrics import delta_auprc
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..domains.episodes import TaskSet
-from ..domains.io import atomic_write_bytes
-from ..domains.molecules.featurize import FloatArray, MoleculeFeaturizer, parse_smiles
+from metascreen.domains.episodes import TaskSet
+from metascreen.domains.io import atomic_write_bytes
+from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer, parse_smiles
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..domains.errors import MetascreenError
-from ..domains.io import atomic_write_json, sha256_file
-from .artifact import MOLECULES_PREDICTOR, provenance
-from .learners.base import EpisodicLearner
+from metascreen.domains.errors import MetascreenError
+from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.serving.artifact import MOLECULES_PREDICTOR, provenance
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ REGENERATED_KEYS = frozenset(
 
 def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The artifact's torch state dict, after checking its sha256 (``weights_only`` load)."""
-    from ..domains.errors import ArtifactMismatchError
+    from metascreen.domains.errors import ArtifactMismatchError
 
     path = Path(model_dir) / metadata["weights"]["file"]
     if sha256_file(path) != metadata["weights"]["sha256"]:
