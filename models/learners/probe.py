@@ -39,6 +39,6 @@ class LinearProbeLearner(EpisodicLearner):
         neg, pos = class_prototypes(support_emb, support_y)
         w0 = pos - neg
         b0 = -(w0 * (pos + neg) / 2).sum()
-        lrs: torch.Tensor = self.lrs  # type: ignore[assignment]
+        lrs: torch.Tensor = self.lrs
         w, b = linear_head_steps(support_emb, support_y, w0, b0, lrs, self.l2)
         return (query_emb * w).sum(-1) + b

@@ -26,7 +26,34 @@ from metascreen.domains.io import sha256_file
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# artifact kinds (metadata.json "kind"); scoring refuses an artifact of another kind
 MOLECULES_PREDICTOR = "molecules-predictor"
+MOLECULES_POLICY = "molecules-policy"
+MOVIELENS_PREDICTOR = "movielens-predictor"
+# the screening policy's ONNX inputs, in order, with their axes (D = the embedding width)
+POLICY_INPUTS = (
+    "candidates",
+    "candidate_mask",
+    "history",
+    "history_labels",
+    "history_mask",
+    "t_frac",
+)
+POLICY_OUTPUTS = ("logits", "value")
+
+
+def policy_input_axes(dim: int) -> dict[str, list[str | int]]:
+    """Each policy input's axes as recorded in an artifact's metadata."""
+    return {
+        "candidates": ["batch", "n_candidates", dim],
+        "candidate_mask": ["batch", "n_candidates"],
+        "history": ["batch", "n_history", dim],
+        "history_labels": ["batch", "n_history"],
+        "history_mask": ["batch", "n_history"],
+        "t_frac": ["batch"],
+    }
+
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "data" / "artifacts" / "molecules-default"
 
 

@@ -27,21 +27,16 @@ from metascreen.domains.molecules.featurize import (
 from metascreen.domains.molecules.load import labels_from_table, read_table
 from metascreen.domains.quarantine import QuarantineWriter
 from metascreen.models.screening.simulator import BatchEnv
-from metascreen.models.serving.artifact import ArtifactInfo, read_artifact
+from metascreen.models.serving.artifact import (
+    MOLECULES_POLICY,
+    ArtifactInfo,
+    read_artifact,
+)
 from metascreen.models.serving.molecules import available_providers
 
 logger = logging.getLogger(__name__)
 
-MOLECULES_POLICY = "molecules-policy"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "data" / "artifacts" / "policy-default"
-POLICY_INPUTS = (
-    "candidates",
-    "candidate_mask",
-    "history",
-    "history_labels",
-    "history_mask",
-    "t_frac",
-)
 
 
 def observation(env: BatchEnv, cand_emb: np.ndarray) -> dict[str, np.ndarray]:

@@ -25,11 +25,11 @@ from metascreen.domains.quarantine import QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
 from metascreen.domains.recommendation.load import _read_table, _rename, clean_ratings
 from metascreen.models.features.ratings import ItemTable
+from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR
 from metascreen.models.serving.molecules import OnnxPredictor
 
 logger = logging.getLogger(__name__)
 
-MOVIELENS_PREDICTOR = "movielens-predictor"
 ITEM_TABLE_FILE = "items.npz"
 
 

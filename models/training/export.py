@@ -20,7 +20,13 @@ import torch
 from metascreen.domains.errors import MetascreenError
 from metascreen.domains.io import atomic_write_json, sha256_file
 from metascreen.models.learners.base import EpisodicLearner
-from metascreen.models.serving.artifact import MOLECULES_PREDICTOR, provenance
+from metascreen.models.nn.policy import ScreeningPolicy
+from metascreen.models.serving.artifact import (
+    MOLECULES_PREDICTOR,
+    POLICY_INPUTS,
+    POLICY_OUTPUTS,
+    provenance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -240,3 +246,56 @@ def write_artifact(
         atomic_write_json(tmp / "metadata.json", meta)
     logger.info("wrote model artifact %s", out_dir)
     return out_dir
+
+
+def policy_parity_cases(in_dim: int, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    """Policy inputs at shapes unlike the export example (incl. an empty history)."""
+    gen = torch.Generator().manual_seed(seed)
+    cases: list[tuple[torch.Tensor, ...]] = []
+    for b, n, h in ((1, 5, 1), (3, 41, 9), (2, 130, 33)):
+        cm = (torch.rand(b, n, generator=gen) < 0.8).float()
+        cm[:, 0] = 1.0
+        hm = (torch.rand(b, h, generator=gen) < 0.7).float()
+        hm[0] = 0.0  # the first row has an empty history
+        cases.append(
+            (
+                torch.randn(b, n, in_dim, generator=gen),
+                cm,
+                torch.randn(b, h, in_dim, generator=gen),
+                (torch.rand(b, h, generator=gen) < 0.3).float(),
+                hm,
+                torch.rand(b, generator=gen),
+            )
+        )
+    return cases
+
+
+def export_policy_onnx(policy: ScreeningPolicy, path: Path, atol: float = 1e-4) -> float:
+    """Export with dynamic B, N, H and check parity; returns the largest |diff| seen."""
+
+    policy = policy.cpu().eval()
+    d = policy.in_dim
+    example = policy_parity_cases(d, seed=0)[1]
+    b, n, h = (torch.export.Dim(x, min=1) for x in ("batch", "n_candidates", "n_history"))
+    names = POLICY_INPUTS
+    export_graph(
+        policy,
+        example,
+        path,
+        names,
+        POLICY_OUTPUTS,
+        ({0: b, 1: n}, {0: b, 1: n}, {0: b, 1: h}, {0: b, 1: h}, {0: b, 1: h}, {0: b}),
+    )
+    return check_graph_parity(policy, path, names, policy_parity_cases(d, seed=1), atol)
+
+
+def export_encoder_onnx(
+    encoder: torch.nn.Module, in_dim: int, path: Path, atol: float = 1e-4
+) -> float:
+    """Export a frozen encoder (rows → embeddings, dynamic rows) and check parity."""
+    encoder = encoder.cpu().eval()
+    gen = torch.Generator().manual_seed(0)
+    n = torch.export.Dim("n", min=1)
+    export_graph(encoder, (sparse_rows(8, in_dim, gen),), path, ("x",), ("embedding",), ({0: n},))
+    cases: list[tuple[torch.Tensor, ...]] = [(sparse_rows(k, in_dim, gen),) for k in (1, 37, 300)]
+    return check_graph_parity(encoder, path, ("x",), cases, atol)

@@ -173,7 +173,7 @@ def train_model(
     for k, member in enumerate(members):
         member_cfg = train_cfg.model_copy(update={"seed": train_cfg.seed + k})
         result = meta_train(
-            member,  # type: ignore[arg-type]
+            member,
             train_ts.tasks,
             train.x,
             valid.taskset.tasks if valid else [],

@@ -46,8 +46,8 @@ from metascreen.domains.recommendation.tasks import (
 from metascreen.models.evaluation.rating_metrics import mae, ndcg_at_k
 from metascreen.models.features.mf import MFModel, fit_mf, staircase
 from metascreen.models.features.ratings import N_EXTRA, ItemTable, SideToFactors, item_rows
-from metascreen.models.serving.artifact import read_artifact, utc_now
-from metascreen.models.serving.ratings import ITEM_TABLE_FILE, MOVIELENS_PREDICTOR, RatingPredictor
+from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR, read_artifact, utc_now
+from metascreen.models.serving.ratings import ITEM_TABLE_FILE, RatingPredictor
 from metascreen.models.workflows.movielens_policy import (
     POLICY_ITEMS_FILE,
     POLICY_ONNX_FILE,
@@ -615,8 +615,7 @@ def _train_policy_files(
     ``policy_items.npz`` (its item embedding, rows in catalogue order); ``write_artifact``
     records their sha256 under ``metadata["files"]``.
     """
-    from metascreen.models.training.export import write_weights
-    from metascreen.models.training.policy import export_policy_onnx
+    from metascreen.models.training.export import export_policy_onnx, write_weights
 
     res = train_rec_policy(train, table.item_ids, table.side, cfg, run_dir / "policy", progress)
     onnx_path = run_dir / "policy" / POLICY_ONNX_FILE

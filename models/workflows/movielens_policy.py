@@ -260,12 +260,8 @@ def train_rec_policy(
     """
     import torch
 
-    from metascreen.models.training.policy import (
-        PolicyConfig,
-        PolicyTrainConfig,
-        ScreeningPolicy,
-        train_policy,
-    )
+    from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.training.policy import PolicyTrainConfig, train_policy
 
     counts = train.groupby("user_id").size()
     eligible = np.array(sorted(counts[(counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)].index))

@@ -20,16 +20,13 @@ from metascreen.domains.io import atomic_write_json, sha256_file
 from metascreen.models.screening.simulator import Picker, RandomPicker, SimulationResult, simulate
 from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
+    MOLECULES_POLICY,
+    policy_input_axes,
     provenance,
     read_artifact,
     utc_now,
 )
-from metascreen.models.serving.policy import (
-    DEFAULT_POLICY_DIR,
-    MOLECULES_POLICY,
-    OnnxPolicyPicker,
-    PolicyRunner,
-)
+from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, OnnxPolicyPicker, PolicyRunner
 from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
 logger = logging.getLogger(__name__)
@@ -134,15 +131,15 @@ def train_policy_model(
         build_learner,
         head_state,
     )
-    from metascreen.models.training.export import load_weights, staged_dir, write_weights
-    from metascreen.models.training.policy import (
-        PolicyConfig,
-        PolicyTrainConfig,
-        ScreeningPolicy,
+    from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.training.export import (
         export_encoder_onnx,
         export_policy_onnx,
-        train_policy,
+        load_weights,
+        staged_dir,
+        write_weights,
     )
+    from metascreen.models.training.policy import PolicyTrainConfig, train_policy
     from metascreen.models.training.seeding import seed_everything
 
     tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
@@ -235,14 +232,7 @@ def train_policy_model(
             "onnx": {
                 "file": "policy.onnx",
                 "sha256": sha256_file(tmp / "policy.onnx"),
-                "inputs": {
-                    "candidates": ["batch", "n_candidates", int(e_train.shape[1])],
-                    "candidate_mask": ["batch", "n_candidates"],
-                    "history": ["batch", "n_history", int(e_train.shape[1])],
-                    "history_labels": ["batch", "n_history"],
-                    "history_mask": ["batch", "n_history"],
-                    "t_frac": ["batch"],
-                },
+                "inputs": policy_input_axes(int(e_train.shape[1])),
                 "outputs": {"logits": ["batch", "n_candidates"], "value": ["batch"]},
                 "parity_max_abs_diff": pol_parity,
             },

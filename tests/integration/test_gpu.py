@@ -77,12 +77,8 @@ def test_onnxruntime_cuda_provider_is_used() -> None:
     ids=["value-baseline", "self-critical-ema"],
 )
 def test_policy_trains_on_cuda_with_amp(tmp_path, extra: dict) -> None:
-    from metascreen.models.training.policy import (
-        PolicyConfig,
-        PolicyTrainConfig,
-        ScreeningPolicy,
-        train_policy,
-    )
+    from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.training.policy import PolicyTrainConfig, train_policy
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(1200, 16)).astype(np.float32)

@@ -45,8 +45,9 @@ def test_shipped_model_verifies_and_matches_torch() -> None:
 
 
 def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
+    from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
     from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner, propose
-    from metascreen.models.training.policy import PolicyConfig, ScreeningPolicy, policy_parity_cases
+    from metascreen.models.training.export import policy_parity_cases
 
     if not (DEFAULT_POLICY_DIR / "metadata.json").exists():
         pytest.skip("no shipped policy")

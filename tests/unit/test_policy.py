@@ -9,15 +9,12 @@ import pytest
 import torch
 
 from metascreen.domains.episodes import Task
+from metascreen.models.nn.policy import NEG, PolicyConfig, ScreeningPolicy
+from metascreen.models.training.export import export_policy_onnx, policy_parity_cases
 from metascreen.models.training.policy import (
-    NEG,
-    PolicyConfig,
     PolicyTrainConfig,
     PolicyTrainResult,
     PoolSampler,
-    ScreeningPolicy,
-    export_policy_onnx,
-    policy_parity_cases,
     train_policy,
 )
 

@@ -9,12 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from metascreen.models.training.policy import (
-    PolicyConfig,
-    PolicyTrainConfig,
-    ScreeningPolicy,
-    train_policy,
-)
+from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
+from metascreen.models.training.policy import PolicyTrainConfig, train_policy
 from metascreen.models.workflows.movielens_policy import (
     PolicyItems,
     RecPolicyConfig,
