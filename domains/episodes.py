@@ -5,11 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float32]
+from metascreen.domains.types import FloatArray, IntArray
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,6 @@ class SchemaError(InputError):
     """A file lacks a required field or has one of the wrong type."""
 
 
-class InvalidSmilesError(InputError):
-    """A SMILES string is empty or RDKit cannot parse it."""
-
-
 class ConfigError(MetascreenError, ValueError):
     """A configuration value is out of range or inconsistent."""
 

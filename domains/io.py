@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashes."""
+"""Atomic file writes, content hashes and the one reader of plain tables (CSV/TSV/Parquet)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from metascreen.domains.errors import InputError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -58,3 +62,31 @@ def canonical_json_hash(obj: Any) -> str:
     """Hex sha256 of the canonical (sorted-key, compact) JSON of ``obj``."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+FRAME_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A CSV/TSV (every column as text, nothing read as NA) or Parquet file as a DataFrame.
+
+    Both domains read their tables here, so both treat ``NA``/empty cells alike: as the text
+    they are, left to each domain's validation to quarantine or reject with a reason.
+
+    Raises:
+        InputError: the file is missing, of another type, or unreadable (naming the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in FRAME_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {FRAME_SUFFIXES}")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(
+            path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read as {suffix} ({err})") from err

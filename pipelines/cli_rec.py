@@ -30,7 +30,7 @@ def simulate_movielens_cmd(
     """Interactive recommendation: show one unseen item per step; hit = the user rated it ≥ 4."""
 
     def body() -> dict[str, Any]:
-        from metascreen.models.screening.movielens import simulate_movielens
+        from metascreen.models.workflows.movielens import simulate_movielens
 
         return simulate_movielens(data_dir, model, policy, budget, seed, users)
 

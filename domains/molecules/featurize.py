@@ -24,21 +24,21 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from metascreen.domains.errors import ArtifactMismatchError, ConfigError
 from metascreen.domains.io import canonical_json_hash
 from metascreen.domains.molecules.layout import (
-    _COL_AROM,
-    _COL_CHARGE,
-    _COL_DEG,
-    _COL_ELEM,
-    _COL_HYB,
-    _COL_NH,
-    _COL_RING,
     ATOM_FEATURES,
+    COL_AROM,
+    COL_CHARGE,
+    COL_DEG,
+    COL_ELEM,
+    COL_HYB,
+    COL_NH,
+    COL_RING,
     GRAPH_ELEMENTS,
     N_HYB_GROUPS,
-    FloatArray,
     GraphLayout,
     graph_block_size,
 )
 from metascreen.domains.parallel import fork_pool
+from metascreen.domains.types import FloatArray
 
 logger = logging.getLogger(__name__)
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
@@ -311,15 +311,15 @@ class MoleculeFeaturizer:
             dtype=np.intp,
         )
         hot = np.empty((k, 4), dtype=np.intp)  # one column index per one-hot group
-        hot[:, 0] = _COL_ELEM + _ELEM_COL[np.minimum(props[:, 0], 255)]
-        hot[:, 1] = _COL_DEG + np.minimum(np.count_nonzero(full[:k], axis=1), 5)
-        hot[:, 2] = _COL_HYB + _HYB_COL[np.minimum(props[:, 1], 255)]
-        hot[:, 3] = _COL_NH + np.minimum(props[:, 2], 3)
+        hot[:, 0] = COL_ELEM + _ELEM_COL[np.minimum(props[:, 0], 255)]
+        hot[:, 1] = COL_DEG + np.minimum(np.count_nonzero(full[:k], axis=1), 5)
+        hot[:, 2] = COL_HYB + _HYB_COL[np.minimum(props[:, 1], 255)]
+        hot[:, 3] = COL_NH + np.minimum(props[:, 2], 3)
         feat[np.arange(k)[:, None], hot] = 1.0
-        feat[:k, _COL_CHARGE] = np.clip(props[:, 3], -2, 2)
-        feat[:k, _COL_AROM] = props[:, 4]
+        feat[:k, COL_CHARGE] = np.clip(props[:, 3], -2, 2)
+        feat[:k, COL_AROM] = props[:, 4]
         ring_atoms = [i for ring in mol.GetRingInfo().AtomRings() for i in ring if i < k]
-        feat[ring_atoms, _COL_RING] = 1.0
+        feat[ring_atoms, COL_RING] = 1.0
         return out
 
     def transform_mol(self, mol: Chem.Mol) -> FloatArray:

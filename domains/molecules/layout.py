@@ -8,11 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
-FloatArray = npt.NDArray[np.float32]
-
 # Per-atom features (ATOM_FEATURES columns, in this order):
 #   element one-hot C, N, O, S, F, Cl, Br, I, P, other (10) | degree one-hot 0..4, 5+ (6) |
 #   formal charge clipped to [-2, 2] (1) | aromatic (1) |
@@ -21,14 +16,14 @@ FloatArray = npt.NDArray[np.float32]
 GRAPH_ELEMENTS = (6, 7, 8, 16, 9, 17, 35, 53, 15)
 N_HYB_GROUPS = 4  # SP, SP2, SP3, SP3D/SP3D2/SP2D (featurize maps RDKit's types onto them)
 # First column of each feature group.
-_COL_ELEM = 0
-_COL_DEG = _COL_ELEM + len(GRAPH_ELEMENTS) + 1
-_COL_CHARGE = _COL_DEG + 6
-_COL_AROM = _COL_CHARGE + 1
-_COL_HYB = _COL_AROM + 1
-_COL_NH = _COL_HYB + N_HYB_GROUPS + 1
-_COL_RING = _COL_NH + 4
-ATOM_FEATURES = _COL_RING + 1  # 28
+COL_ELEM = 0
+COL_DEG = COL_ELEM + len(GRAPH_ELEMENTS) + 1
+COL_CHARGE = COL_DEG + 6
+COL_AROM = COL_CHARGE + 1
+COL_HYB = COL_AROM + 1
+COL_NH = COL_HYB + N_HYB_GROUPS + 1
+COL_RING = COL_NH + 4
+ATOM_FEATURES = COL_RING + 1  # 28
 
 
 @dataclass(frozen=True, slots=True)

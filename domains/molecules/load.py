@@ -20,6 +20,7 @@ import pandas as pd
 
 from metascreen.domains.episodes import Task, TaskSet
 from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.io import FRAME_SUFFIXES, read_frame
 from metascreen.domains.molecules.featurize import canonicalize, invalid_reason
 from metascreen.domains.parallel import fork_pool
 
@@ -227,12 +228,8 @@ def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
     if suffix not in TABLE_SUFFIXES:
         raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
     try:
-        if suffix in (".csv", ".tsv"):
-            df = pd.read_csv(
-                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
-            )
-        elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
+        if suffix in FRAME_SUFFIXES:
+            df = read_frame(path)
         elif suffix == ".sdf":
             df = _read_sdf(path)
         else:

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from metascreen.domains.errors import ArtifactMismatchError
 from metascreen.domains.io import canonical_json_hash
+from metascreen.domains.types import FloatArray
 
 FEATURIZER_VERSION = 1
-FloatArray = npt.NDArray[np.float32]
 
 
 def _split(value: object, sep: str) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.io import read_frame
 from metascreen.domains.quarantine import QuarantineWriter
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def clean_ratings(
     not_num = (
         rating.isna()
         & raw["rating"].notna()
-        & (raw["rating"].astype("string").str.strip().str.lower() != "nan")
+        & ~raw["rating"].astype("string").str.strip().str.lower().isin(["nan", "na", ""])
     )
     reason[(reason == "") & not_num] = "rating is not a number"
     reason[(reason == "") & rating.isna()] = "rating is NaN or missing"
@@ -258,12 +259,6 @@ def _date_year(date: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if path.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str)
-
-
 _ALIASES = {
     "user_id": ("user_id", "user", "userid", "UserID"),
     "item_id": ("item_id", "item", "itemid", "movie_id", "MovieID"),
@@ -271,7 +266,12 @@ _ALIASES = {
 }
 
 
-def _rename(df: pd.DataFrame, where: str, required: tuple[str, ...]) -> pd.DataFrame:
+def canonical_columns(df: pd.DataFrame, where: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with its user / item / rating columns renamed to ``user_id``/``item_id``/``rating``.
+
+    Raises:
+        SchemaError: a required column has none of its known names (naming ``where``).
+    """
     cols = {}
     for key in required:
         hit = next((c for c in _ALIASES[key] if c in df.columns), None)
@@ -296,14 +296,16 @@ def load_table(
     ratings_path = Path(ratings_path)
     if not ratings_path.exists():
         raise InputError(f"{ratings_path}: no such file")
-    df = _rename(_read_table(ratings_path), str(ratings_path), ("user_id", "item_id", "rating"))
+    df = canonical_columns(
+        read_frame(ratings_path), str(ratings_path), ("user_id", "item_id", "rating")
+    )
     ratings, rejected = clean_ratings(df, str(ratings_path), max_bad_fraction)
     users = items = None
     if users_path is not None:
-        users = _rename(_read_table(Path(users_path)), str(users_path), ("user_id",))
+        users = canonical_columns(read_frame(Path(users_path)), str(users_path), ("user_id",))
         users = users.astype({"user_id": str}).set_index("user_id")
     if items_path is not None:
-        items = _rename(_read_table(Path(items_path)), str(items_path), ("item_id",))
+        items = canonical_columns(read_frame(Path(items_path)), str(items_path), ("item_id",))
         items = items.astype({"item_id": str}).set_index("item_id")
         if "year" in items:
             items["year"] = pd.to_numeric(items["year"], errors="coerce")

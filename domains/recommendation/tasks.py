@@ -9,6 +9,7 @@ data folder.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 
 from metascreen.domains.episodes import Episode, Task, TaskSet
 from metascreen.domains.errors import ConfigError, TaskTooSmallError
+from metascreen.domains.recommendation.load import Interactions
 
 MIN_RATINGS, MAX_RATINGS, N_QUERY = 13, 100, 10
 
@@ -117,3 +119,60 @@ def holdout_users(user_ids: list[str], fraction: float, split_seed: int) -> set[
     n = int(np.ceil(fraction * len(ids)))
     perm = np.random.default_rng([int(split_seed), 7919]).permutation(len(ids))
     return {ids[i] for i in perm[:n]}
+
+
+@dataclass(slots=True)
+class RatingSplit:
+    """Ratings split by user into training and hold-out users."""
+
+    train: pd.DataFrame
+    holdout: set[str]
+
+
+def split_users(inter: Interactions, fraction: float, split_seed: int) -> RatingSplit:
+    """Hold out a seeded ``fraction`` of all users (0 = none)."""
+    if fraction <= 0:
+        return RatingSplit(inter.ratings, set())
+    hold = holdout_users(inter.ratings["user_id"].unique().tolist(), fraction, split_seed)
+    return RatingSplit(inter.ratings[~inter.ratings["user_id"].isin(hold)], hold)
+
+
+def catalogue(inter: Interactions) -> list[str]:
+    """Every item id rated or listed in the item table, sorted."""
+    ids = set(inter.ratings["item_id"].unique().tolist())
+    if inter.items is not None:
+        ids |= {str(i) for i in inter.items.index}
+    return sorted(ids, key=lambda s: (len(s), s))
+
+
+LIKED = 4.0
+
+
+def user_ratings(
+    ratings: pd.DataFrame, item_ids: list[str]
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(user id, catalogue positions, ratings) of every user with 13–100 ratings, in user-id
+    order; the user's ratings of items outside ``item_ids`` count towards the 13–100 but are
+    left out."""
+    pos = pd.Index(item_ids).get_indexer(ratings["item_id"])
+    df = pd.DataFrame(
+        {"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"].to_numpy()}
+    )
+    for uid, g in df.groupby("u", sort=True):
+        if not MIN_RATINGS <= len(g) <= MAX_RATINGS:
+            continue
+        g = g[g["i"] >= 0]
+        yield str(uid), g["i"].to_numpy(), g["r"].to_numpy()
+
+
+def liked_task(user_id: str, positions: np.ndarray, rated: np.ndarray, n_items: int) -> Task:
+    """The user's task: the whole catalogue of ``n_items``, label 1 = rated ≥ 4."""
+    labels = np.zeros(n_items, np.float32)
+    labels[positions] = (rated >= LIKED).astype(np.float32)
+    return Task(user_id, np.arange(n_items, dtype=np.int64), labels)
+
+
+def user_tasks(ratings: pd.DataFrame, item_ids: list[str]) -> list[Task]:
+    """One task per user with 13–100 ratings: the whole catalogue, label 1 = rated ≥ 4."""
+    n = len(item_ids)
+    return [liked_task(u, pos, r, n) for u, pos, r in user_ratings(ratings, item_ids)]

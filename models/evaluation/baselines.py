@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer
+from metascreen.domains.types import FloatArray
 
 
 def baseline_featurizer() -> MoleculeFeaturizer:

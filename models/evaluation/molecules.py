@@ -18,8 +18,8 @@ import numpy as np
 
 from metascreen.domains.episodes import Task
 from metascreen.domains.errors import SamplingError
-from metascreen.domains.molecules.layout import FloatArray
 from metascreen.domains.molecules.tasks import StratifiedSupportSampler
+from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.metrics import delta_auprc
 
 logger = logging.getLogger(__name__)

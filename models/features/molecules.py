@@ -10,7 +10,8 @@ import numpy as np
 
 from metascreen.domains.episodes import TaskSet
 from metascreen.domains.io import atomic_write_bytes
-from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer, parse_smiles
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer, parse_smiles
+from metascreen.domains.types import FloatArray
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,13 @@ metadata names its source and carries the new ONNX sha256; it has no torch weigh
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from metascreen.domains.errors import ConfigError
 from metascreen.domains.io import atomic_write_json, sha256_file
-from metascreen.models.serving.artifact import package_versions, read_artifact, utc_now
+from metascreen.models.serving.artifact import package_versions, read_artifact, staged_dir, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +27,7 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
 
     info = read_artifact(Path(src_dir))
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)
-    try:
+    with staged_dir(out_dir) as tmp:
         model = onnx.load(str(info.onnx_path))
         # The dynamo exporter's value_info carries shapes that onnx shape inference (run by the
         # quantizer) rejects as conflicting; they are optional, so drop them.
@@ -69,10 +61,6 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
         }
         meta["metrics"] = {"source_valid": (info.metadata.get("metrics") or {}).get("valid")}
         atomic_write_json(tmp / "metadata.json", meta)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info(
         "quantized %s -> %s (%.1f MB -> %.1f MB)",
         info.onnx_path,
@@ -81,11 +69,3 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
         (out_dir / "model.onnx").stat().st_size / 1e6,
     )
     return out_dir
-
-
-def record_valid_metrics(model_dir: Path, metrics: dict[str, Any]) -> None:
-    """Store measured validation figures in an artifact's metadata (the ONNX hash is unaffected)."""
-    path = Path(model_dir) / "metadata.json"
-    meta = json.loads(path.read_text())
-    meta.setdefault("metrics", {})["valid"] = metrics
-    atomic_write_json(path, meta)

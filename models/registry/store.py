@@ -34,6 +34,7 @@ from metascreen.models.serving.artifact import (
     ArtifactInfo,
     read_artifact,
     utc_now,
+    verify_sha256,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,10 +123,8 @@ class ModelRegistry:
                     shutil.copy2(p, tmp / p.name)
             meta = info.metadata
             weights = meta.get("weights") or {}
-            if weights and sha256_file(tmp / weights["file"]) != weights["sha256"]:
-                raise ArtifactMismatchError(
-                    f"{artifact_dir}: {weights['file']} differs from its metadata sha256"
-                )
+            if weights:
+                verify_sha256(Path(artifact_dir) / weights["file"], weights["sha256"])
             valid = (meta.get("metrics") or {}).get("valid") or {}
             entry = {
                 "name": name,
@@ -192,11 +191,7 @@ class ModelRegistry:
             p = mv.path / fname
             if not p.exists():
                 raise ArtifactMismatchError(f"{p}: missing from registered version {mv.version}")
-            if sha256_file(p) != digest:
-                raise ArtifactMismatchError(
-                    f"{p}: sha256 differs from the registry record of {mv.name}/{mv.version}; "
-                    "the registered file was modified"
-                )
+            verify_sha256(p, digest, record=f"the registry record of {mv.name}/{mv.version}")
         return read_artifact(mv.path)
 
     def resolve(self, name: str = DEFAULT_NAME, version: str | None = None) -> Path:

@@ -4,32 +4,26 @@ Per user (13–100 ratings) the pool is the whole item catalogue; reward 1 if th
 item ≥ 4, else 0 (unrated items are misses); the user starts with nothing known; each step shows
 one item not shown before. Pickers: ``random``, ``popular`` (items most rated in the training
 data first) and ``greedy`` (the rating predictor re-adapted on the ratings revealed so far; with
-none yet, its prior ``μ + b_i``). The learned policy is not wired in yet.
+none yet, its prior ``μ + b_i``) and ``policy`` (the artifact's learned policy); names resolve in
+``metascreen.models.screening.factory``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metascreen.domains.episodes import Task
-from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
-from metascreen.domains.io import sha256_file
-from metascreen.domains.recommendation.load import load_interactions
-from metascreen.domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
-from metascreen.models.screening.simulator import BatchEnv, RandomPicker, simulate
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError
+from metascreen.models.features.ratings import PolicyItems
+from metascreen.models.screening.simulator import BatchEnv
+from metascreen.models.serving.artifact import verify_sha256
 from metascreen.models.serving.policy import OnnxPolicyPicker, PolicyGraph
 from metascreen.models.serving.ratings import RatingPredictor
-from metascreen.models.workflows.movielens_policy import PolicyItems, liked_task, user_ratings
 
 logger = logging.getLogger(__name__)
-
-PICKERS = ("random", "popular", "greedy", "policy")
 
 
 class PopularPicker:
@@ -94,10 +88,7 @@ def load_policy_picker(
         raise ArtifactMismatchError(
             f"{model_dir}: the policy's files or their sha256 entries are missing"
         )
-    if sha256_file(items_path) != files[spec["items"]]:
-        raise ArtifactMismatchError(
-            f"{items_path}: sha256 differs from metadata; the file was modified"
-        )
+    verify_sha256(items_path, files[spec["items"]])
     items = PolicyItems.from_bytes(items_path.read_bytes())
     emb = items.aligned(item_ids)
     if emb.shape[1] != int(spec["in_dim"]):
@@ -106,86 +97,6 @@ def load_policy_picker(
         )
     graph = PolicyGraph(Path(model_dir) / spec["onnx"], files[spec["onnx"]], name="policy")
     return OnnxPolicyPicker(graph, emb, name="policy")
-
-
-def simulate_movielens(
-    data_dir: Path,
-    model_dir: Path,
-    policy: str | None = None,
-    budget: int = 20,
-    seed: int = 0,
-    users: str = "all",
-) -> dict[str, Any]:
-    """Run one picker over every user with 13–100 ratings; the ``simulate movielens`` JSON."""
-    start = time.perf_counter()
-    if policy is not None and policy not in PICKERS:
-        raise ConfigError(f"unknown policy {policy!r}; choose one of {', '.join(PICKERS)}")
-    predictor = RatingPredictor(Path(model_dir))
-    table = predictor.table
-    has_policy = "policy" in predictor.onnx.info.metadata
-    if policy is None:
-        if not has_policy:
-            raise ConfigError(
-                f"{model_dir} has no learned policy (trained with --policy-steps 0?); pass "
-                f"--policy {'|'.join(p for p in PICKERS if p != 'policy')}"
-            )
-        policy = "policy"
-    inter = load_interactions(Path(data_dir))
-    ratings = inter.ratings
-    if users == "holdout":
-        from metascreen.models.workflows.movielens import split_users
-
-        split = predictor.onnx.info.metadata.get("training_data", {}).get("holdout", {})
-        if not split.get("fraction"):
-            raise ConfigError(f"{model_dir} was trained on every user: no hold-out to simulate")
-        rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
-        ratings = ratings[ratings["user_id"].isin(rs.holdout)]
-    n_items = len(table.item_ids)
-    tasks: list[Task] = []
-    hidden: dict[str, dict[int, float]] = {}
-    n_unknown = int((table.positions(ratings["item_id"].tolist()) < 0).sum())
-    for uid, pos, rated in user_ratings(ratings, list(table.item_ids)):
-        tasks.append(liked_task(uid, pos, rated, n_items))
-        hidden[uid] = dict(zip(pos.astype(int).tolist(), rated.astype(float).tolist(), strict=True))
-    if not tasks:
-        raise InputError(f"{data_dir}: no user with {MIN_RATINGS}–{MAX_RATINGS} ratings")
-    picker: Any
-    if policy == "random":
-        picker = RandomPicker()
-    elif policy == "popular":
-        picker = PopularPicker(table.mf.item_count)
-    elif policy == "policy":
-        picker = load_policy_picker(Path(model_dir), predictor.onnx.info.metadata, table.item_ids)
-    else:
-        picker = GreedyRatingPicker(predictor, table.rows(table.item_ids), hidden)
-    res = simulate(
-        picker, tasks, budget=budget, batch=1, init=0, active_fraction=1.0, repeats=1, seed=seed
-    )
-    curve = res.task_curves.mean(0)
-
-    def hits_at(k: int) -> float:
-        return float(curve[min(k, len(curve)) - 1])
-
-    return {
-        "metric": "hits",
-        "cumulative_precision": float(curve[-1]) / budget,
-        "hits@5": hits_at(5),
-        "hits@10": hits_at(10),
-        "hits@20": hits_at(20),
-        "curve": [round(float(v), 4) for v in curve],
-        "n_users": len(tasks),
-        "policy": policy,
-        "seconds": round(time.perf_counter() - start, 2),
-        "budget": budget,
-        "seed": seed,
-        "users": users,
-        "n_items": n_items,
-        "n_ratings_of_unknown_items": n_unknown,
-        "curve_ci95": [
-            round(float(v), 4)
-            for v in (1.96 * res.task_curves.std(0, ddof=1) / math.sqrt(max(1, len(tasks) - 1)))
-        ],
-    }
 
 
 def plot_curve(results: dict[str, dict[str, Any]], path: Path) -> None:

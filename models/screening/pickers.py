@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Kernel, StationaryKernelMixin
 
-from metascreen.domains.episodes import FloatArray
+from metascreen.domains.types import FloatArray
 from metascreen.models.screening.simulator import BatchEnv
 
 PredictFn = Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]

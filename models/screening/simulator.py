@@ -23,8 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from metascreen.domains.episodes import FloatArray, IntArray, Task
+from metascreen.domains.episodes import Task
 from metascreen.domains.errors import ConfigError
+from metascreen.domains.types import FloatArray, IntArray
 
 logger = logging.getLogger(__name__)
 

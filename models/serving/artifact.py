@@ -10,17 +10,21 @@ Layout of an artifact directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from metascreen.domains.errors import ArtifactMismatchError, InputError
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
 from metascreen.domains.io import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -155,9 +159,46 @@ def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = Tr
         onnx_path = info.onnx_path
         if not onnx_path.exists():
             raise InputError(f"{onnx_path}: ONNX file missing from the artifact")
-        digest = sha256_file(onnx_path)
-        if digest != meta["onnx"]["sha256"]:
-            raise ArtifactMismatchError(
-                f"{onnx_path}: sha256 {digest[:12]} differs from metadata {meta['onnx']['sha256'][:12]}; the file was modified"
-            )
+        verify_sha256(onnx_path, meta["onnx"]["sha256"])
     return info
+
+
+def verify_sha256(path: Path, expected: str, record: str = "metadata") -> None:
+    """Refuse a file whose sha256 differs from the one ``record`` holds for it.
+
+    Raises:
+        ArtifactMismatchError: naming the file and both digests.
+    """
+    digest = sha256_file(path)
+    if digest != expected:
+        raise ArtifactMismatchError(
+            f"{path}: sha256 differs from {record} ({digest[:12]} vs {expected[:12]}); "
+            "the file was modified"
+        )
+
+
+def refuse_existing(out_dir: Path) -> Path:
+    """``out_dir`` as a Path, or a ``ConfigError`` if it exists: artifacts are never overwritten."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temp folder beside ``out_dir``, renamed to it when the block succeeds (removed if not)."""
+    out_dir = Path(out_dir)
+    if not overwrite:
+        refuse_existing(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are meant to be shared
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -19,7 +19,6 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,8 @@ from metascreen.domains.io import (
     canonical_json_hash,
     sha256_file,
 )
-from metascreen.domains.molecules.layout import FloatArray
 from metascreen.domains.quarantine import QUARANTINE_COLUMNS
+from metascreen.domains.types import FloatArray
 from metascreen.models.serving import molecules as serving
 from metascreen.models.serving.molecules import OnnxPredictor, ScoreReport
 
@@ -242,11 +241,3 @@ def finalize(
 def now() -> float:
     """Monotonic seconds (for the orchestrator's timing)."""
     return time.perf_counter()
-
-
-def job_summary(job: ScoringJob) -> dict[str, Any]:
-    """Work folder and how many chunks it holds."""
-    return {
-        "work_dir": job.work_dir,
-        "chunks_done": len(list(Path(job.work_dir).glob("chunk-*[0-9].parquet"))),
-    }

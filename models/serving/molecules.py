@@ -22,28 +22,15 @@ from rdkit import Chem
 
 from metascreen.domains.episodes import TaskSet
 from metascreen.domains.errors import InputError
-from metascreen.domains.molecules.featurize import (
-    FloatArray,
-    MoleculeFeaturizer,
-    invalid_reason,
-    parse_smiles,
-)
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer, invalid_reason, parse_smiles
 from metascreen.domains.molecules.load import iter_table_chunks, load_table_tasks
 from metascreen.domains.parallel import fork_pool
 from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.domains.types import FloatArray
 from metascreen.models.serving.artifact import MOLECULES_PREDICTOR, ArtifactInfo, read_artifact
+from metascreen.models.serving.session import open_session
 
 logger = logging.getLogger(__name__)
-
-
-def available_providers(device: str = "auto") -> list[str]:
-    """onnxruntime providers to ask for: CUDA first when compiled in (it falls back to CPU)."""
-    import onnxruntime as ort
-
-    have = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in have:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 class OnnxPredictor:
@@ -58,20 +45,12 @@ class OnnxPredictor:
         self, info: ArtifactInfo, device: str = "auto", threads: int | None = None
     ) -> None:
         """Open an inference session for a verified artifact."""
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)  # a CUDA-less machine logs errors before falling back
         self.info = info
         fz = info.metadata["featurizer"]
         if info.metadata.get("kind") == MOLECULES_PREDICTOR:
             self.featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(info.onnx_path), sess_options=opts, providers=available_providers(device)
-        )
-        logger.info("onnxruntime providers in use: %s", self.session.get_providers())
+        # read_artifact has already checked the graph's sha256
+        self.session = open_session(info.onnx_path, None, device, threads)
 
     @classmethod
     def load(

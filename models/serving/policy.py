@@ -16,23 +16,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metascreen.domains.errors import ArtifactMismatchError, InputError
-from metascreen.domains.io import atomic_write_text, sha256_file
-from metascreen.domains.molecules.featurize import (
-    FloatArray,
-    MoleculeFeaturizer,
-    canonicalize,
-    invalid_reason,
-)
+from metascreen.domains.errors import InputError
+from metascreen.domains.io import atomic_write_text
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, invalid_reason
 from metascreen.domains.molecules.load import labels_from_table, read_table
 from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.domains.types import FloatArray
 from metascreen.models.screening.simulator import BatchEnv
 from metascreen.models.serving.artifact import (
     MOLECULES_POLICY,
     ArtifactInfo,
     read_artifact,
 )
-from metascreen.models.serving.molecules import available_providers
+from metascreen.models.serving.session import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +66,7 @@ class PolicyGraph:
         name: str = "policy",
     ) -> None:
         """Open ``path``; refuse it if ``sha256`` is given and differs."""
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: policy graph missing from the artifact")
-        if sha256 is not None and sha256_file(path) != sha256:
-            raise ArtifactMismatchError(
-                f"{path}: sha256 differs from metadata; the file was modified"
-            )
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=available_providers(device)
-        )
+        self.session = open_session(Path(path), sha256, device, threads, what="policy graph")
         self.name = name
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,25 +82,14 @@ class PolicyRunner:
         self, info: ArtifactInfo, device: str = "auto", threads: int | None = None
     ) -> None:
         """Verify the encoder graph's hash too and open both sessions."""
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)
         self.info = info
         meta = info.metadata
-        enc_path = info.path / meta["encoder_onnx"]["file"]
-        if not enc_path.exists():
-            raise InputError(f"{enc_path}: encoder graph missing from the policy artifact")
-        if sha256_file(enc_path) != meta["encoder_onnx"]["sha256"]:
-            raise ArtifactMismatchError(
-                f"{enc_path}: sha256 differs from metadata; the file was modified"
-            )
+        enc = meta["encoder_onnx"]
+        self.encoder = open_session(
+            info.path / enc["file"], enc["sha256"], device, threads, what="encoder graph"
+        )
         fz = meta["featurizer"]
         self.featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = available_providers(device)
-        self.encoder = ort.InferenceSession(str(enc_path), sess_options=opts, providers=providers)
         # read_artifact has already checked the policy graph's sha256
         self.graph = PolicyGraph(info.onnx_path, None, device, threads)
         self.budget = int(meta.get("budget", 32))

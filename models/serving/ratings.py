@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from metascreen.domains.errors import ArtifactMismatchError, InputError
-from metascreen.domains.io import canonical_json_hash, sha256_file
+from metascreen.domains.io import canonical_json_hash, read_frame
 from metascreen.domains.quarantine import QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
-from metascreen.domains.recommendation.load import _read_table, _rename, clean_ratings
+from metascreen.domains.recommendation.load import canonical_columns, clean_ratings
 from metascreen.models.features.ratings import ItemTable
-from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR
+from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR, verify_sha256
 from metascreen.models.serving.molecules import OnnxPredictor
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ def load_item_table(model_dir: Path, metadata: dict[str, Any]) -> ItemTable:
     want = metadata.get("files", {}).get(ITEM_TABLE_FILE)
     if not path.exists() or want is None:
         raise ArtifactMismatchError(f"{model_dir}: no {ITEM_TABLE_FILE}; not a movielens model")
-    if sha256_file(path) != want:
-        raise ArtifactMismatchError(f"{path}: sha256 differs from metadata; the file was modified")
+    verify_sha256(path, want)
     fz = metadata["featurizer"]
     featurizer = ItemFeaturizer.from_spec(fz["spec"]["side"], expected_hash=fz["spec"]["side_hash"])
     if canonical_json_hash({"side": fz["spec"]["side"], "items_sha256": want}) != fz["hash"]:
@@ -108,8 +107,8 @@ def score_users(
         raise InputError(f"--k must be at least 1, got {k}")
     model = RatingPredictor(Path(model_dir), device=device)
     table = model.table
-    raw = _rename(
-        _read_table(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
+    raw = canonical_columns(
+        read_frame(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
     )
     good, bad = clean_ratings(raw, str(ratings_path), max_bad_fraction=1.0)
     pos = table.positions(good["item_id"].tolist())
@@ -117,9 +116,11 @@ def score_users(
     kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
     q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
-    cand = _read_table(Path(candidates_path))
+    cand = read_frame(Path(candidates_path))
     per_user = "user_id" in cand.columns or "user" in cand.columns
-    cand = _rename(cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",))
+    cand = canonical_columns(
+        cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",)
+    )
     c_items = cand["item_id"].astype("string").str.strip()
     c_users = cand["user_id"].astype("string").str.strip() if per_user else None
     c_pos = table.positions(c_items.fillna("").tolist())

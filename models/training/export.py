@@ -7,10 +7,8 @@ import gzip
 import io
 import json
 import logging
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,10 @@ from metascreen.models.serving.artifact import (
     POLICY_INPUTS,
     POLICY_OUTPUTS,
     provenance,
+    staged_dir,
+    verify_sha256,
 )
+from metascreen.models.serving.session import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +44,8 @@ REGENERATED_KEYS = frozenset(
 
 def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The artifact's torch state dict, after checking its sha256 (``weights_only`` load)."""
-    from metascreen.domains.errors import ArtifactMismatchError
-
     path = Path(model_dir) / metadata["weights"]["file"]
-    if sha256_file(path) != metadata["weights"]["sha256"]:
-        raise ArtifactMismatchError(
-            f"{path}: sha256 differs from metadata; refusing modified weights"
-        )
+    verify_sha256(path, metadata["weights"]["sha256"])
     raw = path.read_bytes()
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
@@ -100,9 +96,8 @@ def check_graph_parity(
     atol: float = 1e-4,
 ) -> float:
     """Largest |onnxruntime − torch| over ``cases`` (every output); raises past ``atol``."""
-    import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = open_session(path, device="cpu")
     worst = 0.0
     for case in cases:
         with torch.no_grad():
@@ -167,27 +162,6 @@ def check_parity(
         sy[: max(1, n_s // 3)] = 1.0
         cases.append((sparse_rows(n_s, in_dim, gen), sy, sparse_rows(n_q, in_dim, gen)))
     return check_graph_parity(learner, path, INPUT_NAMES, cases, atol)
-
-
-@contextlib.contextmanager
-def staged_dir(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
-    """A temp folder beside ``out_dir``, renamed to it when the block succeeds (removed if not)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise MetascreenError(
-            f"{out_dir} exists; choose a new --out (artifacts are never overwritten)"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)  # mkdtemp makes it private; artifacts are meant to be shared
-    try:
-        yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:

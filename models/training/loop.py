@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from metascreen.domains.episodes import EpisodeSampler, Task
 from metascreen.domains.errors import SamplingError
 from metascreen.domains.io import atomic_write_bytes
-from metascreen.domains.molecules.layout import FloatArray
 from metascreen.domains.molecules.tasks import TrainingEpisodeSampler
+from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.molecules import evaluate_tasks
 from metascreen.models.learners.base import EpisodicLearner
 from metascreen.models.training.seeding import resolve_device, seed_everything

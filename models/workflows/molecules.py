@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +17,17 @@ import numpy as np
 from metascreen.domains.episodes import TaskSet
 from metascreen.domains.errors import ConfigError, InputError
 from metascreen.domains.io import atomic_write_json, sha256_files
-from metascreen.domains.molecules.featurize import FloatArray, MoleculeFeaturizer
+from metascreen.domains.molecules.featurize import MoleculeFeaturizer
 from metascreen.domains.molecules.load import find_task_files, load_fsmol_dir
+from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.molecules import EvalResult, PredictFn, evaluate_tasks
 from metascreen.models.features.molecules import featurize_items, fit_featurizer
-from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR, read_artifact, utc_now
+from metascreen.models.serving.artifact import (
+    DEFAULT_MODEL_DIR,
+    read_artifact,
+    refuse_existing,
+)
+from metascreen.models.workflows.common import command_line, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +108,7 @@ def train_model(
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
     train_cfg = TrainConfig.model_validate(train_cfg)
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    out_dir = refuse_existing(out_dir)
     train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
     init_meta: dict[str, Any] | None = None
     if init_from is not None:
@@ -156,11 +158,7 @@ def train_model(
         state = load_weights(Path(init_from), init_meta)
         enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         learner.encoder.load_state_dict(enc)
-    if run_dir is None:
-        stamp = utc_now().replace(":", "").replace("-", "")
-        run_dir = Path("runs") / f"molecules__{learner_cfg.learner}__seed{train_cfg.seed}__{stamp}"
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_folder(run_dir, "molecules", learner_cfg.learner, f"seed{train_cfg.seed}")
     config = {
         "learner": learner_cfg.model_dump(mode="json"),
         "train": train_cfg.model_dump(mode="json"),
@@ -200,7 +198,7 @@ def train_model(
     atomic_write_json(run_dir / "metrics.json", metrics)
     extra = {
         "seed": train_cfg.seed,
-        "command": command or shlex.join(sys.argv),
+        "command": command_line(command),
         "training_data": {
             "train_dir": str(train_dir),
             "train_sha256": train.data_hash,

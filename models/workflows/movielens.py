@@ -14,42 +14,58 @@ predictor learns to correct fold-in on users the MF never saw — the situation 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.domains.episodes import Task
-from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
+from metascreen.domains.errors import ConfigError, InputError
 from metascreen.domains.io import atomic_write_json, canonical_json_hash, sha256_file
-from metascreen.domains.recommendation.featurize import FloatArray, ItemFeaturizer
-from metascreen.domains.recommendation.load import Interactions, load_interactions
+from metascreen.domains.recommendation.load import load_interactions
 from metascreen.domains.recommendation.tasks import (
     MAX_RATINGS,
     MIN_RATINGS,
-    MeluSampler,
     RatingEpisodeSampler,
     build_user_tasks,
-    holdout_users,
+    catalogue,
+    liked_task,
+    split_users,
+    user_ratings,
 )
-from metascreen.models.evaluation.rating_metrics import mae, ndcg_at_k
-from metascreen.models.features.mf import MFModel, fit_mf, staircase
-from metascreen.models.features.ratings import N_EXTRA, ItemTable, SideToFactors, item_rows
-from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR, read_artifact, utc_now
-from metascreen.models.serving.ratings import ITEM_TABLE_FILE, RatingPredictor
-from metascreen.models.workflows.movielens_policy import (
+from metascreen.models.evaluation.ratings import (
+    BASELINE_MF,
+    BASELINES,
+    STAIRCASE_TS,
+    baseline_fn,
+    evaluate_tasks_ratings,
+    onnx_rating_fn,
+)
+from metascreen.models.features.ratings import (
+    N_EXTRA,
     POLICY_ITEMS_FILE,
+    ItemTable,
+    RatingModelConfig,
+    build_item_table,
+    cross_fit_rows,
+)
+from metascreen.models.screening.factory import MOVIELENS_PICKERS, picker_spec
+from metascreen.models.screening.simulator import simulate
+from metascreen.models.serving.artifact import (
+    MOVIELENS_PREDICTOR,
+    read_artifact,
+    refuse_existing,
+    verify_sha256,
+)
+from metascreen.models.serving.ratings import ITEM_TABLE_FILE, RatingPredictor
+from metascreen.models.workflows.common import command_line, run_folder
+from metascreen.models.workflows.movielens_policy import (
     POLICY_ONNX_FILE,
     POLICY_WEIGHTS_FILE,
     RecPolicyConfig,
@@ -58,190 +74,10 @@ from metascreen.models.workflows.movielens_policy import (
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("global-mean", "item-mean", "item-bias", "mf", "mf-staircase")
-STAIRCASE_TS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
-BASELINE_MF = {"dim": 8, "mf_reg": 5.0, "mf_reg_bias": 5.0, "fold_reg": 5.0, "fold_reg_bias": 3.0}
 """The ``mf`` baseline's settings: the best of a grid (dim 8/16/32 × ALS ridge 5/10/20 × fold-in
 ridges 2–20 / 1–10) on ML-1M hold-out split 0 — tuned on the evaluation users themselves, which
 favours the baseline."""
-RatingFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(support item positions, support ratings, query item positions) → (Q,) predicted ratings."""
-
-
-class RatingModelConfig(BaseModel):
-    """The MF, fold-in and predictor settings of ``train movielens``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    learner: Literal["attentive-rating", "foldin"] = Field(
-        "attentive-rating", description="foldin = the MF fold-in alone (no residual head)"
-    )
-    dim: int = Field(8, ge=1, description="MF factor size")
-    mf_reg: float = Field(5.0, gt=0, description="ALS ridge weight (factors)")
-    mf_reg_bias: float = Field(5.0, gt=0, description="ALS ridge weight (biases)")
-    mf_iters: int = Field(10, ge=1)
-    fold_reg: float = Field(5.0, gt=0, description="fold-in ridge weight on p_u (initial)")
-    fold_reg_bias: float = Field(3.0, gt=0, description="fold-in ridge weight on b_u (initial)")
-    folds: int = Field(5, ge=2, description="cross-fitting folds of the training users")
-    hidden: int = Field(96, ge=8)
-    heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    loss: Literal["l1", "mse", "huber"] = "l1"
-    valid_fraction: float = Field(
-        0.1, gt=0, lt=1, description="share of eligible training users kept for early stopping"
-    )
-    max_valid_users: int = Field(400, ge=10)
-
-
-@dataclass(slots=True)
-class RatingSplit:
-    """Ratings split by user into training and hold-out users."""
-
-    train: pd.DataFrame
-    holdout: set[str]
-
-
-def split_users(inter: Interactions, fraction: float, split_seed: int) -> RatingSplit:
-    """Hold out a seeded ``fraction`` of all users (0 = none)."""
-    if fraction <= 0:
-        return RatingSplit(inter.ratings, set())
-    hold = holdout_users(inter.ratings["user_id"].unique().tolist(), fraction, split_seed)
-    return RatingSplit(inter.ratings[~inter.ratings["user_id"].isin(hold)], hold)
-
-
-def catalogue(inter: Interactions) -> list[str]:
-    """Every item id rated or listed in the item table, sorted."""
-    ids = set(inter.ratings["item_id"].unique().tolist())
-    if inter.items is not None:
-        ids |= {str(i) for i in inter.items.index}
-    return sorted(ids, key=lambda s: (len(s), s))
-
-
-def fit_mf_on(
-    ratings: pd.DataFrame, items: list[str], cfg: RatingModelConfig, seed: int
-) -> MFModel:
-    """Biased MF (ALS) on ``ratings``, item positions = ``items``."""
-    pos = pd.Index(items).get_indexer(ratings["item_id"])
-    if (pos < 0).any():
-        raise InputError("ratings refer to items outside the catalogue")
-    uid, u = np.unique(ratings["user_id"].to_numpy(), return_inverse=True)
-    return fit_mf(
-        u.astype(np.int64),
-        pos.astype(np.int64),
-        ratings["rating"].to_numpy(np.float32),
-        len(uid),
-        len(items),
-        dim=cfg.dim,
-        reg=cfg.mf_reg,
-        reg_bias=cfg.mf_reg_bias,
-        iters=cfg.mf_iters,
-        seed=seed,
-    )
-
-
-def build_item_table(
-    train: pd.DataFrame,
-    inter: Interactions,
-    cfg: RatingModelConfig,
-    seed: int,
-    featurizer: ItemFeaturizer | None = None,
-) -> ItemTable:
-    """MF on the training ratings + side features of the whole catalogue."""
-    items = catalogue(inter)
-    featurizer = featurizer or ItemFeaturizer().fit(inter.items)
-    side = featurizer.transform(items, inter.items)
-    mf = fit_mf_on(train, items, cfg, seed)
-    mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
-    return ItemTable(items, side, mf, SideToFactors.fit(side, mf), featurizer)
-
-
-# -- baselines ------------------------------------------------------------------------------------
-def baseline_fn(
-    name: str, train: pd.DataFrame, items: list[str], cfg: RatingModelConfig
-) -> RatingFn:
-    """A baseline fitted on ``train`` ratings, predicting for positions in ``items``.
-
-    ``global-mean``; ``item-mean`` (shrunk 5 ratings toward the global mean); ``item-bias``
-    (item mean + the user's mean support residual shrunk by 3); ``mf`` (biased MF + ridge
-    fold-in of the user's support, ``cfg``'s dim and ridge weights); ``mf-staircase`` (``mf``
-    followed by the predictor's monotone staircase, its width fitted on training users: MF on
-    half of them, fold-in on the other half) — the ablation that shows what the staircase alone
-    is worth.
-    """
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
-    r = train["rating"].to_numpy(np.float64)
-    mu = float(r.mean())
-    if name in ("mf", "mf-staircase"):
-        mf = fit_mf_on(train[train["item_id"].isin(set(items))], items, cfg, seed=0)
-        mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
-        if name == "mf":
-            return mf.predict_user
-        t = _fit_baseline_staircase(train, items, cfg)
-        return lambda s, sy, q: np.clip(staircase(mf.predict_user(s, sy, q), t), 1.0, 5.0)
-    pos = pd.Index(items).get_indexer(train["item_id"])
-    keep = pos >= 0
-    cnt = np.bincount(pos[keep], minlength=len(items))
-    tot = np.bincount(pos[keep], weights=r[keep], minlength=len(items))
-    im = ((tot + 5.0 * mu) / (cnt + 5.0)).astype(np.float32)
-    if name == "global-mean":
-        return lambda s, sy, q: np.full(len(q), mu, np.float32)
-    if name == "item-mean":
-        return lambda s, sy, q: im[q]
-    return lambda s, sy, q: np.clip(im[q] + (sy - im[s]).sum() / (len(sy) + 3.0), 1.0, 5.0)
-
-
-def _fit_baseline_staircase(train: pd.DataFrame, items: list[str], cfg: RatingModelConfig) -> float:
-    """Staircase width for ``mf-staircase``: MF on half the training users, MeLU episodes of the
-    other half (13–100 ratings), the width with the lowest MAE."""
-    users = np.array(sorted(train["user_id"].unique()))
-    half = set(np.random.default_rng(11).permutation(users)[: len(users) // 2].tolist())
-    in_half = train["user_id"].isin(half)
-    mf = fit_mf_on(train[in_half], items, cfg, seed=0)
-    mf.reg, mf.reg_bias = cfg.fold_reg, cfg.fold_reg_bias
-    tasks = build_user_tasks(train[~in_half], items).tasks
-
-    def stair_fn(t: float) -> RatingFn:
-        return lambda s, sy, q: np.clip(staircase(mf.predict_user(s, sy, q), t), 1.0, 5.0)
-
-    scores = {t: evaluate_tasks_ratings(tasks, stair_fn(t))["mae"] for t in STAIRCASE_TS}
-    best = min(scores, key=lambda k: scores[k])
-    logger.info(
-        "mf-staircase: t=%.2f (training-user MAE %.4f, t=0: %.4f)", best, scores[best], scores[0.0]
-    )
-    return best
-
-
-# -- evaluation -----------------------------------------------------------------------------------
-def evaluate_tasks_ratings(tasks: list[Task], predict: RatingFn, seed: int = 0) -> dict[str, Any]:
-    """MeLU protocol: per user 10 seeded query ratings, the rest support; mean MAE, nDCG@1/@3."""
-    sampler = MeluSampler()
-    maes, n1, n3 = [], [], []
-    for task in tasks:
-        ep = sampler.sample(task, seed)
-        pred = np.asarray(predict(ep.support_items, ep.support_labels, ep.query_items))
-        maes.append(mae(ep.query_labels, pred))
-        n1.append(ndcg_at_k(ep.query_labels, pred, 1))
-        n3.append(ndcg_at_k(ep.query_labels, pred, 3))
-    return {
-        "mae": float(np.mean(maes)) if maes else math.nan,
-        "ndcg@1": float(np.mean(n1)) if n1 else math.nan,
-        "ndcg@3": float(np.mean(n3)) if n3 else math.nan,
-        "n_users": len(maes),
-    }
-
-
-def onnx_rating_fn(
-    model_dir: Path, items: list[str], inter: Interactions
-) -> tuple[RatingFn, dict[str, Any]]:
-    """The artifact's ONNX graph over item rows of ``items`` (unseen items via side features)."""
-    pred = RatingPredictor(Path(model_dir))
-    x = pred.table.rows(items, inter.items)
-
-    def fn(s: np.ndarray, sy: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return pred.predict(x[s], sy, x[q])
-
-    return fn, pred.onnx.info.metadata
 
 
 def evaluate_ratings(
@@ -321,48 +157,6 @@ def evaluate_ratings(
     return out
 
 
-# -- training -------------------------------------------------------------------------------------
-def _cross_fit(
-    train: pd.DataFrame,
-    inter: Interactions,
-    table: ItemTable,
-    cfg: RatingModelConfig,
-    seed: int,
-) -> tuple[list[Task], list[Task], FloatArray]:
-    """Training and early-stopping tasks whose item rows come from an MF without their fold."""
-    rng = np.random.default_rng([seed, 31])
-    uids = np.array(sorted(train["user_id"].unique()))
-    fold_of = dict(zip(uids, rng.integers(0, cfg.folds, len(uids)), strict=True))
-    counts = train.groupby("user_id").size()
-    eligible = sorted(counts[(counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)].index)
-    n_valid = min(cfg.max_valid_users, int(math.ceil(cfg.valid_fraction * len(eligible))))
-    valid_ids = set(rng.permutation(np.array(eligible))[:n_valid].tolist())
-    n = len(table.item_ids)
-    blocks, train_tasks, valid_tasks = [], [], []
-    for k in range(cfg.folds):
-        in_fold = train["user_id"].map(fold_of) == k
-        mf_k = fit_mf_on(train[~in_fold], table.item_ids, cfg, seed + 1 + k)
-        imputer = SideToFactors.fit(table.side, mf_k)
-        blocks.append(item_rows(mf_k, np.arange(n), table.side, imputer))
-        ts = build_user_tasks(
-            train[in_fold], table.item_ids, min_ratings=MIN_RATINGS, max_ratings=None
-        )
-        for t in ts.tasks:
-            shifted = Task(t.task_id, t.item_idx + k * n, t.labels)
-            if t.task_id in valid_ids:
-                if len(t) <= MAX_RATINGS:
-                    valid_tasks.append(shifted)
-            else:
-                train_tasks.append(shifted)
-        logger.info(
-            "cross-fit fold %d/%d: MF without this fold's %d ratings",
-            k + 1,
-            cfg.folds,
-            int(in_fold.sum()),
-        )
-    return train_tasks, valid_tasks, np.concatenate(blocks)
-
-
 def train_rating_model(
     data_dir: Path,
     out_dir: Path,
@@ -437,17 +231,11 @@ def _train_rating_model(
         "max_minutes": 13.0,
     }
     tcfg = TrainConfig.model_validate({**defaults, **(train_cfg or {})})
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    out_dir = refuse_existing(out_dir)
     start = time.perf_counter()
     inter = load_interactions(Path(data_dir))
     rs = split_users(inter, holdout_fraction, split_seed)
-    if run_dir is None:
-        stamp = utc_now().replace(":", "").replace("-", "")
-        run_dir = Path("runs") / f"movielens__{cfg.learner}__seed{tcfg.seed}__{stamp}"
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_folder(run_dir, "movielens", cfg.learner, f"seed{tcfg.seed}")
     if inter.n_rejected:
         inter.write_quarantine(run_dir / "quarantine" / "ratings.csv")
     table = build_item_table(rs.train, inter, cfg, tcfg.seed)
@@ -476,7 +264,7 @@ def _train_rating_model(
     )
     metrics: dict[str, Any] = {}
     if cfg.learner == "attentive-rating":
-        train_tasks, valid_tasks, x_train = _cross_fit(rs.train, inter, table, cfg, tcfg.seed)
+        train_tasks, valid_tasks, x_train = cross_fit_rows(rs.train, inter, table, cfg, tcfg.seed)
         logger.info(
             "meta-training on %d users, early stopping on %d (cross-fitted, %.0fs so far)",
             len(train_tasks),
@@ -555,7 +343,7 @@ def _train_rating_model(
     extra = {
         "domain": "movielens",
         "seed": tcfg.seed,
-        "command": command or shlex.join(sys.argv),
+        "command": command_line(command),
         "training_data": {
             "data_dir": str(data_dir),
             "data_sha256": _data_hash(Path(data_dir)),
@@ -640,29 +428,6 @@ def _train_policy_files(
     return meta, files
 
 
-def fit_staircase(
-    learner: Any, valid_tasks: list[Task], validate: Callable[[Any, Any], float]
-) -> dict[str, Any]:
-    """Choose the staircase width ``t`` minimising MAE on the early-stopping users."""
-    import torch
-
-    scores = {}
-    for t in STAIRCASE_TS:
-        learner.stair_t.fill_(t)
-        scores[t] = -validate(learner, torch.device("cpu"))
-    best = min(scores, key=lambda k: scores[k])
-    learner.stair_t.fill_(best)
-    learner.cpu().eval()
-    logger.info(
-        "staircase t=%.2f: early-stopping MAE %.4f (t=0: %.4f)", best, scores[best], scores[0.0]
-    )
-    return {
-        "t": best,
-        "valid_mae": scores[best],
-        "valid_mae_by_t": {str(k): round(v, 5) for k, v in scores.items()},
-    }
-
-
 def _data_hash(data_dir: Path) -> str:
     from metascreen.domains.io import sha256_files
 
@@ -736,8 +501,106 @@ def _verified_files(model_dir: Path, files: dict[str, str]) -> dict[str, bytes]:
     """The artifact's extra files (item table, policy graph and embedding), sha256-checked."""
     out = {}
     for name, want in files.items():
-        blob = (model_dir / name).read_bytes()
-        if hashlib.sha256(blob).hexdigest() != want:
-            raise ArtifactMismatchError(f"{model_dir / name}: sha256 differs from metadata")
-        out[name] = blob
+        verify_sha256(model_dir / name, want)
+        out[name] = (model_dir / name).read_bytes()
     return out
+
+
+def simulate_movielens(
+    data_dir: Path,
+    model_dir: Path,
+    policy: str | None = None,
+    budget: int = 20,
+    seed: int = 0,
+    users: str = "all",
+) -> dict[str, Any]:
+    """Run one picker over every user with 13–100 ratings; the ``simulate movielens`` JSON."""
+    start = time.perf_counter()
+    if policy is not None:
+        picker_spec(MOVIELENS_PICKERS, policy)
+    predictor = RatingPredictor(Path(model_dir))
+    table = predictor.table
+    has_policy = "policy" in predictor.onnx.info.metadata
+    if policy is None:
+        if not has_policy:
+            raise ConfigError(
+                f"{model_dir} has no learned policy (trained with --policy-steps 0?); pass "
+                f"--policy {'|'.join(p for p in MOVIELENS_PICKERS if p != 'policy')}"
+            )
+        policy = "policy"
+    inter = load_interactions(Path(data_dir))
+    ratings = inter.ratings
+    if users == "holdout":
+        split = predictor.onnx.info.metadata.get("training_data", {}).get("holdout", {})
+        if not split.get("fraction"):
+            raise ConfigError(f"{model_dir} was trained on every user: no hold-out to simulate")
+        rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
+        ratings = ratings[ratings["user_id"].isin(rs.holdout)]
+    n_items = len(table.item_ids)
+    tasks: list[Task] = []
+    hidden: dict[str, dict[int, float]] = {}
+    n_unknown = int((table.positions(ratings["item_id"].tolist()) < 0).sum())
+    for uid, pos, rated in user_ratings(ratings, list(table.item_ids)):
+        tasks.append(liked_task(uid, pos, rated, n_items))
+        hidden[uid] = dict(zip(pos.astype(int).tolist(), rated.astype(float).tolist(), strict=True))
+    if not tasks:
+        raise InputError(f"{data_dir}: no user with {MIN_RATINGS}–{MAX_RATINGS} ratings")
+    ctx = SimpleNamespace(
+        predictor=predictor,
+        table=table,
+        hidden=hidden,
+        model_dir=Path(model_dir),
+        metadata=predictor.onnx.info.metadata,
+    )
+    picker = picker_spec(MOVIELENS_PICKERS, policy).build(ctx)
+    res = simulate(
+        picker, tasks, budget=budget, batch=1, init=0, active_fraction=1.0, repeats=1, seed=seed
+    )
+    curve = res.task_curves.mean(0)
+
+    def hits_at(k: int) -> float:
+        return float(curve[min(k, len(curve)) - 1])
+
+    return {
+        "metric": "hits",
+        "cumulative_precision": float(curve[-1]) / budget,
+        "hits@5": hits_at(5),
+        "hits@10": hits_at(10),
+        "hits@20": hits_at(20),
+        "curve": [round(float(v), 4) for v in curve],
+        "n_users": len(tasks),
+        "policy": policy,
+        "seconds": round(time.perf_counter() - start, 2),
+        "budget": budget,
+        "seed": seed,
+        "users": users,
+        "n_items": n_items,
+        "n_ratings_of_unknown_items": n_unknown,
+        "curve_ci95": [
+            round(float(v), 4)
+            for v in (1.96 * res.task_curves.std(0, ddof=1) / math.sqrt(max(1, len(tasks) - 1)))
+        ],
+    }
+
+
+def fit_staircase(
+    learner: Any, valid_tasks: list[Task], validate: Callable[[Any, Any], float]
+) -> dict[str, Any]:
+    """Choose the staircase width ``t`` minimising MAE on the early-stopping users."""
+    import torch
+
+    scores = {}
+    for t in STAIRCASE_TS:
+        learner.stair_t.fill_(t)
+        scores[t] = -validate(learner, torch.device("cpu"))
+    best = min(scores, key=lambda k: scores[k])
+    learner.stair_t.fill_(best)
+    learner.cpu().eval()
+    logger.info(
+        "staircase t=%.2f: early-stopping MAE %.4f (t=0: %.4f)", best, scores[best], scores[0.0]
+    )
+    return {
+        "t": best,
+        "valid_mae": scores[best],
+        "valid_mae_by_t": {str(k): round(v, 5) for k, v in scores.items()},
+    }

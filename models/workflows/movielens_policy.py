@@ -27,10 +27,8 @@ on a seeded slice of the training users that the embedding and the policy never 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,16 +38,15 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.domains.episodes import Task
-from metascreen.domains.errors import ConfigError, InputError
-from metascreen.domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS
+from metascreen.domains.errors import ConfigError
+from metascreen.domains.recommendation.tasks import MAX_RATINGS, MIN_RATINGS, user_tasks
+from metascreen.models.features.ratings import PolicyItems, fit_policy_items
 from metascreen.models.screening.simulator import Pool
 
 logger = logging.getLogger(__name__)
 
-POLICY_ITEMS_FILE = "policy_items.npz"
 POLICY_ONNX_FILE = "policy.onnx"
 POLICY_WEIGHTS_FILE = "policy_weights.pt.gz"
-LIKED = 4.0
 
 
 class RecPolicyConfig(BaseModel):
@@ -74,150 +71,6 @@ class RecPolicyConfig(BaseModel):
         18.0, gt=0, description="policy training wall-clock cap (the best state so far is kept)"
     )
     seed: int = 0
-
-
-@dataclass(slots=True)
-class PolicyItems:
-    """The policy's item embedding, row ``i`` = catalogue item ``item_ids[i]``."""
-
-    item_ids: list[str]
-    emb: np.ndarray  # (n_items, E) float32
-    blocks: dict[str, int]
-
-    def to_bytes(self) -> bytes:
-        """npz serialisation (no pickle)."""
-        buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            item_ids=np.asarray(self.item_ids, dtype=np.str_),
-            emb=self.emb.astype(np.float32),
-            block_names=np.asarray(list(self.blocks), dtype=np.str_),
-            block_sizes=np.asarray(list(self.blocks.values()), dtype=np.int64),
-        )
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> PolicyItems:
-        """Inverse of ``to_bytes``."""
-        z = np.load(io.BytesIO(blob), allow_pickle=False)
-        blocks = dict(
-            zip(
-                [str(s) for s in z["block_names"]],
-                [int(v) for v in z["block_sizes"]],
-                strict=True,
-            )
-        )
-        return cls([str(s) for s in z["item_ids"]], z["emb"].astype(np.float32), blocks)
-
-    def aligned(self, item_ids: list[str]) -> np.ndarray:
-        """(len(item_ids), E) rows for ``item_ids`` (zeros for ids it does not know)."""
-        pos = pd.Index(self.item_ids).get_indexer(pd.Index(item_ids))
-        out = np.zeros((len(item_ids), self.emb.shape[1]), np.float32)
-        out[pos >= 0] = self.emb[pos[pos >= 0]]
-        return out
-
-
-def _implicit_svd(
-    users: np.ndarray, items: np.ndarray, n_items: int, dim: int, seed: int
-) -> np.ndarray:
-    """(n_items, dim) item factors ``V Σ`` of the binary user × item matrix, rows scaled 1/√n."""
-    from scipy import sparse
-    from sklearn.decomposition import TruncatedSVD
-
-    uid, u = np.unique(users, return_inverse=True)
-    n_per = np.bincount(u, minlength=len(uid)).astype(np.float32)
-    m = sparse.csr_matrix(
-        (1.0 / np.sqrt(n_per[u]), (u, items)), shape=(len(uid), n_items), dtype=np.float32
-    )
-    k = max(1, min(dim, min(m.shape) - 1))
-    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed)
-    svd.fit(m)
-    out = np.zeros((n_items, dim), np.float32)
-    out[:, :k] = (svd.components_.T * svd.singular_values_).astype(np.float32)
-    return out
-
-
-def _scaled(block: np.ndarray, norm: float) -> np.ndarray:
-    """``block`` scaled so that its mean row norm is ``norm``."""
-    mean = float(np.linalg.norm(block, axis=1).mean()) if len(block) else 0.0
-    return (block * (norm / mean)).astype(np.float32) if mean > 0 else block.astype(np.float32)
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    return ((x - x.mean(0)) / np.maximum(x.std(0), 1e-6)).astype(np.float32)
-
-
-def fit_policy_items(
-    ratings: pd.DataFrame, item_ids: list[str], side: np.ndarray, cfg: RecPolicyConfig
-) -> PolicyItems:
-    """The item embedding from ``ratings`` (user_id, item_id, rating) of the policy's users."""
-    n = len(item_ids)
-    pos = pd.Index(item_ids).get_indexer(ratings["item_id"])
-    if (pos < 0).any():
-        raise InputError("ratings refer to items outside the catalogue")
-    users = ratings["user_id"].to_numpy()
-    liked = ratings["rating"].to_numpy(np.float64) >= LIKED
-    counts = ratings.groupby("user_id")["item_id"].transform("size").to_numpy()
-    light = (counts >= MIN_RATINGS) & (counts <= MAX_RATINGS)
-    blocks: dict[str, np.ndarray] = {
-        "liked_svd": _scaled(
-            _implicit_svd(users[liked], pos[liked], n, cfg.liked_dim, cfg.seed), 1.0
-        )
-    }
-    if cfg.rated_dim:
-        blocks["rated_svd"] = _scaled(
-            _implicit_svd(users, pos, n, cfg.rated_dim, cfg.seed + 1), 0.5
-        )
-    rated_n = np.bincount(pos, minlength=n).astype(np.float64)
-    liked_n = np.bincount(pos[liked], minlength=n).astype(np.float64)
-    rated_l = np.bincount(pos[light], minlength=n).astype(np.float64)
-    liked_l = np.bincount(pos[light & liked], minlength=n).astype(np.float64)
-    stats = np.stack(
-        [
-            np.log1p(rated_n),
-            np.log1p(liked_n),
-            np.log1p(rated_l),
-            np.log1p(liked_l),
-            (liked_n + 1.0) / (rated_n + 4.0),
-            (rated_n > 0).astype(np.float64),
-        ],
-        1,
-    )
-    blocks["stats"] = _scaled(_zscore(stats), 0.5)
-    if side.shape[1]:
-        blocks["side"] = _scaled(_zscore(side.astype(np.float64)), 0.5)
-    emb = np.concatenate(list(blocks.values()), 1).astype(np.float32)
-    return PolicyItems(list(item_ids), emb, {k: v.shape[1] for k, v in blocks.items()})
-
-
-def user_ratings(
-    ratings: pd.DataFrame, item_ids: list[str]
-) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(user id, catalogue positions, ratings) of every user with 13–100 ratings, in user-id
-    order; the user's ratings of items outside ``item_ids`` count towards the 13–100 but are
-    left out."""
-    pos = pd.Index(item_ids).get_indexer(ratings["item_id"])
-    df = pd.DataFrame(
-        {"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"].to_numpy()}
-    )
-    for uid, g in df.groupby("u", sort=True):
-        if not MIN_RATINGS <= len(g) <= MAX_RATINGS:
-            continue
-        g = g[g["i"] >= 0]
-        yield str(uid), g["i"].to_numpy(), g["r"].to_numpy()
-
-
-def liked_task(user_id: str, positions: np.ndarray, rated: np.ndarray, n_items: int) -> Task:
-    """The user's task: the whole catalogue of ``n_items``, label 1 = rated ≥ 4."""
-    labels = np.zeros(n_items, np.float32)
-    labels[positions] = (rated >= LIKED).astype(np.float32)
-    return Task(user_id, np.arange(n_items, dtype=np.int64), labels)
-
-
-def user_tasks(ratings: pd.DataFrame, item_ids: list[str]) -> list[Task]:
-    """One task per user with 13–100 ratings: the whole catalogue, label 1 = rated ≥ 4."""
-    n = len(item_ids)
-    return [liked_task(u, pos, r, n) for u, pos, r in user_ratings(ratings, item_ids)]
 
 
 def catalogue_sampler(

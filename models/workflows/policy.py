@@ -7,31 +7,33 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
 from metascreen.domains.io import atomic_write_json, sha256_file
-from metascreen.models.screening.simulator import Picker, RandomPicker, SimulationResult, simulate
+from metascreen.models.screening.factory import MOLECULE_PICKERS, picker_spec
+from metascreen.models.screening.simulator import SimulationResult, simulate
 from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
     MOLECULES_POLICY,
     policy_input_axes,
     provenance,
     read_artifact,
-    utc_now,
+    refuse_existing,
 )
-from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, OnnxPolicyPicker, PolicyRunner
+from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner
+from metascreen.models.workflows.common import command_line, run_folder
 from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
 logger = logging.getLogger(__name__)
 
-BASELINE_POLICIES = ("random", "greedy", "knn", "gp")
+# the named (non-artifact) pickers of ``simulate molecules --policy``
+BASELINE_POLICIES = tuple(n for n in MOLECULE_PICKERS if n != "policy")
 
 
 def policy_label(policy: str | Path | None) -> str:
@@ -61,31 +63,24 @@ def simulate_molecules(
     history each step; ``knn`` and ``gp`` work on ECFP4 bits; a policy artifact uses its own
     encoder and featurizer. All of them meet the same pools (drawn from ``seed``).
     """
-    picker: Picker
-    name = str(policy) if policy is not None else None
-    if name == "random":
+    name = str(policy) if policy is not None and str(policy) in BASELINE_POLICIES else "policy"
+    spec = picker_spec(MOLECULE_PICKERS, name)
+    ctx = SimpleNamespace(label=policy_label(policy))
+    if spec.needs == "ecfp":
         from metascreen.models.evaluation.baselines import baseline_featurizer
 
-        data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
-        picker = RandomPicker()
-    elif name in ("knn", "gp"):
-        from metascreen.models.evaluation.baselines import baseline_featurizer
-        from metascreen.models.screening.pickers import GPPicker, KnnPicker
-
-        data = prepare_tasks(Path(data_dir), baseline_featurizer(), cache_dir, workers, progress)
-        bits = data.x > 0.5
-        picker = KnnPicker(bits) if name == "knn" else GPPicker(bits)
-    elif name == "greedy":
-        from metascreen.models.screening.pickers import GreedyPicker
+        featurizer: Any = baseline_featurizer()
+    elif spec.needs == "predictor":
         from metascreen.models.serving.molecules import OnnxPredictor
 
-        pred = OnnxPredictor.load(Path(model_dir or DEFAULT_MODEL_DIR))
-        data = prepare_tasks(Path(data_dir), pred.featurizer, cache_dir, workers, progress)
-        picker = GreedyPicker(pred.logits, data.x)
+        ctx.predictor = OnnxPredictor.load(Path(model_dir or DEFAULT_MODEL_DIR))
+        featurizer = ctx.predictor.featurizer
     else:
-        runner = PolicyRunner.load(Path(policy) if policy is not None else DEFAULT_POLICY_DIR)
-        data = prepare_tasks(Path(data_dir), runner.featurizer, cache_dir, workers, progress)
-        picker = OnnxPolicyPicker(runner, runner.embed(data.x), name=policy_label(policy))
+        ctx.runner = PolicyRunner.load(Path(policy) if policy is not None else DEFAULT_POLICY_DIR)
+        featurizer = ctx.runner.featurizer
+    data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
+    ctx.x = data.x
+    picker = spec.build(ctx)
     result = simulate(
         picker,
         data.taskset.tasks,
@@ -132,20 +127,18 @@ def train_policy_model(
         head_state,
     )
     from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
+    from metascreen.models.serving.artifact import staged_dir
     from metascreen.models.training.export import (
         export_encoder_onnx,
         export_policy_onnx,
         load_weights,
-        staged_dir,
         write_weights,
     )
     from metascreen.models.training.policy import PolicyTrainConfig, train_policy
     from metascreen.models.training.seeding import seed_everything
 
     tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} exists; artifacts are never overwritten, choose a new --out")
+    out_dir = refuse_existing(out_dir)
     model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
     info = read_artifact(model_dir)
     fz = info.metadata["featurizer"]
@@ -193,11 +186,7 @@ def train_policy_model(
     policy = ScreeningPolicy(e_train.shape[1], pcfg)
     if policy.head is not None:
         policy.head.load_state_dict(head_state(learner))
-    if run_dir is None:
-        stamp = utc_now().replace(":", "").replace("-", "")
-        run_dir = Path("runs") / f"policy__seed{tcfg.seed}__{stamp}"
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_folder(run_dir, "policy", f"seed{tcfg.seed}")
     config = {
         "policy": pcfg.model_dump(mode="json"),
         "train": tcfg.model_dump(mode="json"),
@@ -246,7 +235,7 @@ def train_policy_model(
             "weights": {"file": "weights.pt.gz", "sha256": sha256_file(tmp / "weights.pt.gz")},
             "featurizer": fz,
             "seed": tcfg.seed,
-            "command": command or shlex.join(sys.argv),
+            "command": command_line(command),
             "training_data": {
                 "train_dir": str(train_dir),
                 "train_sha256": train.data_hash,

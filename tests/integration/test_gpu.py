@@ -65,7 +65,7 @@ def test_meta_train_on_cuda_with_amp(tmp_path) -> None:
 def test_onnxruntime_cuda_provider_is_used() -> None:
     import onnxruntime as ort
 
-    from metascreen.models.serving.molecules import available_providers
+    from metascreen.models.serving.session import available_providers
 
     assert "CUDAExecutionProvider" in ort.get_available_providers()
     assert available_providers("auto")[0] == "CUDAExecutionProvider"

@@ -342,12 +342,12 @@ def test_policy_artifact_onnx_matches_torch(rec_model: Path, tiny_ml: Path) -> N
     import torch
 
     from metascreen.domains.recommendation.load import load_interactions
+    from metascreen.domains.recommendation.tasks import user_tasks
     from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
     from metascreen.models.screening.movielens import load_policy_picker
     from metascreen.models.screening.simulator import BatchEnv, make_pools
     from metascreen.models.serving.policy import observation
     from metascreen.models.training.export import load_weights
-    from metascreen.models.workflows.movielens_policy import user_tasks
 
     meta = json.loads((rec_model / "metadata.json").read_text())
     spec = meta["policy"]

@@ -9,15 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from metascreen.domains.recommendation.tasks import user_tasks
+from metascreen.models.features.ratings import PolicyItems, fit_policy_items
 from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
 from metascreen.models.training.policy import PolicyTrainConfig, train_policy
-from metascreen.models.workflows.movielens_policy import (
-    PolicyItems,
-    RecPolicyConfig,
-    catalogue_sampler,
-    fit_policy_items,
-    user_tasks,
-)
+from metascreen.models.workflows.movielens_policy import RecPolicyConfig, catalogue_sampler
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,60 @@
+"""The one place that opens onnxruntime sessions (torch-free): providers, threads, hash check."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from metascreen.domains.errors import InputError
+from metascreen.models.serving.artifact import verify_sha256
+
+logger = logging.getLogger(__name__)
+
+
+def available_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers to ask for: CUDA first when compiled in (it falls back to CPU)."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def open_session(
+    path: Path,
+    sha256: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    what: str = "ONNX graph",
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``path``, refusing a file whose hash differs.
+
+    Args:
+        path: the ``.onnx`` file.
+        sha256: the digest the artifact's metadata records; ``None`` when already verified.
+        device: ``auto`` / ``cuda`` ask for the CUDA provider first (it falls back to CPU).
+        threads: intra-op threads (``None``: onnxruntime's default).
+        what: how the file is named in the error when it is missing.
+
+    Raises:
+        InputError: the file is missing.
+        ArtifactMismatchError: its sha256 differs from ``sha256``.
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # a CUDA-less machine logs errors before falling back
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} missing from the artifact")
+    if sha256 is not None:
+        verify_sha256(path, sha256)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        str(path), sess_options=opts, providers=available_providers(device)
+    )
+    logger.info("%s: onnxruntime providers in use: %s", path.name, session.get_providers())
+    return session
