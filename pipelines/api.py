@@ -1,4 +1,8 @@
-"""A small Python API for notebooks, mirroring the CLI (and called by it and by the flows).
+"""A small Python API for notebooks and scripts: thin wrappers over ``metascreen.models``.
+
+Each function forwards to the workflow or serving function of the same stage; the CLI
+(``pipelines/cli/``) and the flows (``pipelines/flows.py``) call those functions directly, not
+this module.
 
 Example:
     >>> from metascreen.pipelines import api

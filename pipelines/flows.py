@@ -1,7 +1,8 @@
-"""Prefect flows: thin orchestration over the plain functions in ``metascreen.models.workflows.molecules``.
+"""Prefect flows: thin orchestration over the plain functions in ``metascreen.models.workflows``.
 
-Ephemeral (embedded) Prefect by default; a real server when ``PREFECT_API_URL`` is set. This is
-the only module of metascreen that imports prefect.
+Ephemeral (embedded) Prefect by default; a real server when ``PREFECT_API_URL`` is set.
+``pipelines/`` is the only package of metascreen that imports prefect (here, in ``retrain``,
+``distributed`` and ``logs``). The deployments in ``deploy/prefect.yaml`` point at this module.
 """
 
 from __future__ import annotations
@@ -13,19 +14,14 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.logging import get_run_logger
 
 from metascreen.models.workflows import molecules as workflows
-from metascreen.pipelines import report
+from metascreen.pipelines.demo import SAMPLE_DIR, run_demo
+from metascreen.pipelines.domain import evaluate_json, prepare_stats, resolve_domain, score_json
+from metascreen.pipelines.logs import run_logger
+from metascreen.pipelines.report import evaluation_table
 
 logger = logging.getLogger(__name__)
-
-
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run context (e.g. .fn() in tests)
-        return logger
 
 
 @task(name="prepare-tasks")
@@ -33,7 +29,7 @@ def prepare_tasks_task(
     data_dir: str, cache_dir: str | None = None, workers: int = 2, domain: str = "molecules"
 ) -> dict[str, Any]:
     """Load and featurize a task folder with the default featurizer; return its statistics."""
-    return report.prepare_stats(data_dir, cache_dir, workers, domain=domain)
+    return prepare_stats(data_dir, cache_dir, workers, domain=domain)
 
 
 @flow(name="prepare_tasks")
@@ -44,7 +40,7 @@ def prepare_tasks_flow(
     (``domain="movielens"``: users, ratings, items, rejected rows)."""
     stats = prepare_tasks_task(data_dir, cache_dir, workers, domain)
     if domain == "movielens":
-        _log().info(
+        run_logger(logger).info(
             "prepared %s: %d users, %d ratings (%d rejected)",
             data_dir,
             stats["n_users"],
@@ -52,7 +48,7 @@ def prepare_tasks_flow(
             stats["n_rejected"],
         )
         return stats
-    _log().info(
+    run_logger(logger).info(
         "prepared %s: %d tasks, %d rows (%d invalid SMILES excluded)",
         data_dir,
         stats["n_tasks"],
@@ -72,7 +68,7 @@ def meta_train_task(
     **kwargs: Any,
 ) -> str:
     """Meta-train and write an artifact; returns its folder (``learner`` = the model config)."""
-    if report._domain(domain) == "movielens":
+    if resolve_domain(domain) == "movielens":
         from metascreen.models.workflows.movielens import train_rating_model
 
         return str(train_rating_model(Path(data_dir), Path(out_dir), learner, train, **kwargs))
@@ -91,7 +87,7 @@ def meta_train_flow(
     """Meta-train a learner on FS-Mol-format tasks (GPU when present), or the rating predictor on
     MovieLens-format data (``domain="movielens"``), and write a model artifact."""
     path = meta_train_task(data_dir, out_dir, learner or {}, train or {}, domain, **kwargs)
-    _log().info("model artifact: %s", path)
+    run_logger(logger).info("model artifact: %s", path)
     return path
 
 
@@ -107,7 +103,7 @@ def evaluate_task(
     **options: Any,
 ) -> dict[str, Any]:
     """Run the FS-Mol protocol (contract JSON per support size) or MeLU's (``movielens``)."""
-    return report.evaluate_json(
+    return evaluate_json(
         data_dir, model, support_sizes, repeats, seed, cache_dir, domain, **options
     )
 
@@ -130,7 +126,7 @@ def evaluate_flow(
     ``domain="movielens"``: MeLU's protocol on ``users`` (all | holdout) of ``data_dir``.
     """
     names: list[str | None] = list(models) if models else [None]
-    if report._domain(domain) == "movielens":
+    if resolve_domain(domain) == "movielens":
         opts = {"users": users, "holdout_fraction": holdout_fraction, "split_seed": split_seed}
         res = {str(m): evaluate_task(data_dir, m, [], 0, seed, None, domain, **opts) for m in names}
         rows = ["| model | users | MAE | nDCG@1 | nDCG@3 |", "|---|---|---|---|---|"]
@@ -150,7 +146,7 @@ def evaluate_flow(
     }
     create_markdown_artifact(
         key="evaluation",
-        markdown=report.evaluation_table(out),
+        markdown=evaluation_table(out),
         description=f"FS-Mol ΔAUPRC on {data_dir}",
     )
     return {str(k): v for k, v in out.items()}
@@ -159,7 +155,7 @@ def evaluate_flow(
 @flow(name="export")
 def export_flow(model_dir: str, out_dir: str, domain: str = "molecules") -> str:
     """Re-export a model artifact's weights to ONNX (fails unless parity with torch holds)."""
-    if report._domain(domain) == "movielens":
+    if resolve_domain(domain) == "movielens":
         from metascreen.models.workflows.movielens import export_rating_model
 
         return str(export_rating_model(Path(model_dir), Path(out_dir)))
@@ -171,7 +167,7 @@ def batch_score_task(
     model_dir: str, support: str, library: str, output: str, **kwargs: Any
 ) -> dict[str, Any]:
     """Score a library (or, for ``domain="movielens"``, candidates per user) with onnxruntime."""
-    return report.score_json(model_dir, support, library, output, **kwargs)
+    return score_json(model_dir, support, library, output, **kwargs)
 
 
 @flow(name="batch_score")
@@ -195,9 +191,9 @@ def batch_score_flow(
     ``domain="movielens"``: ``support`` holds users' ratings, ``library`` the candidate items;
     writes the top ``k`` unrated candidates per user.
     """
-    if report._domain(domain) == "movielens":
+    if resolve_domain(domain) == "movielens":
         rep = batch_score_task(model_dir or "", support, library, output, domain="movielens", k=k)
-        _log().info(
+        run_logger(logger).info(
             "scored %d users; quarantined %d rating and %d candidate rows",
             rep["n_users"],
             rep["n_ratings_quarantined"],
@@ -222,7 +218,7 @@ def batch_score_flow(
     rep = batch_score_task(
         model_dir, support, library, output, chunk_size=chunk_size, workers=workers
     )
-    _log().info("scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"])
+    run_logger(logger).info("scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"])
     return rep
 
 
@@ -349,13 +345,13 @@ def demo_flow(
 ) -> str:
     """The whole pipeline on the bundled FS-Mol sample (or ``data_dir``); returns the report folder."""
     return str(
-        report.run_demo(
+        run_demo(
             Path(out_dir),
             steps=steps,
             repeats=repeats,
             workers=workers,
             stages=_Stages(),
-            data_dir=Path(data_dir) if data_dir else report.SAMPLE_DIR,
+            data_dir=Path(data_dir) if data_dir else SAMPLE_DIR,
         )
     )
 

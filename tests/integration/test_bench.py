@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 
 pytestmark = [
     pytest.mark.integration,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

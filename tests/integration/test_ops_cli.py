@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 from tiny_data import make_smiles
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_score_defaults_to_the_registry_current_model(tiny_model: Path, tmp_path
 
 
 def test_unreachable_dask_scheduler_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
-    from metascreen.pipelines.ops import free_port
+    from metascreen.pipelines.stack import free_port
 
     (tmp_path / "s.csv").write_text("SMILES,label\nCCO,1\nCCN,0\n")
     (tmp_path / "l.csv").write_text("SMILES\nCCC\n")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 from tiny_data import make_smiles
 
 pytestmark = pytest.mark.integration

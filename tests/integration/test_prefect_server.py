@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from metascreen.pipelines.ops import api_json, free_port, http_status, run_deployment_and_wait
+from metascreen.pipelines.stack import api_json, free_port, http_status, run_deployment_and_wait
 
 pytestmark = pytest.mark.integration
 

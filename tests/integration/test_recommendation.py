@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metascreen.domains.errors import ArtifactMismatchError
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 from rec_data import write_ml1m
 
 pytestmark = pytest.mark.integration

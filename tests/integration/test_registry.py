@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from metascreen.domains.errors import ArtifactMismatchError, InputError
 from metascreen.models.registry.gate import GateConfig, gate_challenger
 from metascreen.models.registry.store import ModelRegistry, resolve_model_dir
-from metascreen.pipelines.cli import app
+from metascreen.pipelines.cli.main import app
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

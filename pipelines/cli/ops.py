@@ -1,7 +1,7 @@
 """Operations commands: ``metascreen models …``, ``metascreen serve``, ``metascreen bench …``.
 
-Registered on the main app by ``pipelines/cli.py``; prefect, torch and onnxruntime are imported
-inside the commands.
+``main`` registers ``models_app``, ``bench_app`` and ``serve``; prefect, torch and onnxruntime
+are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from metascreen.pipelines.cli import _progress, _run, _write_json
+from metascreen.models.registry.store import DEFAULT_NAME
+from metascreen.pipelines.cli.common import int_list, progress_enabled, run, write_json
 
 models_app = typer.Typer(
     help="Model registry: list, promote, roll back, gate a challenger, retrain, quantize.",
     no_args_is_help=True,
 )
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+
 
 RegistryOpt = Annotated[
     Path | None,
@@ -42,7 +44,7 @@ def _registry(path: Path | None) -> Any:
 
 @models_app.command("list")
 def models_list(
-    name: NameArg = "molecules",
+    name: NameArg = DEFAULT_NAME,
     registry: RegistryOpt = None,
     decisions: Annotated[bool, typer.Option(help="also print the decision log")] = False,
 ) -> None:
@@ -52,7 +54,7 @@ def models_list(
         reg = _registry(registry)
         return reg.list_versions(name), reg.decisions(name) if decisions else []
 
-    versions, log = _run(body)
+    versions, log = run(body)
     if not versions:
         typer.echo(f"no versions of {name!r} registered")
     for mv in versions:
@@ -69,7 +71,7 @@ def models_list(
 @models_app.command("register")
 def models_register(
     model_dir: Annotated[Path, typer.Argument(help="artifact folder to copy into the registry")],
-    name: Annotated[str, typer.Option(help="registered model name")] = "molecules",
+    name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
     registry: RegistryOpt = None,
     promote: Annotated[bool, typer.Option(help="also make it current (no gate)")] = False,
 ) -> None:
@@ -82,7 +84,7 @@ def models_register(
             reg.promote(name, mv.version, reason="registered with --promote")
         return str(mv.version)
 
-    typer.echo(f"registered {name}/{_run(body)}")
+    typer.echo(f"registered {name}/{run(body)}")
 
 
 @models_app.command("promote")
@@ -93,18 +95,18 @@ def models_promote(
     reason: Annotated[str, typer.Option(help="recorded in the decision log")] = "manual",
 ) -> None:
     """Point ``current`` at VERSION (atomic; logged in decisions.jsonl)."""
-    _run(lambda: _registry(registry).promote(name, version, reason=reason))
+    run(lambda: _registry(registry).promote(name, version, reason=reason))
     typer.echo(f"{name}: current -> {version}")
 
 
 @models_app.command("rollback")
 def models_rollback(
-    name: NameArg = "molecules",
+    name: NameArg = DEFAULT_NAME,
     registry: RegistryOpt = None,
     to: Annotated[str | None, typer.Option(help="version (default: the previous current)")] = None,
 ) -> None:
     """Point ``current`` back to the version it had before the last switch."""
-    version = _run(lambda: _registry(registry).rollback(name, to))
+    version = run(lambda: _registry(registry).rollback(name, to))
     typer.echo(f"{name}: current -> {version}")
 
 
@@ -112,7 +114,7 @@ def models_rollback(
 def models_gate(
     challenger: Annotated[Path, typer.Argument(help="challenger artifact folder")],
     valid_dir: Annotated[Path, typer.Option(help="validation task folder (FS-Mol format)")],
-    name: Annotated[str, typer.Option(help="registered model name")] = "molecules",
+    name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
     registry: RegistryOpt = None,
     margin: Annotated[float, typer.Option(help="ΔAUPRC the challenger must gain")] = 0.005,
     support_sizes: Annotated[str, typer.Option(help="comma-separated support sizes")] = "16",
@@ -127,7 +129,7 @@ def models_gate(
     def body() -> dict[str, Any]:
         cfg = gate.GateConfig(
             str(valid_dir),
-            tuple(int(s) for s in support_sizes.split(",")),
+            int_list(support_sizes),
             repeats,
             seed,
             margin,
@@ -135,19 +137,19 @@ def models_gate(
         )
         return gate.gate_challenger(_registry(registry), challenger, cfg, name).to_json()
 
-    d = _run(body)
+    d = run(body)
     champ = f"{d['champion_score']:.4f}" if d["champion_score"] is not None else "n/a"
     typer.echo(
         f"{'PROMOTED' if d['promote'] else 'KEPT CHAMPION'}: challenger {d['challenger']} "
         f"{d['challenger_score']:.4f} vs champion {d['champion']} {champ} ({d['reason']})"
     )
-    _write_json(json_out, d)
+    write_json(json_out, d)
 
 
 @models_app.command("retrain")
 def models_retrain(
     data_dir: Annotated[Path, typer.Argument(help="FS-Mol folder with train/ and valid/")],
-    name: Annotated[str, typer.Option(help="registered model name")] = "molecules",
+    name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
     registry: RegistryOpt = None,
     learner: Annotated[str, typer.Option(help="learner of the challenger")] = "protonet",
     steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
@@ -164,7 +166,7 @@ def models_retrain(
         train["max_minutes"] = max_minutes
 
     def body() -> dict[str, Any]:
-        from metascreen.pipelines.ops import retrain_flow
+        from metascreen.pipelines.retrain import retrain_flow
 
         reg = _registry(registry)
         return retrain_flow(
@@ -178,7 +180,7 @@ def models_retrain(
             seed=seed,
         )
 
-    d = _run(body)
+    d = run(body)
     typer.echo(
         f"{'PROMOTED' if d['promote'] else 'KEPT CHAMPION'}: {d['challenger']} ({d['reason']})"
     )
@@ -196,7 +198,7 @@ def models_quantize(
 
         return quantize_artifact(model_dir, out)
 
-    typer.echo(f"int8 artifact: {_run(body)}")
+    typer.echo(f"int8 artifact: {run(body)}")
 
 
 def serve(
@@ -216,7 +218,7 @@ def serve(
     Set PREFECT_SERVER_API_AUTH_STRING=user:password to require basic auth (the worker and the
     deploy step get it as PREFECT_API_AUTH_STRING). Ctrl-C or SIGTERM stops worker then server.
     """
-    from metascreen.pipelines.ops import PREFECT_FILE, LocalStack
+    from metascreen.pipelines.stack import PREFECT_FILE, LocalStack
 
     auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
@@ -240,7 +242,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        _run(lambda: stack.start(deploy=deploy, worker=worker))
+        run(lambda: stack.start(deploy=deploy, worker=worker))
         typer.echo(f"prefect server: {stack.api_url} (UI http://{host}:{port}); pool {pool!r}")
         typer.echo("serving; Ctrl-C stops the worker and the server", err=True)
         while True:
@@ -293,10 +295,10 @@ def bench_score(
             seed=seed,
             work_dir=work_dir,
             json_out=json_out,
-            progress=_progress(),
+            progress=progress_enabled(),
         )
 
-    out = _run(body)
+    out = run(body)
     typer.echo(json.dumps(out, indent=2))
     if json_out is not None:
         typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")

@@ -1,0 +1,134 @@
+"""``metascreen evaluate molecules|movielens``: the FS-Mol and MeLU evaluation protocols."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from metascreen.pipelines.cli.common import progress_enabled, run, write_json
+
+app = typer.Typer(
+    help="Evaluate a model or baseline with the FS-Mol protocol.", no_args_is_help=True
+)
+
+
+@app.command("molecules")
+def evaluate_molecules(
+    data_dir: Annotated[Path, typer.Argument(help="folder of FS-Mol task files (*.jsonl.gz)")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="model artifact folder, or rf | knn (default: the shipped model)"),
+    ] = None,
+    support_size: Annotated[int, typer.Option(help="support set size per task")] = 16,
+    repeats: Annotated[int, typer.Option(help="draws per task; repeat r uses seed + r")] = 10,
+    seed: Annotated[int, typer.Option(help="base seed")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result JSON here")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
+    ] = False,
+) -> None:
+    """ΔAUPRC with FS-Mol's protocol: stratified support, query = rest, mean over repeats then tasks."""
+    start = time.perf_counter()
+
+    def body() -> dict[str, Any]:
+        if flow:
+            from metascreen.pipelines.flows import evaluate_flow
+
+            return next(
+                iter(
+                    evaluate_flow(
+                        str(data_dir), [model] if model else None, [support_size], repeats, seed
+                    ).values()
+                )
+            )[str(support_size)]
+        from metascreen.models.workflows.molecules import evaluate_model
+
+        res, label, n_invalid = evaluate_model(
+            data_dir, model, (support_size,), repeats, seed, cache_dir, progress=progress_enabled()
+        )
+        return res[support_size].to_json(label, n_invalid)
+
+    out = run(body)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    typer.echo(f"{'model':<40} {'support':>7} {'tasks':>5} {'ΔAUPRC':>8} {'std':>7} {'seconds':>8}")
+    typer.echo(
+        f"{str(out['model'])[-40:]:<40} {out['support_size']:>7} {out['n_tasks']:>5} {out['mean']:>8.4f} {out['std']:>7.4f} {out['seconds']:>8.1f}"
+    )
+    if out["n_skipped_draws"] or out["n_invalid_smiles_excluded"]:
+        typer.echo(
+            f"({out['n_skipped_draws']} draws skipped for a single-class fold; {out['n_invalid_smiles_excluded']} invalid SMILES rows excluded)"
+        )
+    write_json(json_out, out)
+
+
+@app.command("movielens")
+def evaluate_movielens(
+    data_dir: Annotated[Path, typer.Argument(help="MovieLens-format folder")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf "
+            "| mf-staircase"
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="seed of each user's query draw")] = 0,
+    users: Annotated[
+        str,
+        typer.Option(help="all (every user with 13–100 ratings) | holdout (the held-out users)"),
+    ] = "all",
+    holdout_fraction: Annotated[
+        float | None, typer.Option(help="hold-out share (default: the model's, else 0.1)")
+    ] = None,
+    split_seed: Annotated[
+        int | None, typer.Option(help="hold-out seed (default: the model's, else 0)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result JSON here")
+    ] = None,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
+    ] = False,
+) -> None:
+    """MeLU protocol: per user 10 seeded query ratings, the rest support; MAE and nDCG@1/@3."""
+    if users not in ("all", "holdout"):
+        typer.echo("error: --users must be all or holdout", err=True)
+        raise typer.Exit(2)
+
+    def body() -> dict[str, Any]:
+        if flow:
+            from metascreen.pipelines.flows import evaluate_flow
+
+            res = evaluate_flow(
+                str(data_dir),
+                [model],
+                seed=seed,
+                domain="movielens",
+                users=users,
+                holdout_fraction=holdout_fraction,
+                split_seed=split_seed,
+            )
+            return next(iter(res.values()))
+        from metascreen.models.workflows.movielens import evaluate_ratings
+
+        return evaluate_ratings(
+            data_dir,
+            model,
+            seed,
+            users,
+            holdout_fraction,
+            split_seed,
+        )
+
+    out = run(body)
+    typer.echo(f"{'model':<40} {'users':>6} {'MAE':>7} {'nDCG@1':>7} {'nDCG@3':>7} {'seconds':>8}")
+    typer.echo(
+        f"{str(out['model'])[-40:]:<40} {out['n_users']:>6} {out['mae']:>7.4f} "
+        f"{out['ndcg@1']:>7.4f} {out['ndcg@3']:>7.4f} {out['seconds']:>8.1f}"
+    )
+    write_json(json_out, out)

@@ -1,0 +1,380 @@
+"""``metascreen train molecules|movielens|policy``: meta-train a model and write an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from metascreen.pipelines.cli.common import command_line, int_list, progress_enabled, run
+
+app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
+
+CACHE_DIR = Path(".cache/metascreen")
+"""Default feature cache of the training commands."""
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(
+            f"--active-fractions {text!r}: not comma-separated numbers"
+        ) from err
+    if not out or not all(0 < f <= 1 for f in out):
+        raise typer.BadParameter(f"--active-fractions {text!r}: need numbers in (0, 1]")
+    return out
+
+
+@app.command("molecules")
+def train_molecules(
+    data_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="FS-Mol folder with train/ and valid/, or a train folder (then --valid-dir)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
+        "models-out/molecules"
+    ),
+    learner: Annotated[str, typer.Option(help="protonet | maml | matching | probe")] = "protonet",
+    valid_dir: Annotated[
+        Path | None, typer.Option(help="validation task folder (default DATA_DIR/valid)")
+    ] = None,
+    init_from: Annotated[
+        Path | None, typer.Option(help="start the encoder from this artifact (required for probe)")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
+    tasks_per_step: Annotated[int | None, typer.Option(help="episodes per meta-batch")] = None,
+    support_sizes: Annotated[
+        str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option(help="constant | cosine (warm-up, then decay to lr/10)")
+    ] = None,
+    hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
+    out_dim: Annotated[int | None, typer.Option(help="embedding size")] = None,
+    dropout: Annotated[float | None, typer.Option(help="encoder dropout")] = None,
+    encoder: Annotated[
+        str, typer.Option(help="mlp | hybrid (MLP on fingerprint+descriptors next to a dense GIN)")
+    ] = "mlp",
+    graph_atoms: Annotated[
+        int, typer.Option(help="hybrid: atoms per molecule graph (larger ones are truncated)")
+    ] = 48,
+    fp_radius: Annotated[int, typer.Option(help="Morgan radius (2 = ECFP4)")] = 2,
+    fp_bits: Annotated[int, typer.Option(help="fingerprint length")] = 2048,
+    fp_counts: Annotated[
+        bool,
+        typer.Option("--fp-counts/--fp-bits-only", help="log1p count fingerprint or bit vector"),
+    ] = True,
+    descriptors: Annotated[
+        bool,
+        typer.Option("--descriptors/--no-descriptors", help="append scaled RDKit 2D descriptors"),
+    ] = True,
+    eval_every: Annotated[int | None, typer.Option(help="steps between validations")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="validations without improvement before stopping")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="wall-clock budget; keeps the best state")
+    ] = None,
+    ensemble: Annotated[
+        int, typer.Option(help="train this many members (seeds seed, seed+1, …) and average them")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    run_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
+    ] = None,
+    cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
+    ] = False,
+) -> None:
+    """Meta-train a learner on FS-Mol-format tasks and write an artifact (ONNX + weights + metadata)."""
+    learner_cfg: dict[str, Any] = {"learner": learner, "ensemble_size": ensemble}
+    enc: dict[str, Any] = {}
+    if hidden:
+        enc["hidden"] = int_list(hidden)
+    if out_dim is not None:
+        enc["out_dim"] = out_dim
+    if dropout is not None:
+        enc["dropout"] = dropout
+    if encoder != "mlp":
+        enc["kind"] = encoder
+        enc["graph_atoms"] = graph_atoms
+    if enc:
+        learner_cfg["encoder"] = enc
+    overrides = {
+        "steps": steps,
+        "tasks_per_step": tasks_per_step,
+        "lr": lr,
+        "lr_schedule": lr_schedule,
+        "eval_every": eval_every,
+        "patience": patience,
+        "max_minutes": max_minutes,
+    }
+    train_cfg: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if support_sizes:
+        train_cfg["support_sizes"] = int_list(support_sizes)
+    train_cfg.update(seed=seed, device=device)
+    kwargs: dict[str, Any] = {
+        "valid_dir": valid_dir,
+        "init_from": init_from,
+        "featurizer_params": {
+            "radius": fp_radius,
+            "n_bits": fp_bits,
+            "counts": fp_counts,
+            "descriptors": None if descriptors else (),
+        },
+        "cache_dir": cache_dir,
+        "run_dir": run_dir,
+        "progress": progress_enabled(),
+        "command": command_line(),
+    }
+
+    def body() -> str:
+        if flow:
+            from metascreen.pipelines.flows import meta_train_flow
+
+            return meta_train_flow(str(data_dir), str(out), learner_cfg, train_cfg, **kwargs)
+        from metascreen.models.workflows.molecules import train_model
+
+        return str(train_model(data_dir, out, learner_cfg, train_cfg, **kwargs))
+
+    path = run(body)
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    for n, r in meta["metrics"].get("valid", {}).items():
+        typer.echo(f"valid ΔAUPRC@{n}: {r['mean']:.4f} ± {r['std']:.4f} ({r['n_tasks']} tasks)")
+    typer.echo(f"model: {path}")
+
+
+@app.command("movielens")
+def train_movielens(
+    data_dir: Annotated[
+        Path, typer.Argument(help="MovieLens 100K/1M folder (or interactions table folder)")
+    ],
+    out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
+        "models-out/movielens"
+    ),
+    seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
+    holdout_fraction: Annotated[
+        float, typer.Option(help="share of users held out of training entirely (0 = none)")
+    ] = 0.0,
+    split_seed: Annotated[int, typer.Option(help="seed of the hold-out draw")] = 0,
+    learner: Annotated[
+        str, typer.Option(help="attentive-rating | foldin (MF fold-in alone)")
+    ] = "attentive-rating",
+    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="meta-training wall-clock budget (keeps the best state)")
+    ] = None,
+    dim: Annotated[int | None, typer.Option(help="MF factor size")] = None,
+    loss: Annotated[str | None, typer.Option(help="l1 | mse | huber")] = None,
+    policy_steps: Annotated[
+        int | None,
+        typer.Option(help="interactive-recommendation policy: warm-start steps (0 = no policy)"),
+    ] = None,
+    policy_minutes: Annotated[
+        float | None, typer.Option(help="policy training wall-clock cap (keeps the best state)")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
+    ] = None,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
+    ] = False,
+) -> None:
+    """Fit MF on the training users, meta-train the rating predictor (MeLU cold-user protocol),
+    then train the interactive-recommendation policy on the same users."""
+    model_cfg: dict[str, Any] = {"learner": learner}
+    if dim is not None:
+        model_cfg["dim"] = dim
+    if loss is not None:
+        model_cfg["loss"] = loss
+    train_cfg: dict[str, Any] = {"seed": seed}
+    if steps is not None:
+        train_cfg["steps"] = steps
+    if max_minutes is not None:
+        train_cfg["max_minutes"] = max_minutes
+    policy_cfg: dict[str, Any] = {}
+    if policy_steps is not None:
+        policy_cfg["warm_steps"] = policy_steps
+    if policy_minutes is not None:
+        policy_cfg["max_minutes"] = policy_minutes
+    kwargs: dict[str, Any] = {
+        "holdout_fraction": holdout_fraction,
+        "split_seed": split_seed,
+        "run_dir": run_dir,
+        "progress": progress_enabled(),
+        "command": command_line(),
+        "policy_cfg": policy_cfg,
+    }
+
+    def body() -> str:
+        from pydantic import ValidationError
+
+        try:
+            if flow:
+                from metascreen.pipelines.flows import meta_train_flow
+
+                return meta_train_flow(
+                    str(data_dir), str(out), model_cfg, train_cfg, domain="movielens", **kwargs
+                )
+            from metascreen.models.workflows.movielens import train_rating_model
+
+            return str(train_rating_model(data_dir, out, model_cfg, train_cfg, **kwargs))
+        except ValidationError as err:
+            from metascreen.domains.errors import ConfigError
+
+            raise ConfigError(
+                f"invalid training option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+            ) from err
+
+    path = run(body)
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    hold = meta["metrics"].get("holdout")
+    if hold:
+        typer.echo(
+            f"hold-out users: MAE {hold['mae']:.4f}, nDCG@1 {hold['ndcg@1']:.4f}, "
+            f"nDCG@3 {hold['ndcg@3']:.4f} ({hold['n_users']} users)"
+        )
+    pol = meta["metrics"].get("policy")
+    if pol and pol.get("valid_cumulative_precision") is not None:
+        typer.echo(
+            f"policy: validation cumulative precision {pol['valid_cumulative_precision']:.4f} "
+            f"({pol['n_valid_users']} training users kept out, step {pol['best_step']})"
+        )
+    typer.echo(f"model: {path}")
+
+
+@app.command("policy")
+def train_policy_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="FS-Mol folder with train/ (and valid/)")],
+    out: Annotated[Path, typer.Option(help="new policy artifact folder")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="predictor artifact whose frozen encoder embeds compounds (default: shipped)"
+        ),
+    ] = None,
+    valid_dir: Annotated[
+        Path | None, typer.Option(help="validation tasks (default DATA_DIR/valid)")
+    ] = None,
+    warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 1500,
+    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 300,
+    lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
+    rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
+    rl_baseline: Annotated[
+        str,
+        typer.Option(
+            help="REINFORCE baseline: value (the value head) | greedy (self-critical: the "
+            "policy's own argmax episode on the same pool)"
+        ),
+    ] = "greedy",
+    rl_from: Annotated[
+        str, typer.Option(help="REINFORCE starts from the last | best warm-start state")
+    ] = "best",
+    keep: Annotated[str, typer.Option(help="export the best-validated | last state")] = "last",
+    lr_schedule: Annotated[
+        str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
+    ] = "constant",
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(help="validate and keep an exponential moving average of the weights"),
+    ] = None,
+    pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
+    budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
+    active_fractions: Annotated[
+        str,
+        typer.Option(help="comma-separated active fractions training pools are drawn at"),
+    ] = "0.05,0.1,0.1,0.2,0.5,1.0",
+    rank_loss: Annotated[
+        float,
+        typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
+    ] = 1.0,
+    no_history: Annotated[
+        bool, typer.Option("--no-history", help="ablation: no attention over the history")
+    ] = False,
+    predictor_head: Annotated[
+        bool,
+        typer.Option(
+            "--predictor-head/--no-predictor-head",
+            help="feed the predictor's few-shot head, adapted on the history, to the policy",
+        ),
+    ] = True,
+    d_model: Annotated[int, typer.Option(help="policy width")] = 128,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
+    max_minutes: Annotated[float | None, typer.Option(help="stop training after this long")] = None,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda (AMP on CUDA)")] = "auto",
+    run_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder (resumes if present)")
+    ] = None,
+    cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    flow: Annotated[
+        bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train_policy flow")
+    ] = False,
+) -> None:
+    """Meta-train the screening policy (warm start + REINFORCE) on FS-Mol train tasks."""
+    policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
+    policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
+    train_cfg: dict[str, Any] = {
+        "warm_steps": warm_steps,
+        "rl_steps": rl_steps,
+        "lr": lr,
+        "rl_lr": rl_lr,
+        "lr_schedule": lr_schedule,
+        "rl_baseline": rl_baseline,
+        "rl_from": rl_from,
+        "keep": keep,
+        "ema_decay": ema_decay,
+        "pools_per_step": pools_per_step,
+        "budget": budget,
+        "rank_loss": rank_loss,
+        "active_fractions": _fractions(active_fractions),
+        "eval_every": eval_every,
+        "max_minutes": max_minutes,
+        "seed": seed,
+        "device": device,
+    }
+
+    def body() -> Path:
+        if flow:
+            from metascreen.pipelines.flows import meta_train_policy_flow
+
+            return Path(
+                meta_train_policy_flow(
+                    str(data_dir),
+                    str(out),
+                    policy_cfg,
+                    train_cfg,
+                    str(model) if model else None,
+                    str(valid_dir) if valid_dir else None,
+                    str(run_dir) if run_dir else None,
+                    str(cache_dir),
+                )
+            )
+        from metascreen.models.workflows.policy import train_policy_model
+
+        return train_policy_model(
+            data_dir,
+            out,
+            policy_cfg,
+            train_cfg,
+            model,
+            valid_dir,
+            cache_dir,
+            run_dir,
+            progress=progress_enabled(),
+            command=command_line(),
+        )
+
+    path = run(body)
+    meta = json.loads((path / "metadata.json").read_text())
+    for frac, r in meta["metrics"].get("valid", {}).items():
+        typer.echo(f"valid hits@{budget} at active fraction {frac}: {r['mean_hits']:.3f}")
+    typer.echo(f"policy: {path}")
