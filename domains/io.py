@@ -8,11 +8,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from metascreen.domains.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -82,6 +83,8 @@ def read_frame(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in FRAME_SUFFIXES:
         raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {FRAME_SUFFIXES}")
+    import pandas as pd  # lazily: this module is on the CLI's start-up path
+
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)

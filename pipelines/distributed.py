@@ -19,10 +19,10 @@ from prefect.futures import PrefectFuture
 
 from metascreen.domains.molecules.load import iter_table_chunks
 from metascreen.models.serving import chunked
+from metascreen.pipelines.stack import LOCALHOST
 
 logger = logging.getLogger(__name__)
 
-LOCALHOST = "127.0.0.1"
 _QUIET = ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny")
 
 

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from metascreen.models.workflows import molecules as workflows
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.demo import SAMPLE_DIR, run_demo
 from metascreen.pipelines.domain import evaluate_json, prepare_stats, resolve_domain, score_json
 from metascreen.pipelines.logs import run_logger
@@ -260,7 +261,7 @@ def meta_train_policy_flow(
     model_dir: str | None = None,
     valid_dir: str | None = None,
     run_dir: str | None = None,
-    cache_dir: str | None = ".cache/metascreen",
+    cache_dir: str | None = str(DEFAULT_CACHE_DIR),
 ) -> str:
     """Meta-train the screening policy; publishes its valid figures as a Markdown artifact."""
     path = meta_train_policy_task(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -93,8 +92,3 @@ def render_demo_markdown(summary: dict[str, Any], evals: dict[str, dict[str, Any
         "",
     ]
     return "\n".join(lines)
-
-
-def load_json(path: Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())

@@ -20,6 +20,7 @@ from metascreen.models.registry import gate
 from metascreen.models.registry.store import DEFAULT_NAME, REGISTRY_ENV, ModelRegistry
 from metascreen.models.serving.artifact import utc_now
 from metascreen.models.workflows import molecules as workflows
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.logs import run_logger
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def retrain_flow(
     support_sizes: list[int] | None = None,
     repeats: int = 10,
     seed: int = 0,
-    cache_dir: str | None = ".cache/metascreen",
+    cache_dir: str | None = str(DEFAULT_CACHE_DIR),
 ) -> dict[str, Any]:
     """Train a challenger and promote it only if it beats the current model by ``margin``.
 

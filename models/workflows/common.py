@@ -8,6 +8,9 @@ from pathlib import Path
 
 from metascreen.models.serving.artifact import utc_now
 
+# where featurized task sets are cached by content hash (relative to the working directory)
+DEFAULT_CACHE_DIR = Path(".cache/metascreen")
+
 
 def run_folder(run_dir: Path | None, *name: object) -> Path:
     """``run_dir``, or ``runs/<name parts joined by __>__<UTC stamp>``; created if missing.

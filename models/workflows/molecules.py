@@ -27,7 +27,7 @@ from metascreen.models.serving.artifact import (
     read_artifact,
     refuse_existing,
 )
-from metascreen.models.workflows.common import command_line, run_folder
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def train_model(
     init_from: Path | None = None,
     featurizer: MoleculeFeaturizer | None = None,
     featurizer_params: dict[str, Any] | None = None,
-    cache_dir: Path | None = Path(".cache/metascreen"),
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
     run_dir: Path | None = None,
     eval_support_sizes: tuple[int, ...] = (16, 32, 64),
     eval_repeats: int = 10,

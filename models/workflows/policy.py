@@ -27,7 +27,7 @@ from metascreen.models.serving.artifact import (
     refuse_existing,
 )
 from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner
-from metascreen.models.workflows.common import command_line, run_folder
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
 from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def train_policy_model(
     train_cfg: Any = None,
     model_dir: Path | None = None,
     valid_dir: Path | None = None,
-    cache_dir: Path | None = Path(".cache/metascreen"),
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
     run_dir: Path | None = None,
     eval_repeats: int = 5,
     workers: int = 2,

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.cli.common import command_line, int_list, progress_enabled, run
 
 app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
 
-CACHE_DIR = Path(".cache/metascreen")
+CACHE_DIR = DEFAULT_CACHE_DIR
 """Default feature cache of the training commands."""
 
 
