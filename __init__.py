@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = ("FewShotClassifier", "Recommender", "propose")
-__all__ = ["__version__", *_API]
+__all__ = ["FewShotClassifier", "Recommender", "__version__", "propose"]
 
 if TYPE_CHECKING:
     from metascreen.pipelines.api import FewShotClassifier, Recommender, propose

@@ -342,7 +342,10 @@ class Recommender:
         return list(self.model.table.item_ids)
 
     def recommend(
-        self, ratings: pd.DataFrame, candidates: pd.DataFrame | Iterable[Any] | None = None, k: int = 10
+        self,
+        ratings: pd.DataFrame,
+        candidates: pd.DataFrame | Iterable[Any] | None = None,
+        k: int = 10,
     ) -> pd.DataFrame:
         """Top-``k`` unrated candidates per user: what ``metascreen score movielens`` writes.
 

@@ -111,7 +111,9 @@ def score_users(
     raw = read_frame(Path(ratings_path))
     cand = read_frame(Path(candidates_path))
     with QuarantineWriter(q_path) as q:
-        out, counts = recommend_frame(model, raw, cand, q, k, str(ratings_path), str(candidates_path))
+        out, counts = recommend_frame(
+            model, raw, cand, q, k, str(ratings_path), str(candidates_path)
+        )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".partial")

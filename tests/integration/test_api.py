@@ -126,7 +126,9 @@ def test_inputs_mols_and_invalid_positions(clf: api.FewShotClassifier) -> None:
 
     strict = api.FewShotClassifier().set_params(model=clf.model_dir_)
     strict.fit(["CCO", "CCN"], [0, 1])
-    with pytest.raises(InputError, match=r"2 invalid SMILES in X at positions 1 \('C1CC'.*, 3 \(''"):
+    with pytest.raises(
+        InputError, match=r"2 invalid SMILES in X at positions 1 \('C1CC'.*, 3 \(''"
+    ):
         strict.predict_proba(["CCO", "C1CC", "CCN", ""])
     with pytest.raises(InputError, match=r"support set at positions 0 \('xx'"):
         api.FewShotClassifier().fit(["xx", "CCO"], [0, 1])
