@@ -213,7 +213,7 @@ def test_recommendation_and_simulation_deployments(stack: Stack, tiny_fsmol: Pat
             "data_dir": str(data),
             "train": {**tiny, "device": "cpu"},
             "learner": {"folds": 2, "hidden": 16, "heads": 2, "dim": 4},
-            "policy_cfg": {"warm_steps": 0},
+            "kwargs": {"policy_cfg": {"warm_steps": 0}},  # the flow's **kwargs
         },
     )
     model = stack.results / "movielens-model"
