@@ -102,7 +102,7 @@ def _invalid_message(smiles: list[Any], bad: list[int], what: str) -> str:
     return f"{len(bad)} invalid SMILES in {what} at positions {shown}{more}"
 
 
-class FewShotClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class FewShotClassifier(ClassifierMixin, BaseEstimator):
     """Few-shot activity classifier: adapt to a small labelled support set, score new molecules.
 
     ``fit`` does no training: it featurizes the support set (the assay's labelled compounds,

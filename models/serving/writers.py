@@ -52,8 +52,12 @@ def open_writer(output: Path) -> TableWriter:
     fmt = check_output_suffix(output)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    cls = {"parquet": ParquetChunkWriter, "csv": CsvChunkWriter, "sdf": SdfChunkWriter}[fmt]
-    return cls(output)
+    writers: dict[str, type[_Partial]] = {
+        "parquet": ParquetChunkWriter,
+        "csv": CsvChunkWriter,
+        "sdf": SdfChunkWriter,
+    }
+    return writers[fmt](output)
 
 
 class _Partial:
@@ -61,6 +65,9 @@ class _Partial:
         self.output = Path(output)
         self.tmp = self.output.with_name(self.output.name + ".partial")
         self.n_chunks = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        raise NotImplementedError
 
     def _close(self) -> None:
         raise NotImplementedError
@@ -126,14 +133,7 @@ def _prop_text(value: object) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float):
-        return repr(value)
-    try:
-        if pd.isna(value):  # type: ignore[call-overload]
-            return None
-    except (TypeError, ValueError):
-        pass
-    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f":  # numpy float32
-        return f"{float(value):.9g}"
+        return repr(value)  # round-trips exactly
     return str(value)
 
 
