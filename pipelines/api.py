@@ -42,7 +42,6 @@ from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
 from metascreen.models.serving.molecules import (
     OnnxPredictor,
     ScoreReport,
-    check_support_labels,
     score_library,
 )
 
@@ -184,13 +183,15 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
                 + "; fix or remove them (support rows carry labels)"
             )
         classes = np.unique(labels)
-        if len(classes) > 2:
-            raise InputError(f"y must have two classes (inactive, active); got {classes.tolist()}")
-        self.classes_ = classes if len(classes) == 2 else np.asarray([0, 1])
-        y01 = (labels == self.classes_[-1]).astype(np.float32)
+        if len(classes) != 2:
+            raise InputError(
+                "the support set needs both actives and inactives (two classes in y); got "
+                f"{classes.tolist()}"
+            )
+        self.classes_ = classes  # classes_[1] is the active class (1, True, "active" …)
+        y01 = (labels == classes[1]).astype(np.float32)
         self.model_dir_ = resolve_model_dir(self.model, self.registry, self.model_name)
         self.predictor_ = OnnxPredictor.load(self.model_dir_, device=self.device)
-        check_support_labels(y01, "the support set")
         self.support_x_ = self.predictor_.featurizer.transform_smiles([str(c) for c in canon])
         self.support_y_ = y01
         return self

@@ -132,7 +132,7 @@ def test_inputs_mols_and_invalid_positions(clf: api.FewShotClassifier) -> None:
         strict.predict_proba(["CCO", "C1CC", "CCN", ""])
     with pytest.raises(InputError, match=r"support set at positions 0 \('xx'"):
         api.FewShotClassifier().fit(["xx", "CCO"], [0, 1])
-    with pytest.raises(InputError, match="both actives"):
+    with pytest.raises(InputError, match="both actives and inactives"):
         api.FewShotClassifier().fit(["CCN", "CCO"], [1, 1])
 
 
