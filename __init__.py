@@ -3,7 +3,36 @@
 Subpackages: ``metascreen.domains`` (data loading, featurizing, task and episode sampling;
 numpy only), ``metascreen.models`` (learners, training loop, ONNX export and onnxruntime
 serving), ``metascreen.pipelines`` (Prefect flows, the typer CLI and the Python API in
-``metascreen.pipelines.api``). Importing this package loads neither torch nor prefect.
+``metascreen.pipelines.api``).
+
+The in-memory API is available from here: ``metascreen.FewShotClassifier``,
+``metascreen.propose`` and ``metascreen.Recommender``. They resolve on first access (module
+``__getattr__``), so ``import metascreen`` loads neither torch nor prefect, nor the API itself.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_API = ("FewShotClassifier", "Recommender", "propose")
+__all__ = ["FewShotClassifier", "Recommender", "__version__", "propose"]
+
+if TYPE_CHECKING:
+    from metascreen.pipelines.api import FewShotClassifier, Recommender, propose
+
+
+def __getattr__(name: str) -> Any:
+    """Import the API object ``name`` from ``metascreen.pipelines.api`` when first asked for."""
+    if name in _API:
+        from metascreen.pipelines import api
+
+        value = getattr(api, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metascreen' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

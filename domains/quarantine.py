@@ -6,10 +6,34 @@ import csv
 import logging
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ("row", "input", "reason")
+
+
+class QuarantineSink(Protocol):
+    """Where rejected rows go: a CSV file (``QuarantineWriter``) or a list (``QuarantineRows``)."""
+
+    count: int
+
+    def add(self, row: int | str, value: str, reason: str) -> None:
+        """Reject input ``row`` holding ``value`` because of ``reason``."""
+
+
+class QuarantineRows:
+    """Rejected rows kept in memory (the Python API returns them as a DataFrame)."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.rows: list[tuple[int | str, str, str]] = []
+        self.count = 0
+
+    def add(self, row: int | str, value: str, reason: str) -> None:
+        """Reject input ``row`` holding ``value`` because of ``reason``."""
+        self.rows.append((row, value, reason))
+        self.count += 1
 
 
 class QuarantineWriter:

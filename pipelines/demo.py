@@ -7,8 +7,10 @@ prefect import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +26,39 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_DIR = DATA_DIR / "fsmol-sample"
 LIBRARY = DATA_DIR / "library" / "library.csv"
 SUPPORT = DATA_DIR / "library" / "support.csv"
+
+
+# loggers whose warnings repeat when several stages read the same data (prepare, then train)
+_REPEATING_LOGGERS = ("metascreen.domains.molecules.load", "metascreen.domains.recommendation.load")
+
+
+class _OnceFilter(logging.Filter):
+    """Pass each distinct (logger, level, message) once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def warn_once(names: tuple[str, ...] = _REPEATING_LOGGERS) -> Iterator[None]:
+    """Within the block, each distinct message of the data loaders is logged once."""
+    once = _OnceFilter()
+    loggers = [logging.getLogger(n) for n in names]
+    for lg in loggers:
+        lg.addFilter(once)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(once)
 
 
 class Stages(Protocol):
@@ -81,8 +116,17 @@ def run_demo(
     stages: Stages | None = None,
     data_dir: Path = SAMPLE_DIR,
 ) -> Path:
-    """Prepare → meta-train → evaluate (vs. rf/knn and the shipped model) → score a library → report."""
-    stages = stages or LocalStages()
+    """Prepare → meta-train → evaluate (vs. rf/knn and the shipped model) → score a library → report.
+
+    The stages read the same sample more than once; its data warnings are logged once.
+    """
+    with warn_once():
+        return _run_demo(out_dir, steps, repeats, workers, stages or LocalStages(), data_dir)
+
+
+def _run_demo(
+    out_dir: Path, steps: int, repeats: int, workers: int, stages: Stages, data_dir: Path
+) -> Path:
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

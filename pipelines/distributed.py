@@ -19,6 +19,12 @@ from prefect.futures import PrefectFuture
 
 from metascreen.domains.molecules.load import iter_table_chunks
 from metascreen.models.serving import chunked
+from metascreen.pipelines.results import (
+    model_version,
+    publish_outputs,
+    publish_summary,
+    publish_top,
+)
 from metascreen.pipelines.stack import LOCALHOST
 
 logger = logging.getLogger(__name__)
@@ -95,6 +101,22 @@ def distributed_score_flow(
     )
     report = chunked.finalize(
         job, n_chunks, n_rows, Path(output), chunked.now() - start, keep_work=keep_work
+    )
+    publish_summary(
+        "batch-score-distributed",
+        {
+            "rows_in": report.n_input,
+            "scored": report.n_scored,
+            "quarantined": report.n_quarantined,
+            **model_version(model_dir),
+            "chunks": n_chunks,
+            "chunks_skipped": skipped,
+            "seconds": report.seconds,
+        },
+    )
+    publish_top("batch-score-distributed", report.output)
+    publish_outputs(
+        "batch-score-distributed", {"scores": report.output, "quarantine": report.quarantine}
     )
     return {
         **asdict(report),

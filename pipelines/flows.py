@@ -1,6 +1,9 @@
 """Prefect flows: thin orchestration over the plain functions in ``metascreen.models.workflows``.
 
-Ephemeral (embedded) Prefect by default; a real server when ``PREFECT_API_URL`` is set.
+Ephemeral (embedded) Prefect by default; a real server when ``PREFECT_API_URL`` is set. Flows
+that write files take a ``results`` parameter: relative output paths resolve under it (default
+``$METASCREEN_RESULTS``, see ``pipelines/results.py``). Every flow publishes its results as
+Prefect artifacts (a summary table, output paths, and the flow's own tables and plot).
 ``pipelines/`` is the only package of metascreen that imports prefect (here, in ``retrain``,
 ``distributed`` and ``logs``). The deployments in ``deploy/prefect.yaml`` point at this module.
 """
@@ -21,6 +24,15 @@ from metascreen.pipelines.demo import SAMPLE_DIR, run_demo
 from metascreen.pipelines.domain import evaluate_json, prepare_stats, resolve_domain, score_json
 from metascreen.pipelines.logs import run_logger
 from metascreen.pipelines.report import evaluation_table
+from metascreen.pipelines.results import (
+    find_input,
+    model_version,
+    publish_outputs,
+    publish_summary,
+    publish_table,
+    publish_top,
+    under_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,11 @@ def prepare_tasks_flow(
     """Validate a task folder: FS-Mol (tasks, rows, invalid SMILES, skipped files) or MovieLens
     (``domain="movielens"``: users, ratings, items, rejected rows)."""
     stats = prepare_tasks_task(data_dir, cache_dir, workers, domain)
+    publish_summary(
+        "prepare",
+        {"data": str(Path(data_dir).resolve()), "domain": domain}
+        | {k: v for k, v in stats.items() if isinstance(v, (int, float, str))},
+    )
     if domain == "movielens":
         run_logger(logger).info(
             "prepared %s: %d users, %d ratings (%d rejected)",
@@ -83,12 +100,31 @@ def meta_train_flow(
     learner: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     domain: str = "molecules",
+    results: str | None = None,
     **kwargs: Any,
 ) -> str:
     """Meta-train a learner on FS-Mol-format tasks (GPU when present), or the rating predictor on
-    MovieLens-format data (``domain="movielens"``), and write a model artifact."""
-    path = meta_train_task(data_dir, out_dir, learner or {}, train or {}, domain, **kwargs)
+    MovieLens-format data (``domain="movielens"``), and write a model artifact.
+
+    ``out_dir`` relative: under the results root (``results``, default $METASCREEN_RESULTS)."""
+    import time
+
+    start = time.perf_counter()
+    out = str(under_results(out_dir, results))
+    path = meta_train_task(data_dir, out, learner or {}, train or {}, domain, **kwargs)
     run_logger(logger).info("model artifact: %s", path)
+    meta = json.loads((Path(path) / "metadata.json").read_text())
+    publish_summary(
+        "meta-train",
+        {
+            "domain": domain,
+            "data": str(Path(data_dir).resolve()),
+            **model_version(path),
+            "valid": meta.get("metrics", {}).get("valid", ""),
+            "seconds": time.perf_counter() - start,
+        },
+    )
+    publish_outputs("meta-train", {"model artifact": path})
     return path
 
 
@@ -121,12 +157,14 @@ def evaluate_flow(
     users: str = "all",
     holdout_fraction: float | None = None,
     split_seed: int | None = None,
+    results: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate models and/or baselines side by side; publishes a Markdown table artifact.
 
     ``domain="movielens"``: MeLU's protocol on ``users`` (all | holdout) of ``data_dir``.
+    A relative model folder that exists under the results root (``results``) is read from there.
     """
-    names: list[str | None] = list(models) if models else [None]
+    names: list[str | None] = [find_input(m, results) for m in models] if models else [None]
     if resolve_domain(domain) == "movielens":
         opts = {"users": users, "holdout_fraction": holdout_fraction, "split_seed": split_seed}
         res = {str(m): evaluate_task(data_dir, m, [], 0, seed, None, domain, **opts) for m in names}
@@ -140,6 +178,18 @@ def evaluate_flow(
             markdown="\n".join(rows) + "\n",
             description=f"MeLU protocol on {data_dir}",
         )
+        publish_table(
+            "evaluation-figures",
+            [
+                {"model": m, **{k: v for k, v in r.items() if isinstance(v, (int, float, str))}}
+                for m, r in res.items()
+            ],
+            f"MeLU protocol on {Path(data_dir).resolve()}: figures per model",
+        )
+        publish_summary(
+            "evaluate",
+            {"domain": domain, "data": str(Path(data_dir).resolve()), "models": list(res)},
+        )
         return res
     out = {
         m: evaluate_task(data_dir, m, support_sizes or [16], repeats, seed, cache_dir)
@@ -150,17 +200,49 @@ def evaluate_flow(
         markdown=evaluation_table(out),
         description=f"FS-Mol ΔAUPRC on {data_dir}",
     )
+    publish_table(
+        "evaluation-figures",
+        [
+            {
+                "model": str(m or "default"),
+                "support_size": int(n),
+                **{k: v for k, v in r.items() if isinstance(v, (int, float, str))},
+            }
+            for m, per in out.items()
+            for n, r in per.items()
+        ],
+        f"FS-Mol ΔAUPRC on {Path(data_dir).resolve()}: per model and support size",
+    )
+    publish_summary(
+        "evaluate",
+        {
+            "domain": domain,
+            "data": str(Path(data_dir).resolve()),
+            "models": [str(m or "default") for m in out],
+            "support_sizes": sorted({int(n) for per in out.values() for n in per}),
+            "repeats": repeats,
+        },
+    )
     return {str(k): v for k, v in out.items()}
 
 
 @flow(name="export")
-def export_flow(model_dir: str, out_dir: str, domain: str = "molecules") -> str:
-    """Re-export a model artifact's weights to ONNX (fails unless parity with torch holds)."""
+def export_flow(
+    model_dir: str, out_dir: str, domain: str = "molecules", results: str | None = None
+) -> str:
+    """Re-export a model artifact's weights to ONNX (fails unless parity with torch holds).
+
+    ``out_dir`` relative: under the results root (``results``, default $METASCREEN_RESULTS)."""
+    out = under_results(out_dir, results)
     if resolve_domain(domain) == "movielens":
         from metascreen.models.workflows.movielens import export_rating_model
 
-        return str(export_rating_model(Path(model_dir), Path(out_dir)))
-    return str(workflows.export_model(Path(model_dir), Path(out_dir)))
+        path = str(export_rating_model(Path(model_dir), out))
+    else:
+        path = str(workflows.export_model(Path(model_dir), out))
+    publish_summary("export", {"domain": domain, "source": model_dir, **model_version(path)})
+    publish_outputs("export", {"model artifact": path})
+    return path
 
 
 @task(name="batch-score")
@@ -183,43 +265,78 @@ def batch_score_flow(
     dask_address: str | None = None,
     domain: str = "molecules",
     k: int = 10,
+    results: str | None = None,
 ) -> dict[str, Any]:
     """Adapt to an assay's support set and score a library (onnxruntime only).
 
     ``model_dir`` empty: the registry's current model ($METASCREEN_REGISTRY), else the shipped
-    one. ``dask_workers``/``dask_address``: chunked, resumable scoring on Dask (see
-    ``metascreen.pipelines.distributed``) instead of one process with ``workers`` featurizers.
-    ``domain="movielens"``: ``support`` holds users' ratings, ``library`` the candidate items;
-    writes the top ``k`` unrated candidates per user.
+    one. ``output``: .parquet, .csv or .sdf; relative = under the results root (``results``,
+    default $METASCREEN_RESULTS). ``dask_workers``/``dask_address``: chunked, resumable scoring
+    on Dask (see ``metascreen.pipelines.distributed``) instead of one process with ``workers``
+    featurizers. ``domain="movielens"``: ``support`` holds users' ratings, ``library`` the
+    candidate items; writes the top ``k`` unrated candidates per user. Publishes a summary
+    table, the top 50 rows by score and the output paths as artifacts.
     """
+    out_path = str(under_results(output, results))
+    model_dir = find_input(model_dir, results)
     if resolve_domain(domain) == "movielens":
-        rep = batch_score_task(model_dir or "", support, library, output, domain="movielens", k=k)
+        rep = batch_score_task(model_dir or "", support, library, out_path, domain="movielens", k=k)
         run_logger(logger).info(
             "scored %d users; quarantined %d rating and %d candidate rows",
             rep["n_users"],
             rep["n_ratings_quarantined"],
             rep["n_candidates_quarantined"],
         )
-        return rep
-    from metascreen.models.registry.store import resolve_model_dir
+        summary = {
+            "rows_in": rep["n_ratings_in"] + rep["n_candidates_in"],
+            "ratings_in": rep["n_ratings_in"],
+            "ratings_quarantined": rep["n_ratings_quarantined"],
+            "candidates_in": rep["n_candidates_in"],
+            "candidates_quarantined": rep["n_candidates_quarantined"],
+            "users": rep["n_users"],
+            "rows_out": rep["n_rows_out"],
+        }
+    else:
+        from metascreen.models.registry.store import resolve_model_dir
 
-    model_dir = str(resolve_model_dir(model_dir or None))
-    if dask_workers or dask_address:
-        from metascreen.pipelines.distributed import score_distributed
+        model_dir = str(resolve_model_dir(model_dir or None))
+        if dask_workers or dask_address:
+            from metascreen.pipelines.distributed import score_distributed
 
-        return score_distributed(
-            Path(model_dir),
-            Path(support),
-            Path(library),
-            Path(output),
-            workers=dask_workers,
-            address=dask_address,
-            chunk_size=chunk_size,
+            rep = score_distributed(
+                Path(model_dir),
+                Path(support),
+                Path(library),
+                Path(out_path),
+                workers=dask_workers,
+                address=dask_address,
+                chunk_size=chunk_size,
+            )
+        else:
+            rep = batch_score_task(
+                model_dir, support, library, out_path, chunk_size=chunk_size, workers=workers
+            )
+        run_logger(logger).info(
+            "scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"]
         )
-    rep = batch_score_task(
-        model_dir, support, library, output, chunk_size=chunk_size, workers=workers
+        summary = {
+            "rows_in": rep["n_input"],
+            "scored": rep["n_scored"],
+            "quarantined": rep["n_quarantined"],
+            "support_rows": rep["n_support"],
+        }
+    publish_summary(
+        "batch-score",
+        {
+            "domain": domain,
+            **summary,
+            **model_version(model_dir),
+            "seconds": rep["seconds"],
+            "input": str(Path(library).resolve()),
+        },
     )
-    run_logger(logger).info("scored %d rows, quarantined %d", rep["n_scored"], rep["n_quarantined"])
+    publish_top("batch-score", rep["output"])
+    publish_outputs("batch-score", {"scores": rep["output"], "quarantine": rep.get("quarantine")})
     return rep
 
 
@@ -262,8 +379,13 @@ def meta_train_policy_flow(
     valid_dir: str | None = None,
     run_dir: str | None = None,
     cache_dir: str | None = str(DEFAULT_CACHE_DIR),
+    results: str | None = None,
 ) -> str:
-    """Meta-train the screening policy; publishes its valid figures as a Markdown artifact."""
+    """Meta-train the screening policy; publishes its valid figures as a Markdown artifact.
+
+    ``out_dir``/``run_dir`` relative: under the results root (``results``)."""
+    out_dir = str(under_results(out_dir, results))
+    run_dir = str(under_results(run_dir, results)) if run_dir else None
     path = meta_train_policy_task(
         data_dir, out_dir, policy_cfg, train_cfg, model_dir, valid_dir, run_dir, cache_dir
     )
@@ -277,6 +399,10 @@ def meta_train_policy_flow(
         markdown=f"# Policy {path}\n\n| active fraction | valid hits | hit fraction |\n|---|---|---|\n{rows}\n",
         description="screening policy valid figures",
     )
+    publish_summary(
+        "meta-train-policy", {"data": str(Path(data_dir).resolve()), **model_version(path)}
+    )
+    publish_outputs("meta-train-policy", {"policy artifact": path, "run": run_dir})
     return path
 
 
@@ -310,8 +436,14 @@ def simulate_flow(
     model: str | None = None,
     cache_dir: str | None = None,
     plot: str | None = None,
+    results: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves."""
+    """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves.
+
+    ``plot`` relative: under the results root (``results``, default $METASCREEN_RESULTS)."""
+    import time
+
+    start = time.perf_counter()
     from metascreen.models.workflows.policy import policy_label
     from metascreen.pipelines import policy_report
 
@@ -325,29 +457,58 @@ def simulate_flow(
             active_fraction=active_fraction,
             repeats=repeats,
             seed=seed,
-            model=model,
+            model=find_input(model, results),
             cache_dir=cache_dir,
         )
         for p in (policies or [None])
     }
     md = policy_report.simulation_table(out)
-    if plot:
-        policy_report.plot_hit_curves(out, Path(plot))
-        md += f"\n![hit curves]({Path(plot).resolve()})\n"
+    plot_path = under_results(plot, results) if plot else None
+    if plot_path is not None:
+        policy_report.plot_hit_curves(out, plot_path)
+        md += f"\n![hit curves]({plot_path.resolve().as_uri()})\n"
     create_markdown_artifact(
         key="simulation", markdown=md, description=f"screening simulation on {data_dir}"
     )
+    publish_table(
+        "simulation-hits",
+        [
+            {"policy": name, **{k: v for k, v in r.items() if isinstance(v, (int, float, str))}}
+            for name, r in out.items()
+        ],
+        f"hits per policy on {Path(data_dir).resolve()}",
+    )
+    publish_summary(
+        "simulate",
+        {
+            "data": str(Path(data_dir).resolve()),
+            "policies": list(out),
+            "tasks": max((int(r.get("n_tasks", 0)) for r in out.values()), default=0),
+            "budget": budget,
+            "repeats": repeats,
+            **model_version(model),
+            "seconds": time.perf_counter() - start,
+        },
+    )
+    publish_outputs("simulate", {"plot": plot_path}, plot=plot_path)
     return out
 
 
 @flow(name="demo")
 def demo_flow(
-    out_dir: str, steps: int = 300, repeats: int = 5, workers: int = 2, data_dir: str | None = None
+    out_dir: str,
+    steps: int = 300,
+    repeats: int = 5,
+    workers: int = 2,
+    data_dir: str | None = None,
+    results: str | None = None,
 ) -> str:
-    """The whole pipeline on the bundled FS-Mol sample (or ``data_dir``); returns the report folder."""
-    return str(
+    """The whole pipeline on the bundled FS-Mol sample (or ``data_dir``); returns the report folder.
+
+    ``out_dir`` relative: under the results root (``results``, default $METASCREEN_RESULTS)."""
+    folder = str(
         run_demo(
-            Path(out_dir),
+            under_results(out_dir, results),
             steps=steps,
             repeats=repeats,
             workers=workers,
@@ -355,6 +516,28 @@ def demo_flow(
             data_dir=Path(data_dir) if data_dir else SAMPLE_DIR,
         )
     )
+    report = json.loads((Path(folder) / "report.json").read_text())
+    scoring = report.get("scoring", {})
+    publish_summary(
+        "demo",
+        {
+            "rows_in": scoring.get("n_input"),
+            "scored": scoring.get("n_scored"),
+            "quarantined": scoring.get("n_quarantined"),
+            **model_version(report.get("model")),
+            "seconds": report.get("seconds"),
+        },
+    )
+    publish_outputs(
+        "demo",
+        {
+            "report": Path(folder) / "report.md",
+            "scores": scoring.get("output"),
+            "model": report.get("model"),
+        },
+        plot=Path(folder) / "evaluation.png",
+    )
+    return folder
 
 
 class _Stages:

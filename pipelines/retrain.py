@@ -22,6 +22,7 @@ from metascreen.models.serving.artifact import utc_now
 from metascreen.models.workflows import molecules as workflows
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.logs import run_logger
+from metascreen.pipelines.results import publish_outputs, publish_summary
 
 logger = logging.getLogger(__name__)
 
@@ -145,5 +146,30 @@ def retrain_flow(
         margin,
         "promoted" if decision["promote"] else "kept champion",
         decision["reason"],
+    )
+    reg = ModelRegistry(root)
+    current = reg.current_version(name)
+    publish_summary(
+        "retrain",
+        {
+            "data": str(Path(data_dir).resolve()),
+            "challenger": decision["challenger"],
+            "challenger_score": decision["challenger_score"],
+            "champion": decision["champion"],
+            "champion_score": champ,
+            "margin": margin,
+            "promoted": decision["promote"],
+            "reason": decision["reason"],
+            "model": name,
+            "version": current or "",
+        },
+    )
+    publish_outputs(
+        "retrain",
+        {
+            "registry": Path(root).resolve(),
+            "current": reg.model_dir(name) / current if current else None,
+            "decisions": reg.model_dir(name) / "decisions.jsonl",
+        },
     )
     return decision

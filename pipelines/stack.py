@@ -111,6 +111,34 @@ class StackError(MetascreenError):
     """A part of the local Prefect stack failed to start."""
 
 
+def bootstrap_registry(root: Path, name: str | None = None) -> str | None:
+    """Register and promote the shipped model when ``root`` has no version of ``name`` yet.
+
+    So that the first scoring run against a new registry has a current model. Logged in
+    ``decisions.jsonl`` as ``{"action": "bootstrap", ...}``. Returns the version created, or
+    None when the registry already had one (it is then left alone).
+    """
+    from metascreen.models.registry.store import DEFAULT_NAME, ModelRegistry
+    from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+
+    name = name or DEFAULT_NAME
+    reg = ModelRegistry(root)
+    if reg.versions(name) or reg.current_version(name) is not None:
+        return None
+    mv = reg.register(DEFAULT_MODEL_DIR, name, note="shipped model, registered by metascreen serve")
+    reg.set_current(
+        name,
+        mv.version,
+        {
+            "action": "bootstrap",
+            "reason": "empty registry: the shipped model becomes the first current version",
+            "source": str(DEFAULT_MODEL_DIR),
+        },
+    )
+    logger.info("registry %s was empty: registered the shipped model as %s", root, mv.version)
+    return mv.version
+
+
 @dataclass
 class LocalStack:
     """``prefect server start`` on loopback + a process work pool, deployments and a worker.

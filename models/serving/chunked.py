@@ -4,7 +4,7 @@ A scoring job is keyed by the sha256 of its inputs (library file, support file, 
 featurizer hashes, chunk size, columns). Its work folder holds one Parquet file per finished
 chunk, each written to a temporary name and renamed into place, so a chunk file exists only when
 it is complete. Rerunning the same job skips the chunks already there; ``finalize`` concatenates
-the chunks in order, checks that every input row appears exactly once (scored or quarantined),
+the chunks in order into the output (Parquet, CSV or SDF by its suffix), checks that every input row appears exactly once (scored or quarantined),
 and writes the output and quarantine files atomically.
 
 The orchestration (which engine runs ``score_chunk``) lives in ``metascreen.pipelines``.
@@ -34,6 +34,7 @@ from metascreen.domains.quarantine import QUARANTINE_COLUMNS
 from metascreen.domains.types import FloatArray
 from metascreen.models.serving import molecules as serving
 from metascreen.models.serving.molecules import OnnxPredictor, ScoreReport
+from metascreen.models.serving.writers import check_output_suffix, open_writer
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def prepare_job(
     work_root: Path | None = None,
 ) -> ScoringJob:
     """Verify the model, featurize the support set and create (or reopen) the job's work folder."""
+    check_output_suffix(output)
     predictor = OnnxPredictor.load(Path(model_dir), device="cpu", threads=1)
     s_x, s_y = serving.support_features(predictor, Path(support_path), label_column)
     key = job_key(model_dir, support_path, library_path, chunk_size, smiles_column, label_column)
@@ -178,15 +180,13 @@ def finalize(
     import pyarrow.parquet as pq
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(n_chunks) if not job.done(i)]
     if missing:
         raise InputError(
             f"{job.work_dir}: {len(missing)} chunks unfinished (first {missing[:5]}); rerun the command"
         )
     seen = np.zeros(n_rows, dtype=np.int64)
-    tmp = output.with_name(output.name + ".partial")
-    writer: pq.ParquetWriter | None = None
+    writer = open_writer(output)
     quarantined = []
     n_scored = 0
     try:
@@ -197,22 +197,21 @@ def finalize(
             np.add.at(seen, rows, 1)
             if len(q):
                 quarantined.append(q)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table.cast(writer.schema))
+            writer.write(table.to_pandas())
             n_scored += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
+    except BaseException:
+        writer.abort()
+        raise
+    if n_chunks == 0:
+        writer.abort()
         raise InputError(f"{job.model_dir}: the library has no rows")
     if (seen != 1).any():
-        tmp.unlink(missing_ok=True)
+        writer.abort()
         raise InputError(
             f"{job.work_dir}: row accounting failed ({int((seen == 0).sum())} missing, "
             f"{int((seen > 1).sum())} duplicated); delete the work folder and rerun"
         )
-    tmp.replace(output)
+    writer.commit()
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     n_q = 0

@@ -2,8 +2,9 @@
 
 Imports numpy, pandas, pyarrow, onnxruntime, RDKit and ``metascreen.domains`` only — never torch
 (tested in a subprocess where torch cannot be imported). Memory stays flat in the library size:
-chunks are parsed and featurized by a forked worker pool, scored, and appended to a Parquet file
-written under a temporary name and renamed into place at the end. Invalid SMILES go to a
+chunks are parsed and featurized by a forked worker pool, scored, and appended to the output
+(Parquet, CSV or SDF by its suffix; ``serving.writers``) under a temporary name that is renamed
+into place at the end. Invalid SMILES go to a
 quarantine CSV; every input row is either scored or quarantined.
 """
 
@@ -29,6 +30,7 @@ from metascreen.domains.quarantine import QuarantineWriter
 from metascreen.domains.types import FloatArray
 from metascreen.models.serving.artifact import MOLECULES_PREDICTOR, ArtifactInfo, read_artifact
 from metascreen.models.serving.session import open_session
+from metascreen.models.serving.writers import check_output_suffix, open_writer
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,17 @@ def load_support(
     return ts
 
 
+def check_support_labels(s_y: FloatArray, where: str) -> None:
+    """Refuse a support set without both classes (adaptation needs actives and inactives)."""
+    if len(s_y) == 0 or s_y.min() == s_y.max():
+        raise InputError(
+            f"{where}: the support set needs both actives (1) and inactives (0); "
+            f"all labels are {s_y[0]:.0f}"
+            if len(s_y)
+            else f"{where}: the support set is empty"
+        )
+
+
 def support_features(
     predictor: OnnxPredictor, support_path: Path, label_column: str | None = "label"
 ) -> tuple[FloatArray, FloatArray]:
@@ -123,10 +136,7 @@ def support_features(
     support = load_support(support_path, label_column=label_column)
     s_rows = np.concatenate([t.item_idx for t in support.tasks])
     s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
-    if s_y.min() == s_y.max():
-        raise InputError(
-            f"{support_path}: the support set needs both actives (1) and inactives (0); all labels are {s_y[0]:.0f}"
-        )
+    check_support_labels(s_y, str(support_path))
     return predictor.featurizer.transform_smiles([support.items[i] for i in s_rows]), s_y
 
 
@@ -197,12 +207,12 @@ def score_library(
 ) -> ScoreReport:
     """Adapt the model in ``model_dir`` to ``support_path`` and score ``library_path``.
 
-    Writes ``output`` (Parquet: ``row``, input columns, ``canonical_smiles``, ``score`` in [0, 1],
-    ``logit``) and, when needed, ``<output stem>.quarantine.csv`` (``row``, ``input``, ``reason``).
+    Writes ``output`` — Parquet, CSV or SDF by its suffix (see ``serving.writers``): ``row``, the
+    input columns, ``canonical_smiles``, ``score`` in [0, 1] and ``logit`` — chunk by chunk to a
+    temporary name renamed into place at the end, and, when needed,
+    ``<output stem>.quarantine.csv`` (``row``, ``input``, ``reason``).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    check_output_suffix(output)  # before the model is loaded or any row is read
     start = time.perf_counter()
     # With forked featurizers busy on every core, one inference thread overlaps with them best.
     threads = threads or (1 if workers > 1 else None)
@@ -210,12 +220,10 @@ def score_library(
     s_x, s_y = support_features(predictor, support_path, label_column)
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     n_input = n_scored = 0
-    writer: pq.ParquetWriter | None = None
+    writer = open_writer(output)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -227,23 +235,21 @@ def score_library(
             for valid, x, bad in _prepared_chunks(chunks, predictor.featurizer, workers):
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
-                valid = add_scores(predictor, s_x, s_y, valid, x)
-                table = pa.Table.from_pandas(valid, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema))
+                writer.write(add_scores(predictor, s_x, s_y, valid, x))
                 n_input += len(valid) + len(bad)
                 n_scored += len(valid)
                 if bar is not None:
                     bar.update(len(valid) + len(bad))
+        except BaseException:
+            writer.abort()
+            raise
         finally:
             if bar is not None:
                 bar.close()
-            if writer is not None:
-                writer.close()
-    if writer is None:
+    if n_input == 0:
+        writer.abort()
         raise InputError(f"{library_path}: the library has no rows")
-    tmp.replace(output)
+    writer.commit()
     report = ScoreReport(
         n_input=n_input,
         n_scored=n_scored,

@@ -20,7 +20,7 @@ from metascreen.domains.errors import InputError
 from metascreen.domains.io import atomic_write_text
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, invalid_reason
 from metascreen.domains.molecules.load import labels_from_table, read_table
-from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.types import FloatArray
 from metascreen.models.screening.simulator import BatchEnv
 from metascreen.models.serving.artifact import (
@@ -190,58 +190,101 @@ def propose(
     output = Path(output)
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
+    adf = read_table(Path(assayed_path), smiles_column) if assayed_path is not None else None
+    pdf = read_table(Path(pool_path), smiles_column)
+    with QuarantineWriter(q_path) as quarantine:
+        out, counts = propose_frame(
+            runner,
+            adf,
+            pdf,
+            quarantine,
+            k=k,
+            budget=budget,
+            label_column=label_column,
+            assayed_name=Path(assayed_path) if assayed_path is not None else None,
+            pool_name=Path(pool_path),
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, out.to_csv(index=False))
+    report = ProposeReport(
+        **counts,
+        output=str(output),
+        quarantine=str(q_path) if quarantine.count else None,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    logger.info(
+        "proposed %d of %d candidates (%d already assayed, %d quarantined) in %.1fs",
+        report.n_proposed,
+        report.n_scored,
+        report.n_already_assayed,
+        report.n_pool_quarantined,
+        report.seconds,
+    )
+    return report
+
+
+def propose_frame(
+    runner: PolicyRunner,
+    adf: pd.DataFrame | None,
+    pdf: pd.DataFrame,
+    quarantine: QuarantineSink,
+    k: int = 8,
+    budget: int | None = None,
+    label_column: str | None = "label",
+    assayed_name: Path | None = None,
+    pool_name: Path = Path("pool"),
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The ``k`` picks from the pool table ``pdf`` given the assayed table ``adf`` (in memory).
+
+    Both tables have a ``SMILES`` column (``read_table`` / ``smiles_frame``); ``adf`` also a
+    label column. Rejected rows go to ``quarantine``. Returns the picks
+    (``rank, row, SMILES, canonical_smiles, score, logit``) and the ``ProposeReport`` counts.
+    """
+    if k < 1:
+        raise InputError(f"--k must be ≥ 1, got {k}")
     assayed_smiles: list[str] = []
     assayed_labels: list[float] = []
     assayed_rows: dict[str, int] = {}
-    with QuarantineWriter(q_path) as quarantine:
-        if assayed_path is not None:
-            adf = read_table(Path(assayed_path), smiles_column)
-            labels: list[float] = (
-                labels_from_table(adf, Path(assayed_path), label_column).tolist()
-                if len(adf)
-                else []
-            )
-            for row, (smi, lab) in enumerate(
-                zip(adf["SMILES"].tolist(), list(labels), strict=True)
-            ):
-                canon = canonicalize(smi)
-                if canon is None:
-                    quarantine.add(row, smi, f"{Path(assayed_path).name}: {invalid_reason(smi)}")
-                    continue
-                assayed_rows.setdefault(canon, row)
-                assayed_smiles.append(canon)
-                assayed_labels.append(float(lab))
-        n_assayed_bad = quarantine.count
-        pdf = read_table(Path(pool_path), smiles_column)
-        n_pool = len(pdf)
-        keep_rows: list[int] = []
-        keep_smiles: list[str] = []
-        seen: dict[str, int] = {}
-        n_already = n_pool_bad = 0
-        for row, smi in enumerate(pdf["SMILES"].tolist()):
+    n_q0 = quarantine.count
+    if adf is not None:
+        a_name = assayed_name or Path("assayed")
+        labels: list[float] = (
+            labels_from_table(adf, a_name, label_column).tolist() if len(adf) else []
+        )
+        for row, (smi, lab) in enumerate(zip(adf["SMILES"].tolist(), list(labels), strict=True)):
             canon = canonicalize(smi)
             if canon is None:
-                n_pool_bad += 1
-                quarantine.add(row, smi, f"{Path(pool_path).name}: {invalid_reason(smi)}")
-            elif canon in assayed_rows:
-                n_already += 1
-                quarantine.add(
-                    row,
-                    smi,
-                    f"{Path(pool_path).name}: already assayed (assayed row {assayed_rows[canon]})",
-                )
-            elif canon in seen:
-                n_pool_bad += 1
-                quarantine.add(
-                    row, smi, f"{Path(pool_path).name}: duplicate of pool row {seen[canon]}"
-                )
-            else:
-                seen[canon] = row
-                keep_rows.append(row)
-                keep_smiles.append(canon)
+                quarantine.add(row, smi, f"{a_name.name}: {invalid_reason(smi)}")
+                continue
+            assayed_rows.setdefault(canon, row)
+            assayed_smiles.append(canon)
+            assayed_labels.append(float(lab))
+    n_assayed_bad = quarantine.count - n_q0
+    n_pool = len(pdf)
+    keep_rows: list[int] = []
+    keep_smiles: list[str] = []
+    seen: dict[str, int] = {}
+    n_already = n_pool_bad = 0
+    for row, smi in enumerate(pdf["SMILES"].tolist()):
+        canon = canonicalize(smi)
+        if canon is None:
+            n_pool_bad += 1
+            quarantine.add(row, smi, f"{pool_name.name}: {invalid_reason(smi)}")
+        elif canon in assayed_rows:
+            n_already += 1
+            quarantine.add(
+                row, smi, f"{pool_name.name}: already assayed (assayed row {assayed_rows[canon]})"
+            )
+        elif canon in seen:
+            n_pool_bad += 1
+            quarantine.add(row, smi, f"{pool_name.name}: duplicate of pool row {seen[canon]}")
+        else:
+            seen[canon] = row
+            keep_rows.append(row)
+            keep_smiles.append(canon)
     if not keep_smiles:
         raise InputError(
-            f"{pool_path}: no candidate left to propose (all invalid or already assayed)"
+            f"{pool_name}: no candidate left to propose (all invalid or already assayed)"
         )
     feats = runner.featurizer.transform_smiles(assayed_smiles + keep_smiles)
     emb = runner.embed(feats)
@@ -278,30 +321,15 @@ def propose(
             "logit": z[order],
         }
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, out.to_csv(index=False))
-    report = ProposeReport(
-        n_assayed=len(assayed_smiles),
-        n_assayed_active=int(sum(v > 0.5 for v in assayed_labels)),
-        n_pool_rows=n_pool,
-        n_scored=len(keep_smiles),
-        n_already_assayed=n_already,
-        n_pool_quarantined=n_pool_bad,
-        n_assayed_quarantined=n_assayed_bad,
-        n_proposed=len(order),
-        output=str(output),
-        quarantine=str(q_path) if quarantine.count else None,
-        seconds=round(time.perf_counter() - start, 3),
-    )
-    assert report.n_pool_rows == (
-        report.n_scored + report.n_already_assayed + report.n_pool_quarantined
-    )
-    logger.info(
-        "proposed %d of %d candidates (%d already assayed, %d quarantined) in %.1fs",
-        report.n_proposed,
-        report.n_scored,
-        n_already,
-        report.n_pool_quarantined,
-        report.seconds,
-    )
-    return report
+    counts = {
+        "n_assayed": len(assayed_smiles),
+        "n_assayed_active": int(sum(v > 0.5 for v in assayed_labels)),
+        "n_pool_rows": n_pool,
+        "n_scored": len(keep_smiles),
+        "n_already_assayed": n_already,
+        "n_pool_quarantined": n_pool_bad,
+        "n_assayed_quarantined": n_assayed_bad,
+        "n_proposed": len(order),
+    }
+    assert n_pool == len(keep_smiles) + n_already + n_pool_bad
+    return out, counts

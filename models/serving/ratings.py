@@ -21,7 +21,7 @@ import pandas as pd
 
 from metascreen.domains.errors import ArtifactMismatchError, InputError
 from metascreen.domains.io import canonical_json_hash, read_frame
-from metascreen.domains.quarantine import QuarantineWriter
+from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
 from metascreen.domains.recommendation.load import canonical_columns, clean_ratings
 from metascreen.models.features.ratings import ItemTable
@@ -106,50 +106,93 @@ def score_users(
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
     model = RatingPredictor(Path(model_dir), device=device)
-    table = model.table
-    raw = canonical_columns(
-        read_frame(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
+    q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
+    q_path.unlink(missing_ok=True)
+    raw = read_frame(Path(ratings_path))
+    cand = read_frame(Path(candidates_path))
+    with QuarantineWriter(q_path) as q:
+        out, counts = recommend_frame(
+            model, raw, cand, q, k, str(ratings_path), str(candidates_path)
+        )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    out.to_parquet(tmp, index=False)
+    tmp.replace(output)
+    report = RecScoreReport(
+        **counts,
+        k=k,
+        output=str(output),
+        quarantine=str(q_path) if q_path.exists() else None,
+        seconds=round(time.perf_counter() - start, 3),
     )
-    good, bad = clean_ratings(raw, str(ratings_path), max_bad_fraction=1.0)
+    assert report.n_ratings_in == report.n_ratings_used + report.n_ratings_quarantined
+    assert report.n_candidates_in == report.n_candidates_kept + report.n_candidates_quarantined
+    logger.info(
+        "scored %d users; %d rating and %d candidate rows quarantined",
+        report.n_users,
+        report.n_ratings_quarantined,
+        report.n_candidates_quarantined,
+    )
+    return report
+
+
+def recommend_frame(
+    model: RatingPredictor,
+    ratings: pd.DataFrame,
+    candidates: pd.DataFrame,
+    q: QuarantineSink,
+    k: int = 10,
+    ratings_name: str = "ratings",
+    candidates_name: str = "candidates",
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Top-``k`` unrated candidates per user from in-memory tables (see ``score_users``).
+
+    Returns the ``user_id, rank, item_id, score`` frame and the ``RecScoreReport`` counts;
+    rejected rows go to ``q``.
+    """
+    if k < 1:
+        raise InputError(f"--k must be at least 1, got {k}")
+    table = model.table
+    raw = canonical_columns(ratings, ratings_name, ("user_id", "item_id", "rating"))
+    good, bad = clean_ratings(raw, ratings_name, max_bad_fraction=1.0)
     pos = table.positions(good["item_id"].tolist())
     unknown = pos < 0
     kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
-    q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
-    q_path.unlink(missing_ok=True)
-    cand = read_frame(Path(candidates_path))
+    cand = candidates
     per_user = "user_id" in cand.columns or "user" in cand.columns
     cand = canonical_columns(
-        cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",)
+        cand, candidates_name, ("user_id", "item_id") if per_user else ("item_id",)
     )
     c_items = cand["item_id"].astype("string").str.strip()
     c_users = cand["user_id"].astype("string").str.strip() if per_user else None
     c_pos = table.positions(c_items.fillna("").tolist())
-    with QuarantineWriter(q_path) as q:
-        for row, value, reason in bad:
-            q.add(f"ratings:{row}", value, reason)
-        for j in np.flatnonzero(unknown):
-            g = good.iloc[j]
-            q.add(
-                f"ratings:{kept_rows[j]}",
-                f"{g.user_id}::{g.item_id}::{g.rating:g}",
-                "item_id unknown to the model (not in its training catalogue)",
-            )
-        n_rating_q = q.count
-        seen: set[tuple[str, str]] = set()
-        c_keep = np.zeros(len(cand), bool)
-        for i in range(len(cand)):
-            item = c_items.iloc[i]
-            user = c_users.iloc[i] if c_users is not None else ""
-            if pd.isna(item) or not str(item):
-                q.add(f"candidates:{i}", "", "empty item_id")
-            elif c_pos[i] < 0:
-                q.add(f"candidates:{i}", str(item), "item_id unknown to the model")
-            elif (str(user), str(item)) in seen:
-                q.add(f"candidates:{i}", str(item), "duplicate candidate")
-            else:
-                seen.add((str(user), str(item)))
-                c_keep[i] = True
-        n_cand_q = q.count - n_rating_q
+    n_q0 = q.count
+    for row, value, reason in bad:
+        q.add(f"ratings:{row}", value, reason)
+    for j in np.flatnonzero(unknown):
+        g = good.iloc[j]
+        q.add(
+            f"ratings:{kept_rows[j]}",
+            f"{g.user_id}::{g.item_id}::{g.rating:g}",
+            "item_id unknown to the model (not in its training catalogue)",
+        )
+    n_rating_q = q.count - n_q0
+    seen: set[tuple[str, str]] = set()
+    c_keep = np.zeros(len(cand), bool)
+    for i in range(len(cand)):
+        item = c_items.iloc[i]
+        user = c_users.iloc[i] if c_users is not None else ""
+        if pd.isna(item) or not str(item):
+            q.add(f"candidates:{i}", "", "empty item_id")
+        elif c_pos[i] < 0:
+            q.add(f"candidates:{i}", str(item), "item_id unknown to the model")
+        elif (str(user), str(item)) in seen:
+            q.add(f"candidates:{i}", str(item), "duplicate candidate")
+        else:
+            seen.add((str(user), str(item)))
+            c_keep[i] = True
+    n_cand_q = q.count - n_q0 - n_rating_q
     support = good[~unknown].assign(pos=pos[~unknown])
     x_all = table.rows(table.item_ids)
     out_frames = []
@@ -185,32 +228,15 @@ def score_users(
         if out_frames
         else pd.DataFrame({"user_id": [], "rank": [], "item_id": [], "score": []})
     )
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(output)
-    report = RecScoreReport(
-        n_ratings_in=len(raw),
-        n_ratings_used=int((~unknown).sum()),
-        n_ratings_quarantined=n_rating_q,
-        n_candidates_in=len(cand),
-        n_candidates_kept=int(c_keep.sum()),
-        n_candidates_quarantined=n_cand_q,
-        n_users=len(users),
-        n_users_without_ratings=len(set(users_in_ratings) - {str(u) for u in users}),
-        n_rows_out=len(out),
-        k=k,
-        output=str(output),
-        quarantine=str(q_path) if q_path.exists() else None,
-        seconds=round(time.perf_counter() - start, 3),
-    )
-    assert report.n_ratings_in == report.n_ratings_used + report.n_ratings_quarantined
-    assert report.n_candidates_in == report.n_candidates_kept + report.n_candidates_quarantined
-    logger.info(
-        "scored %d users; %d rating and %d candidate rows quarantined",
-        len(users),
-        n_rating_q,
-        n_cand_q,
-    )
-    return report
+    counts = {
+        "n_ratings_in": len(raw),
+        "n_ratings_used": int((~unknown).sum()),
+        "n_ratings_quarantined": n_rating_q,
+        "n_candidates_in": len(cand),
+        "n_candidates_kept": int(c_keep.sum()),
+        "n_candidates_quarantined": n_cand_q,
+        "n_users": len(users),
+        "n_users_without_ratings": len(set(users_in_ratings) - {str(u) for u in users}),
+        "n_rows_out": len(out),
+    }
+    return out, counts

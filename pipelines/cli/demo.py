@@ -12,7 +12,11 @@ from metascreen.pipelines.cli.common import run
 
 def demo(
     out: Annotated[
-        Path | None, typer.Option(help="report folder (default reports/demo-<timestamp>)")
+        Path | None,
+        typer.Option(
+            help="report folder (default <results root>/demo-<timestamp>; the results root is "
+            "$METASCREEN_RESULTS, else ./metascreen-results)"
+        ),
     ] = None,
     steps: Annotated[int, typer.Option(help="meta-training steps on the sample")] = 300,
     repeats: Annotated[int, typer.Option(help="evaluation repeats per task")] = 5,
@@ -26,8 +30,9 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the bundled FS-Mol sample and write a report (Markdown + JSON + PNG)."""
     from metascreen.models.serving.artifact import utc_now
+    from metascreen.pipelines.results import results_root
 
-    out = out or Path("reports") / f"demo-{utc_now().replace(':', '').replace('-', '')}"
+    out = out or results_root() / f"demo-{utc_now().replace(':', '').replace('-', '')}"
 
     def body() -> Path:
         if flow:

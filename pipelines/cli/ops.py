@@ -212,13 +212,29 @@ def serve(
     deploy: Annotated[bool, typer.Option(help="register the deployments")] = True,
     worker: Annotated[bool, typer.Option(help="start a process worker")] = True,
     log_dir: Annotated[Path | None, typer.Option(help="server and worker logs")] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="results root of the flow runs (default $METASCREEN_RESULTS, else "
+            "./metascreen-results)",
+            show_default=False,
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="model registry (default $METASCREEN_REGISTRY)", show_default=False),
+    ] = None,
 ) -> None:
     """Run a Prefect server on HOST:PORT with a process work pool, the deployments and a worker.
 
     Set PREFECT_SERVER_API_AUTH_STRING=user:password to require basic auth (the worker and the
     deploy step get it as PREFECT_API_AUTH_STRING). Ctrl-C or SIGTERM stops worker then server.
+    Flow outputs go under the results root (passed to the worker as METASCREEN_RESULTS). An empty
+    model registry gets the shipped model as its first current version (logged as a decision).
     """
-    from metascreen.pipelines.stack import PREFECT_FILE, LocalStack
+    from metascreen.models.registry.store import REGISTRY_ENV
+    from metascreen.pipelines.results import RESULTS_ENV, results_root
+    from metascreen.pipelines.stack import PREFECT_FILE, LocalStack, bootstrap_registry
 
     auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
     if host not in ("127.0.0.1", "localhost", "::1") and not auth:
@@ -235,7 +251,16 @@ def serve(
         pool=pool,
         prefect_file=(prefect_file or PREFECT_FILE).resolve(),
         log_dir=log_dir,
+        extra_env={RESULTS_ENV: str(results_root(results))},
     )
+    registry = registry or (
+        Path(os.environ[REGISTRY_ENV]) if os.environ.get(REGISTRY_ENV) else None
+    )
+    if registry is not None:
+        stack.extra_env[REGISTRY_ENV] = str(registry.resolve())
+        version = run(lambda: bootstrap_registry(registry.resolve()))
+        if version:
+            typer.echo(f"registry {registry.resolve()} was empty: shipped model is {version}")
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -243,6 +268,7 @@ def serve(
     signal.signal(signal.SIGTERM, _stop)
     try:
         run(lambda: stack.start(deploy=deploy, worker=worker))
+        typer.echo(f"results: {stack.extra_env[RESULTS_ENV]}")
         typer.echo(f"prefect server: {stack.api_url} (UI http://{host}:{port}); pool {pool!r}")
         typer.echo("serving; Ctrl-C stops the worker and the server", err=True)
         while True:

@@ -25,7 +25,7 @@ def score_molecules(
         Path,
         typer.Option("--input", help="library to score (CSV/TSV/Parquet/SDF/.smi with SMILES)"),
     ],  # noqa: A002
-    output: Annotated[Path, typer.Option(help="scores (Parquet)")],
+    output: Annotated[Path, typer.Option(help="scores: .parquet, .csv or .sdf (format by suffix)")],
     model: Annotated[
         Path | None,
         typer.Option(
