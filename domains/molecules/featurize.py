@@ -10,9 +10,9 @@ hashed; artifacts store the hash and scoring refuses an artifact whose hash diff
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import islice
 from typing import Any
 
@@ -23,6 +23,7 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
 from metascreen.domains.errors import ArtifactMismatchError, ConfigError
 from metascreen.domains.io import canonical_json_hash
+from metascreen.domains.molecules.descriptors import DESCRIPTOR_FNS, DescriptorCalculator
 from metascreen.domains.molecules.layout import (
     ATOM_FEATURES,
     COL_AROM,
@@ -83,7 +84,6 @@ SLOW_DESCRIPTORS = frozenset(
         "MinAbsPartialCharge",
     }
 )
-_DESCRIPTOR_FNS = dict(Descriptors.descList)
 DEFAULT_DESCRIPTORS = tuple(n for n, _ in Descriptors.descList if n not in SLOW_DESCRIPTORS)
 
 # -- dense graph block (layout and column offsets: ``layout.py``, importable without RDKit) ------
@@ -155,7 +155,7 @@ class MoleculeFeaturizer:
             raise ConfigError(f"Morgan radius {self.radius} / size {self.n_bits} out of range")
         if not 0 <= self.graph_atoms <= 512:
             raise ConfigError(f"graph_atoms {self.graph_atoms} out of range [0, 512]")
-        unknown = [d for d in self.descriptors if d not in _DESCRIPTOR_FNS]
+        unknown = [d for d in self.descriptors if d not in DESCRIPTOR_FNS]
         if unknown:
             raise ConfigError(f"unknown RDKit descriptors {unknown[:5]}")
 
@@ -245,27 +245,33 @@ class MoleculeFeaturizer:
         return feat
 
     # -- computation ---------------------------------------------------------------------------
-    def _raw(self, mol: Chem.Mol) -> tuple[FloatArray, FloatArray]:
+    def fingerprint(self, mol: Chem.Mol) -> FloatArray:
+        """(n_bits,) Morgan fingerprint: log1p of the counts, or 0/1 bits."""
         gen = _generator(self.radius, self.n_bits)
         if self.counts:
-            fp = np.log1p(gen.GetCountFingerprintAsNumPy(mol).astype(np.float32))
-        else:
-            fp = gen.GetFingerprintAsNumPy(mol).astype(np.float32)
-        desc = np.empty(len(self.descriptors), dtype=np.float64)
-        for i, name in enumerate(self.descriptors):
-            try:
-                v = float(_DESCRIPTOR_FNS[name](mol))
-            except (ValueError, ZeroDivisionError, RuntimeError):
-                v = math.nan
-            desc[i] = v
-        return fp, desc.astype(np.float32)
+            return np.log1p(gen.GetCountFingerprintAsNumPy(mol).astype(np.float32))
+        return gen.GetFingerprintAsNumPy(mol).astype(np.float32)
+
+    @property
+    def calculator(self) -> DescriptorCalculator:
+        """The descriptor calculator for ``descriptors`` (``descriptors.py``; built once)."""
+        return _calculator(self.descriptors)
 
     def raw_descriptors(self, mols: Sequence[Chem.Mol]) -> FloatArray:
         """(n, n_descriptors) unscaled descriptor values (NaN where RDKit fails)."""
         out = np.empty((len(mols), len(self.descriptors)), dtype=np.float32)
-        for i, m in enumerate(mols):
-            out[i] = self._raw(m)[1]
+        if self.descriptors:
+            calc = self.calculator
+            for i, m in enumerate(mols):
+                out[i] = calc.compute(m)  # float64 values rounded to float32 here
         return out
+
+    def scale(self, raw: FloatArray) -> FloatArray:
+        """(n, n_descriptors) standardised, NaN → 0 and clipped descriptors (elementwise)."""
+        z = (raw - np.asarray(self.desc_mean, np.float32)) / np.asarray(self.desc_std, np.float32)
+        return np.clip(
+            np.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip), -self.clip, self.clip
+        ).astype(np.float32)
 
     def fit(self, mols: Sequence[Chem.Mol]) -> MoleculeFeaturizer:
         """Fit descriptor mean/std on training molecules (robust to NaN/inf); returns self."""
@@ -324,29 +330,25 @@ class MoleculeFeaturizer:
 
     def transform_mol(self, mol: Chem.Mol) -> FloatArray:
         """(dim,) feature vector of one parsed molecule."""
-        if not self.fitted:
-            raise ConfigError("descriptor scaling is not fitted; call fit() on training molecules")
-        fp, desc = self._raw(mol)
-        parts = [fp]
-        if self.descriptors:
-            z = (desc - np.asarray(self.desc_mean, np.float32)) / np.asarray(
-                self.desc_std, np.float32
-            )
-            z = np.clip(
-                np.nan_to_num(z, nan=0.0, posinf=self.clip, neginf=-self.clip),
-                -self.clip,
-                self.clip,
-            )
-            parts.append(z.astype(np.float32))
-        if self.graph_atoms > 0:
-            parts.append(self.graph_block(mol))
-        return np.concatenate(parts) if len(parts) > 1 else fp
+        return self.transform([mol])[0]
 
     def transform(self, mols: Sequence[Chem.Mol]) -> FloatArray:
-        """(n, dim) features of parsed molecules, in one process."""
+        """(n, dim) features of parsed molecules, in one process.
+
+        Fingerprints and descriptors are computed molecule by molecule; the scaling runs once
+        over the batch (elementwise, so a row does not depend on the batch it is in).
+        """
+        if not self.fitted:
+            raise ConfigError("descriptor scaling is not fitted; call fit() on training molecules")
         out = np.empty((len(mols), self.dim), dtype=np.float32)
+        nb, dd = self.n_bits, self.dense_dim
         for i, m in enumerate(mols):
-            out[i] = self.transform_mol(m)
+            out[i, :nb] = self.fingerprint(m)
+        if self.descriptors:
+            out[:, nb:dd] = self.scale(self.raw_descriptors(mols))
+        if self.graph_atoms > 0:
+            for i, m in enumerate(mols):
+                out[i, dd:] = self.graph_block(m)
         return out
 
     def transform_smiles(
@@ -397,3 +399,8 @@ def _generator(radius: int, n_bits: int) -> Any:
     if key not in _GENERATORS:
         _GENERATORS[key] = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
     return _GENERATORS[key]
+
+
+@lru_cache(maxsize=8)
+def _calculator(names: tuple[str, ...]) -> DescriptorCalculator:
+    return DescriptorCalculator(names)

@@ -165,7 +165,7 @@ def _init_worker(spec: dict[str, Any]) -> None:
 def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]]:
     """Parse and featurize one chunk: (valid rows, their features, quarantined rows)."""
     assert _WORKER is not None
-    keep, feats, bad = [], [], []
+    keep, mols, bad = [], [], []
     canon = []
     for i, (row, smi) in enumerate(zip(df["row"].tolist(), df["SMILES"].tolist(), strict=True)):
         mol = parse_smiles(smi)
@@ -173,12 +173,11 @@ def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tup
             bad.append((int(row), str(smi), invalid_reason(smi)))
             continue
         keep.append(i)
-        feats.append(_WORKER.transform_mol(mol))
+        mols.append(mol)
         canon.append(Chem.MolToSmiles(mol))
     valid = df.iloc[keep].reset_index(drop=True)
     valid.insert(2, "canonical_smiles", canon)
-    x = np.stack(feats) if feats else np.zeros((0, _WORKER.dim), np.float32)
-    return valid, x, bad
+    return valid, _WORKER.transform(mols), bad  # (n_valid, dim), one batch per chunk
 
 
 def _prepared_chunks(

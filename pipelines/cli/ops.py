@@ -328,3 +328,33 @@ def bench_score(
     typer.echo(json.dumps(out, indent=2))
     if json_out is not None:
         typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
+
+
+@bench_app.command("featurize")
+def bench_featurize(
+    n: Annotated[int, typer.Option(help="distinct FS-Mol SMILES to featurize")] = 20_000,
+    model: Annotated[
+        Path | None, typer.Option(help="artifact whose featurizer is timed (default: shipped)")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="folder of FS-Mol task files (default: /work/shared/data/fsmol/train if "
+            "present, else the bundled data/fsmol-sample/train)",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Featurizer throughput vs RDKit parse + ECFP, and µs per molecule of each feature block."""
+
+    def body() -> dict[str, Any]:
+        from metascreen.pipelines.bench_featurize import run_featurize_bench
+
+        return run_featurize_bench(n=n, model=model, data_dir=data, seed=seed, json_out=json_out)
+
+    out = run(body)
+    typer.echo(json.dumps(out, indent=2))
+    if json_out is not None:
+        typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")

@@ -69,3 +69,47 @@ def test_library_sampling_is_seeded_and_valid(tmp_path: Path) -> None:
     rows = text.splitlines()[1:]
     assert len(rows) == 500
     assert all(parse_smiles(r.split(",", 1)[1]) is not None for r in rows[:50])
+
+
+FEATURIZE_KEYS = {
+    "n",
+    "featurize_mol_per_s",
+    "parse_ecfp_mol_per_s",
+    "ratio_featurize_to_parse_ecfp",
+    "blocks",
+}
+
+
+def test_bench_featurize_contract(tmp_path: Path) -> None:
+    out = tmp_path / "feat.json"
+    sample = Path(__file__).resolve().parents[2] / "data" / "fsmol-sample" / "train"
+    res = CliRunner().invoke(
+        app,
+        ["bench", "featurize", "--n", "30", "--data", str(sample), "--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert set(r) >= FEATURIZE_KEYS
+    assert r["n"] == 30
+    assert r["featurize_mol_per_s"] > 0 and r["parse_ecfp_mol_per_s"] > 0
+    assert r["ratio_featurize_to_parse_ecfp"] == pytest.approx(
+        r["featurize_mol_per_s"] / r["parse_ecfp_mol_per_s"], rel=1e-2
+    )
+    names = [b["name"] for b in r["blocks"]]
+    assert names[:3] == [
+        "parse (MolFromSmiles)",
+        "Morgan r=2 2048 bits",
+        "Morgan r=2 2048 counts + log1p",
+    ]
+    assert "descriptors: fragments (fr_*)" in names and "descriptors: PEOE_VSA" in names
+    assert all(b["us_per_mol"] >= 0 for b in r["blocks"])
+    assert "| ratio featurize / parse+ECFP |" in out.with_suffix(".md").read_text()
+
+
+def test_featurize_sample_is_seeded() -> None:
+    from metascreen.pipelines.bench_featurize import BUNDLED_FSMOL_TRAIN, sample_smiles
+
+    a = sample_smiles(BUNDLED_FSMOL_TRAIN, 50, seed=4)
+    assert a == sample_smiles(BUNDLED_FSMOL_TRAIN, 50, seed=4)
+    assert len(a) == len(set(a)) == 50
+    assert a != sample_smiles(BUNDLED_FSMOL_TRAIN, 50, seed=5)
