@@ -309,6 +309,10 @@ def simulate_flow(
     model: str | None = None,
     cache_dir: str | None = None,
     plot: str | None = None,
+    options: dict[str, Any] | None = None,
+    train_slice: float | None = None,
+    slice_seed: int = 0,
+    min_task_size: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves."""
     from metascreen.models.workflows.policy import policy_label
@@ -326,6 +330,10 @@ def simulate_flow(
             seed=seed,
             model=model,
             cache_dir=cache_dir,
+            options=options,
+            train_slice=train_slice,
+            slice_seed=slice_seed,
+            min_task_size=min_task_size,
         )
         for p in (policies or [None])
     }

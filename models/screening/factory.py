@@ -16,7 +16,8 @@ from metascreen.models.screening.simulator import Picker, RandomPicker
 
 # what a picker needs before it can be built:
 #   ecfp       ECFP4 bits of the pool (baseline featurizer)
-#   predictor  the few-shot predictor (its featurizer's rows and its ``logits``)
+#   predictor  the few-shot predictor (its featurizer's rows ``x``, its ``logits``, ECFP ``bits``
+#              of the same rows, optional encoder ``embeddings``)
 #   policy     a policy artifact (its featurizer, encoder and policy graph)
 #   catalogue  a movielens model's item table (and the users' hidden ratings)
 Needs = Literal["ecfp", "predictor", "policy", "catalogue"]
@@ -43,10 +44,64 @@ def _gp(ctx: Any) -> Picker:
     return GPPicker(ctx.x > 0.5)
 
 
-def _greedy(ctx: Any) -> Picker:
+# Baseline knobs. Defaults were chosen on a held-out slice of FS-Mol *train* assays, never on
+# valid (docs/screening-policy.md, benchmarks/policy/); override with ``options``.
+PICKER_DEFAULTS_CHOSEN_ON = "FS-Mol train slice 0.01, slice seed 0 (benchmarks/policy/)"
+PICKER_DEFAULTS: Mapping[str, Any] = {
+    "cold_start": "far",  # greedy/ens/thompson before the first active: random | far | oneclass
+    "ens_m": 32,  # ENS: candidates that get the lookahead
+    "ens_strength": 1.0,  # ENS: predictor weight against one identical neighbour
+    "thompson_temperature": 1.0,  # Thompson: scale of the posterior variance
+}
+
+
+def picker_option(ctx: Any, key: str) -> Any:
+    """``ctx.options[key]`` if set, else the default above (typed like the default)."""
+    options = getattr(ctx, "options", None) or {}
+    if key not in PICKER_DEFAULTS:
+        raise ConfigError(
+            f"unknown picker option {key!r}; choose one of {', '.join(PICKER_DEFAULTS)}"
+        )
+    default = PICKER_DEFAULTS[key]
+    value = options.get(key, default)
+    return type(default)(value)
+
+
+def _greedy_with(ctx: Any, cold_start: str, name: str) -> Any:
     from metascreen.models.screening.pickers import GreedyPicker
 
-    return GreedyPicker(ctx.predictor.logits, ctx.x)
+    return GreedyPicker(
+        ctx.predictor.logits,
+        ctx.x,
+        name=name,
+        cold_start=cold_start,  # type: ignore[arg-type]
+        bits=getattr(ctx, "bits", None),
+        embeddings=getattr(ctx, "embeddings", None),
+    )
+
+
+def _greedy(ctx: Any) -> Picker:
+    return _greedy_with(ctx, picker_option(ctx, "cold_start"), "greedy")  # type: ignore[no-any-return]
+
+
+def _greedy_random_start(ctx: Any) -> Picker:
+    return _greedy_with(ctx, "random", "greedy-random-start")  # type: ignore[no-any-return]
+
+
+def _ens(ctx: Any) -> Picker:
+    from metascreen.models.screening.pickers import EnsPicker
+
+    greedy = _greedy_with(ctx, picker_option(ctx, "cold_start"), "ens")
+    return EnsPicker(
+        greedy, ctx.bits, m=picker_option(ctx, "ens_m"), strength=picker_option(ctx, "ens_strength")
+    )
+
+
+def _thompson(ctx: Any) -> Picker:
+    from metascreen.models.screening.pickers import ThompsonPicker
+
+    greedy = _greedy_with(ctx, picker_option(ctx, "cold_start"), "thompson")
+    return ThompsonPicker(greedy, ctx.bits, temperature=picker_option(ctx, "thompson_temperature"))
 
 
 def _molecule_policy(ctx: Any) -> Picker:
@@ -76,7 +131,23 @@ def _rating_policy(ctx: Any) -> Picker:
 MOLECULE_PICKERS: Mapping[str, PickerSpec] = {
     "random": PickerSpec("ecfp", lambda ctx: RandomPicker(), "uniformly at random"),
     "greedy": PickerSpec(
-        "predictor", _greedy, "the few-shot predictor re-adapted on the history, highest first"
+        "predictor",
+        _greedy,
+        "the few-shot predictor re-adapted on the history, highest first; before the first "
+        "active, the candidate least like the inactives found so far",
+    ),
+    "greedy-random-start": PickerSpec(
+        "predictor", _greedy_random_start, "greedy, but random picks until the first active"
+    ),
+    "ens": PickerSpec(
+        "predictor",
+        _ens,
+        "non-myopic active search (ENS, Jiang et al. 2017) on the predictor's probabilities",
+    ),
+    "thompson": PickerSpec(
+        "predictor",
+        _thompson,
+        "Thompson sampling: predictor probability + GP posterior covariance on ECFP bits",
     ),
     "knn": PickerSpec("ecfp", _knn, "Tanimoto kNN on ECFP4 bits"),
     "gp": PickerSpec("ecfp", _gp, "GP on ECFP4 bits (Tanimoto kernel), highest mean"),

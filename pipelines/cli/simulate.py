@@ -21,7 +21,8 @@ def simulate_molecules_cmd(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="policy artifact folder, or random | greedy | knn | gp (default: shipped policy)"
+            help="policy artifact folder, or random | greedy | greedy-random-start | ens | "
+            "thompson | knn | gp (default: shipped policy)"
         ),
     ] = None,
     budget: Annotated[int, typer.Option(help="compounds assayed per task (T)")] = 32,
@@ -46,6 +47,31 @@ def simulate_molecules_cmd(
         Path | None, typer.Option(help="predictor for greedy (default: the shipped model)")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="baseline knob KEY=VALUE (repeatable): cold_start=random|far|oneclass, ens_m, "
+            "ens_strength, thompson_temperature"
+        ),
+    ] = None,
+    train_slice: Annotated[
+        float | None,
+        typer.Option(
+            help="simulate only this seeded fraction of the task files (e.g. 0.01 of train)"
+        ),
+    ] = None,
+    slice_seed: Annotated[int, typer.Option(help="seed of the --train-slice draw")] = 0,
+    min_task_size: Annotated[
+        int, typer.Option(help="skip tasks with fewer valid compounds (e.g. 128 on train)")
+    ] = 1,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="run the three reported regimes (active fraction 0.1 batch 1, 1 batch 1, 0.1 "
+            "batch 8; --batch/--active-fraction ignored) and write REPORT.json/.md/.png"
+        ),
+    ] = None,
+    title: Annotated[str, typer.Option(help="first line of the --report Markdown")] = "",
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect simulate flow")
     ] = False,
@@ -55,30 +81,30 @@ def simulate_molecules_cmd(
     names: list[str | None] = [policy] + [
         c.strip() for c in (compare or "").split(",") if c.strip()
     ]
-    kwargs = {
+    options = dict(_parse_option(o) for o in option or [])
+    common: dict[str, Any] = {
         "budget": budget,
-        "batch": batch,
         "init": init,
-        "active_fraction": active_fraction,
         "repeats": repeats,
         "seed": seed,
+        "options": options,
+        "train_slice": train_slice,
+        "slice_seed": slice_seed,
+        "min_task_size": min_task_size,
     }
 
-    def body() -> dict[str, dict[str, Any]]:
+    def body(batch: int, active_fraction: float) -> dict[str, dict[str, Any]]:
         if flow:
             from metascreen.pipelines.flows import simulate_flow
 
             return simulate_flow(
                 str(data_dir),
                 names,
-                budget=budget,
                 batch=batch,
-                init=init,
                 active_fraction=active_fraction,
-                repeats=repeats,
-                seed=seed,
                 model=str(model) if model else None,
                 cache_dir=str(cache_dir) if cache_dir else None,
+                **common,
             )
         from metascreen.models.workflows.policy import policy_label, simulate_molecules
 
@@ -87,15 +113,20 @@ def simulate_molecules_cmd(
             res = simulate_molecules(
                 data_dir,
                 name,
+                batch=batch,
+                active_fraction=active_fraction,
                 model_dir=model,
                 cache_dir=cache_dir,
                 progress=progress_enabled(),
-                **kwargs,
+                **common,
             )
             out[policy_label(name)] = res.to_json()
         return out
 
-    results = run(body)
+    if report is not None:
+        _write_report(report, names, title, lambda b, f: run(lambda: body(b, f)), data_dir)
+        return
+    results = run(lambda: body(batch, active_fraction))
     from metascreen.pipelines.policy_report import plot_hit_curves, simulation_table
 
     typer.echo(simulation_table(results))
@@ -119,6 +150,60 @@ def simulate_molecules_cmd(
     if plot is not None:
         plot_hit_curves(results, plot)
         typer.echo(f"wrote {plot}")
+
+
+def _parse_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"--option expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _write_report(
+    prefix: Path,
+    names: list[str | None],
+    title: str,
+    simulate: Any,
+    data_dir: Path,
+) -> None:
+    """Every regime in turn; the JSON/MD/PNG are rewritten (atomically) after each one."""
+    from metascreen.domains.io import atomic_write_text
+    from metascreen.models.workflows.policy import BASELINE_POLICIES, policy_label
+    from metascreen.pipelines.cli.common import command_line
+    from metascreen.pipelines.policy_report import (
+        REGIMES,
+        plot_regimes,
+        regime_summary,
+        regimes_markdown,
+    )
+
+    labels = [policy_label(n) for n in names]
+    main = labels[0]
+    baselines = [lab for lab in labels[1:] if lab in BASELINE_POLICIES]
+    if not baselines:
+        raise typer.BadParameter("--report needs baselines in --compare (e.g. greedy,ens,random)")
+    full: dict[str, dict[str, dict[str, Any]]] = {}
+    summary: dict[str, Any] = {
+        "title": title or f"{main} against the baselines on {data_dir}",
+        "command": command_line(),
+        "main": main,
+        "baselines": baselines,
+        "regimes": {},
+    }
+    for regime, fraction, batch in REGIMES:
+        results = simulate(batch, fraction)
+        full[regime] = results
+        summary["regimes"][regime] = regime_summary(results, main, baselines)
+        r = summary["regimes"][regime]
+        typer.echo(
+            f"{regime}: {main} {r['mean_hits'][main]:.2f}, best baseline {r['best_baseline']} "
+            f"{r['mean_hits'][r['best_baseline']]:.2f}; difference {r['vs_best']['mean_diff']:+.2f}"
+            f" ± {r['vs_best']['mean_diff_ci95']:.2f}"
+        )
+        write_json(prefix.with_suffix(".json"), {**summary, "results": full})
+        atomic_write_text(prefix.with_suffix(".md"), regimes_markdown(summary))
+        plot_regimes(full, prefix.with_suffix(".png"))
+    typer.echo(f"wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.png')}")
 
 
 @app.command("movielens")
