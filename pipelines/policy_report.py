@@ -95,10 +95,38 @@ def regime_summary(
     }
 
 
+def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from ``--report`` JSONs of disjoint regimes with the same policy and baselines."""
+    from metascreen.domains.errors import ConfigError
+
+    if not parts:
+        raise ConfigError("nothing to merge")
+    first = parts[0]
+    merged = {**first, "regimes": {}, "results": {}, "commands": []}
+    merged.pop("command", None)
+    order = [r[0] for r in REGIMES]
+    for part in parts:
+        if part["main"] != first["main"] or part["baselines"] != first["baselines"]:
+            raise ConfigError(
+                "reports to merge must compare the same policy with the same baselines"
+            )
+        for name in part["regimes"]:
+            if name in merged["regimes"]:
+                raise ConfigError(f"regime {name} is in two of the reports")
+            merged["regimes"][name] = part["regimes"][name]
+            merged["results"][name] = part["results"][name]
+        merged["commands"].append(part.get("command"))
+    for key in ("regimes", "results"):
+        merged[key] = dict(sorted(merged[key].items(), key=lambda kv: order.index(kv[0])))
+    return merged
+
+
 def regimes_markdown(report: dict[str, Any]) -> str:
     """One table per regime: mean hits per policy, then ``main`` − best baseline (paired)."""
     main = report["main"]
     out = [f"{report['title']}\n"]
+    commands = report.get("commands") or [report.get("command")]
+    out.append("```\n" + "\n".join(str(c) for c in commands if c) + "\n```\n")
     for name, r in report["regimes"].items():
         vs = r["vs_best"]
         out.append(

@@ -238,7 +238,7 @@ class ResolvedPicker:
         return {
             "options": used,
             "options_chosen_on": {
-                k: "command line" if k in given else PICKER_DEFAULTS_CHOSEN_ON for k in used
+                k: "command line" if k in given else PICKER_DEFAULTS_CHOSEN_ON[k] for k in used
             },
             "cold_start_embedding": getattr(self.ctx, "embeddings", None) is not None,
         }

@@ -72,6 +72,13 @@ def simulate_molecules_cmd(
         ),
     ] = None,
     title: Annotated[str, typer.Option(help="first line of the --report Markdown")] = "",
+    regimes: Annotated[
+        str | None,
+        typer.Option(
+            help="with --report: only these regimes (comma-separated: f0.1-batch1, f1-batch1, "
+            "f0.1-batch8); join reports with `simulate merge`"
+        ),
+    ] = None,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect simulate flow")
     ] = False,
@@ -124,7 +131,8 @@ def simulate_molecules_cmd(
         return out
 
     if report is not None:
-        _write_report(report, names, title, lambda b, f: run(lambda: body(b, f)), data_dir)
+        chosen = [r.strip() for r in regimes.split(",")] if regimes else None
+        _write_report(report, names, title, lambda b, f: run(lambda: body(b, f)), data_dir, chosen)
         return
     results = run(lambda: body(batch, active_fraction))
     from metascreen.pipelines.policy_report import plot_hit_curves, simulation_table
@@ -152,6 +160,11 @@ def simulate_molecules_cmd(
         typer.echo(f"wrote {plot}")
 
 
+def _with(prefix: Path, ext: str) -> Path:
+    """``prefix`` + ``ext`` (a prefix such as ``valid_f0.1`` has no suffix to replace)."""
+    return prefix.with_name(prefix.name + ext)
+
+
 def _parse_option(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -165,8 +178,9 @@ def _write_report(
     title: str,
     simulate: Any,
     data_dir: Path,
+    only: list[str] | None = None,
 ) -> None:
-    """Every regime in turn; the JSON/MD/PNG are rewritten (atomically) after each one."""
+    """Every regime (or ``only`` those) in turn; JSON/MD/PNG are rewritten after each one."""
     from metascreen.domains.io import atomic_write_text
     from metascreen.models.workflows.policy import BASELINE_POLICIES, policy_label
     from metascreen.pipelines.cli.common import command_line
@@ -190,7 +204,12 @@ def _write_report(
         "baselines": baselines,
         "regimes": {},
     }
+    known = [r[0] for r in REGIMES]
+    if only and not set(only) <= set(known):
+        raise typer.BadParameter(f"--regimes: choose from {', '.join(known)}, got {only}")
     for regime, fraction, batch in REGIMES:
+        if only and regime not in only:
+            continue
         results = simulate(batch, fraction)
         full[regime] = results
         summary["regimes"][regime] = regime_summary(results, main, baselines)
@@ -200,10 +219,38 @@ def _write_report(
             f"{r['mean_hits'][r['best_baseline']]:.2f}; difference {r['vs_best']['mean_diff']:+.2f}"
             f" ± {r['vs_best']['mean_diff_ci95']:.2f}"
         )
-        write_json(prefix.with_suffix(".json"), {**summary, "results": full})
-        atomic_write_text(prefix.with_suffix(".md"), regimes_markdown(summary))
-        plot_regimes(full, prefix.with_suffix(".png"))
-    typer.echo(f"wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.png')}")
+        write_json(_with(prefix, ".json"), {**summary, "results": full})
+        atomic_write_text(_with(prefix, ".md"), regimes_markdown(summary))
+        plot_regimes(full, _with(prefix, ".png"))
+    typer.echo(f"wrote {_with(prefix, '.md')} and {_with(prefix, '.png')}")
+
+
+@app.command("merge")
+def merge_reports_cmd(
+    out: Annotated[Path, typer.Argument(help="prefix of the merged OUT.json/.md/.png")],
+    parts: Annotated[list[Path], typer.Argument(help="report JSONs written by --report")],
+    title: Annotated[str | None, typer.Option(help="first line of the Markdown")] = None,
+) -> None:
+    """Join ``--report`` JSONs of different regimes (same policy and baselines) into one report."""
+    import json
+
+    from metascreen.domains.io import atomic_write_text
+    from metascreen.pipelines.policy_report import (
+        REGIMES,
+        merge_reports,
+        plot_regimes,
+        regimes_markdown,
+    )
+
+    merged = run(lambda: merge_reports([json.loads(p.read_text()) for p in parts]))
+    if title:
+        merged["title"] = title
+    order = [r[0] for r in REGIMES]
+    full = dict(sorted(merged["results"].items(), key=lambda kv: order.index(kv[0])))
+    write_json(_with(out, ".json"), merged)
+    atomic_write_text(_with(out, ".md"), regimes_markdown(merged))
+    plot_regimes(full, _with(out, ".png"))
+    typer.echo(f"wrote {_with(out, '.md')} and {_with(out, '.png')}")
 
 
 @app.command("movielens")
