@@ -275,8 +275,15 @@ def propose(
     smiles_column: str | None = None,
     label_column: str = "label",
     device: str = "cpu",
+    model_dir: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """The next ``k`` compounds to assay: what ``metascreen propose`` writes, as a DataFrame.
+
+    ``policy`` is a policy artifact folder (default: the shipped policy) or a baseline name
+    (``greedy``, ``ens``, ``thompson``, …; predictor baselines use ``model_dir``, knobs
+    ``options``); the ``k`` picks are one plate, chosen as the simulator picks a batch round.
 
     ``assayed`` (SMILES + label; None or empty when nothing is assayed yet) and ``pool``
     (SMILES) are DataFrames. Pool compounds already assayed are never proposed. Columns:
@@ -292,13 +299,15 @@ def propose(
         >>> picks["rank"].tolist()
         [1, 2, 3]
     """
-    from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner, propose_frame
+    from metascreen.models.serving.policy import propose_frame, resolve_molecule_picker
 
-    runner = PolicyRunner.load(Path(policy) if policy else DEFAULT_POLICY_DIR, device)
+    resolved = resolve_molecule_picker(
+        policy, Path(model_dir) if model_dir else None, options, device
+    )
     adf = _smiles_frame(assayed, "assayed", smiles_column) if assayed is not None else None
     q = QuarantineRows()
     out, _ = propose_frame(
-        runner,
+        resolved,
         adf,
         _smiles_frame(pool, "pool", smiles_column),
         q,
@@ -307,6 +316,7 @@ def propose(
         label_column=label_column,
         assayed_name=Path("assayed"),
         pool_name=Path("pool"),
+        seed=seed,
     )
     out.attrs["quarantine"] = _quarantine_frame(q)
     return out

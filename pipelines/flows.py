@@ -437,6 +437,10 @@ def simulate_flow(
     cache_dir: str | None = None,
     plot: str | None = None,
     results: str | None = None,
+    options: dict[str, Any] | None = None,
+    train_slice: float | None = None,
+    slice_seed: int = 0,
+    min_task_size: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Policies side by side on the same pools; publishes a table and (with ``plot``) the hit curves.
 
@@ -459,6 +463,10 @@ def simulate_flow(
             seed=seed,
             model=find_input(model, results),
             cache_dir=cache_dir,
+            options=options,
+            train_slice=train_slice,
+            slice_seed=slice_seed,
+            min_task_size=min_task_size,
         )
         for p in (policies or [None])
     }

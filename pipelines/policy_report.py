@@ -52,3 +52,137 @@ def simulation_table(results: dict[str, dict[str, Any]]) -> str:
             f"{r['mean_hit_fraction']:.3f} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# The reported regimes: (name, active fraction, batch). Budget and seeds come from the command.
+REGIMES: tuple[tuple[str, float, int], ...] = (
+    ("f0.1-batch1", 0.1, 1),
+    ("f1-batch1", 1.0, 1),
+    ("f0.1-batch8", 0.1, 8),
+)
+
+
+def best_baseline(results: dict[str, dict[str, Any]], main: str, baselines: list[str]) -> str:
+    """The baseline among ``baselines`` (not ``main``) with the most mean hits."""
+    cands = [b for b in baselines if b != main and b in results]
+    if not cands:
+        raise ValueError("no baseline to compare with")
+    return max(cands, key=lambda b: results[b]["mean_hits"])
+
+
+def regime_summary(
+    results: dict[str, dict[str, Any]], main: str, baselines: list[str]
+) -> dict[str, Any]:
+    """Mean hits of everyone, and ``main`` paired against each baseline and against the best one."""
+    from metascreen.models.screening.simulator import paired_difference
+
+    best = best_baseline(results, main, baselines)
+    first = results[main]
+    return {
+        "active_fraction": first["active_fraction"],
+        "batch": first["batch"],
+        "budget": first["budget"],
+        "n_tasks": first["n_tasks"],
+        "repeats": first["repeats"],
+        "seed": first["seed"],
+        "mean_hits": {k: round(v["mean_hits"], 4) for k, v in results.items()},
+        "mean_hits_ci95": {k: round(v["mean_hits_ci95"], 4) for k, v in results.items()},
+        "seconds": {k: v["seconds"] for k, v in results.items()},
+        "options": {k: v["options"] for k, v in results.items() if "options" in v},
+        "best_baseline": best,
+        "vs_best": paired_difference(first, results[best]),
+        "paired": {b: paired_difference(first, results[b]) for b in results if b != main},
+    }
+
+
+def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from ``--report`` JSONs of disjoint regimes with the same policy and baselines."""
+    from metascreen.domains.errors import ConfigError
+
+    if not parts:
+        raise ConfigError("nothing to merge")
+    first = parts[0]
+    merged = {**first, "regimes": {}, "results": {}, "commands": []}
+    merged.pop("command", None)
+    order = [r[0] for r in REGIMES]
+    for part in parts:
+        if part["main"] != first["main"] or part["baselines"] != first["baselines"]:
+            raise ConfigError(
+                "reports to merge must compare the same policy with the same baselines"
+            )
+        for name in part["regimes"]:
+            if name in merged["regimes"]:
+                raise ConfigError(f"regime {name} is in two of the reports")
+            merged["regimes"][name] = part["regimes"][name]
+            merged["results"][name] = part["results"][name]
+        merged["commands"].append(part.get("command"))
+    for key in ("regimes", "results"):
+        merged[key] = dict(sorted(merged[key].items(), key=lambda kv: order.index(kv[0])))
+    return merged
+
+
+def regimes_markdown(report: dict[str, Any]) -> str:
+    """One table per regime: mean hits per policy, then ``main`` − best baseline (paired)."""
+    main = report["main"]
+    out = [f"{report['title']}\n"]
+    commands = report.get("commands") or [report.get("command")]
+    out.append("```\n" + "\n".join(str(c) for c in commands if c) + "\n```\n")
+    for name, r in report["regimes"].items():
+        vs = r["vs_best"]
+        out.append(
+            f"### {name}: active fraction {r['active_fraction']}, batch {r['batch']}, "
+            f"budget {r['budget']} ({r['n_tasks']} tasks × {r['repeats']} repeats, "
+            f"seed {r['seed']})\n"
+        )
+        out.append(
+            f"| policy | mean hits (95% CI) | {main} − it (paired, 95% CI) | {main} won/lost |"
+        )
+        out.append("|---|---|---|---|")
+        for k, v in r["mean_hits"].items():
+            if k == main:
+                out.append(f"| **{k}** | {v:.2f} ± {r['mean_hits_ci95'][k]:.2f} | | |")
+                continue
+            pr = r["paired"][k]
+            tag = " (best baseline)" if k == r["best_baseline"] else ""
+            out.append(
+                f"| {k}{tag} | {v:.2f} ± {r['mean_hits_ci95'][k]:.2f} | "
+                f"{pr['mean_diff']:+.2f} ± {pr['mean_diff_ci95']:.2f} (×{pr['ratio']:.3f}) | "
+                f"{pr['tasks_better']}/{pr['tasks_worse']} |"
+            )
+        lo, hi = vs["mean_diff"] - vs["mean_diff_ci95"], vs["mean_diff"] + vs["mean_diff_ci95"]
+        out.append(
+            f"\n{main} − best baseline ({r['best_baseline']}): {vs['mean_diff']:+.2f} hits, "
+            f"95% CI [{lo:+.2f}, {hi:+.2f}], ratio {vs['ratio']:.3f}; {main} better on "
+            f"{vs['tasks_better']} tasks, worse on {vs['tasks_worse']} of {vs['n_tasks']}.\n"
+        )
+    return "\n".join(out) + "\n"
+
+
+def plot_regimes(regimes: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    """One panel of hit curves per regime (same style as ``plot_hit_curves``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.2 * len(regimes), 4.2), squeeze=False)
+    for ax, (name, results) in zip(axes[0], regimes.items(), strict=True):
+        for pol, res in results.items():
+            mean = np.asarray(res["curve"], float)
+            half = np.asarray(res.get("curve_ci95", [0.0] * len(mean)), float)
+            x = np.cumsum(res.get("picks_per_step", [1] * len(mean)))
+            line = ax.plot(x, mean, label=f"{pol} ({res['mean_hits']:.2f})", lw=1.4)[0]
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.12, lw=0)
+        ax.set_title(name)
+        ax.set_xlabel("compounds assayed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("cumulative hits (mean over tasks)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

@@ -11,7 +11,7 @@ import gzip
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from metascreen.domains.episodes import Task, TaskSet
-from metascreen.domains.errors import InputError, SchemaError
+from metascreen.domains.errors import ConfigError, InputError, SchemaError
 from metascreen.domains.io import FRAME_SUFFIXES, read_frame
 from metascreen.domains.molecules.featurize import canonicalize, invalid_reason
 from metascreen.domains.parallel import fork_pool
@@ -115,7 +115,7 @@ def _cached_load(
             logger.warning("skipping %s: %s", path, reason)
         logger.info("loaded %d tasks of %s from cache %s", len(tasks), data_dir, npz)
         return TaskSet(tasks, info["items"], str(data_dir), info["n_invalid"], info["skipped"])
-    ts = load_fsmol_dir(data_dir, workers, min_size)
+    ts = load_fsmol_dir(data_dir, workers, min_size, files=files)
     import io
 
     buf = io.BytesIO()
@@ -163,16 +163,35 @@ def find_task_files(data_dir: Path) -> list[Path]:
     return files
 
 
+def slice_task_files(files: Sequence[Path], fraction: float, seed: int) -> list[Path]:
+    """A seeded random ``fraction`` of ``files`` (at least one), in sorted order.
+
+    The same (files, fraction, seed) always gives the same slice; the draw is a permutation of
+    the sorted file list, so a smaller fraction with the same seed is a subset of a larger one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"slice fraction must be in (0, 1], got {fraction}")
+    ordered = sorted(Path(f) for f in files)
+    n = max(1, round(fraction * len(ordered)))
+    pick = np.random.default_rng(seed).permutation(len(ordered))[:n]
+    return sorted(ordered[i] for i in pick)
+
+
 def load_fsmol_dir(
-    data_dir: Path, workers: int = 1, min_size: int = 1, cache_dir: Path | None = None
+    data_dir: Path,
+    workers: int = 1,
+    min_size: int = 1,
+    cache_dir: Path | None = None,
+    files: Sequence[Path] | None = None,
 ) -> TaskSet:
     """Load every task file in ``data_dir`` into a ``TaskSet`` over unique canonical SMILES.
 
+    ``files`` restricts the load to those task files (e.g. a ``slice_task_files`` slice).
     Empty task files (no valid rows) are skipped with a warning that names them, and recorded in
     ``TaskSet.skipped``. Invalid SMILES are excluded and counted in ``TaskSet.n_invalid``. With
     ``cache_dir`` the parsed result is cached under the sha256 of the files' contents.
     """
-    files = find_task_files(data_dir)
+    files = list(files) if files is not None else find_task_files(data_dir)
     if cache_dir is not None:
         return _cached_load(files, Path(data_dir), workers, min_size, Path(cache_dir))
     if workers > 1 and len(files) > 8:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from metascreen.domains.errors import ConfigError
 from metascreen.models.screening.simulator import Picker, RandomPicker
 
+if TYPE_CHECKING:
+    from metascreen.models.screening.pickers import GreedyPicker
+
 # what a picker needs before it can be built:
 #   ecfp       ECFP4 bits of the pool (baseline featurizer)
-#   predictor  the few-shot predictor (its featurizer's rows and its ``logits``)
+#   predictor  the few-shot predictor (its featurizer's rows ``x``, its ``logits``, ECFP ``bits``
+#              of the same rows, optional encoder ``embeddings``)
 #   policy     a policy artifact (its featurizer, encoder and policy graph)
 #   catalogue  a movielens model's item table (and the users' hidden ratings)
 Needs = Literal["ecfp", "predictor", "policy", "catalogue"]
@@ -43,10 +47,72 @@ def _gp(ctx: Any) -> Picker:
     return GPPicker(ctx.x > 0.5)
 
 
-def _greedy(ctx: Any) -> Picker:
+# Baseline knobs. Defaults were chosen on a held-out slice of FS-Mol *train* assays, never on
+# valid (docs/screening-policy.md, benchmarks/policy/); override with ``options``.
+# Where each default came from (written into every simulate JSON next to the knobs used).
+PICKER_DEFAULTS_CHOSEN_ON: Mapping[str, str] = {
+    "cold_start": "FS-Mol train slice (--train-slice 0.05 --slice-seed 0 --min-task-size 128, "
+    "24 tasks x 2 repeats, active fraction 0.1): far 6.21 vs oneclass 6.29 hits@32, paired "
+    "-0.08 +- 0.17 (a tie); far kept, it needs no predictor call before the first active",
+    "ens_m": "not tuned (default)",
+    "ens_strength": "not tuned (default)",
+    "thompson_temperature": "not tuned (default)",
+}
+PICKER_DEFAULTS: Mapping[str, Any] = {
+    "cold_start": "far",  # greedy/ens/thompson before the first active: random | far | oneclass
+    "ens_m": 32,  # ENS: candidates that get the lookahead
+    "ens_strength": 1.0,  # ENS: predictor weight against one identical neighbour
+    "thompson_temperature": 1.0,  # Thompson: scale of the posterior variance
+}
+
+
+def picker_option(ctx: Any, key: str) -> Any:
+    """``ctx.options[key]`` if set, else the default above (typed like the default)."""
+    options = getattr(ctx, "options", None) or {}
+    if key not in PICKER_DEFAULTS:
+        raise ConfigError(
+            f"unknown picker option {key!r}; choose one of {', '.join(PICKER_DEFAULTS)}"
+        )
+    default = PICKER_DEFAULTS[key]
+    value = options.get(key, default)
+    return type(default)(value)
+
+
+def _greedy_with(ctx: Any, cold_start: str, name: str) -> GreedyPicker:
     from metascreen.models.screening.pickers import GreedyPicker
 
-    return GreedyPicker(ctx.predictor.logits, ctx.x)
+    return GreedyPicker(
+        ctx.predictor.logits,
+        ctx.x,
+        name=name,
+        cold_start=cold_start,
+        bits=getattr(ctx, "bits", None),
+        embeddings=getattr(ctx, "embeddings", None),
+    )
+
+
+def _greedy(ctx: Any) -> Picker:
+    return _greedy_with(ctx, picker_option(ctx, "cold_start"), "greedy")
+
+
+def _greedy_random_start(ctx: Any) -> Picker:
+    return _greedy_with(ctx, "random", "greedy-random-start")
+
+
+def _ens(ctx: Any) -> Picker:
+    from metascreen.models.screening.pickers import EnsPicker
+
+    greedy = _greedy_with(ctx, picker_option(ctx, "cold_start"), "ens")
+    return EnsPicker(
+        greedy, ctx.bits, m=picker_option(ctx, "ens_m"), strength=picker_option(ctx, "ens_strength")
+    )
+
+
+def _thompson(ctx: Any) -> Picker:
+    from metascreen.models.screening.pickers import ThompsonPicker
+
+    greedy = _greedy_with(ctx, picker_option(ctx, "cold_start"), "thompson")
+    return ThompsonPicker(greedy, ctx.bits, temperature=picker_option(ctx, "thompson_temperature"))
 
 
 def _molecule_policy(ctx: Any) -> Picker:
@@ -76,7 +142,23 @@ def _rating_policy(ctx: Any) -> Picker:
 MOLECULE_PICKERS: Mapping[str, PickerSpec] = {
     "random": PickerSpec("ecfp", lambda ctx: RandomPicker(), "uniformly at random"),
     "greedy": PickerSpec(
-        "predictor", _greedy, "the few-shot predictor re-adapted on the history, highest first"
+        "predictor",
+        _greedy,
+        "the few-shot predictor re-adapted on the history, highest first; before the first "
+        "active, the candidate least like the inactives found so far",
+    ),
+    "greedy-random-start": PickerSpec(
+        "predictor", _greedy_random_start, "greedy, but random picks until the first active"
+    ),
+    "ens": PickerSpec(
+        "predictor",
+        _ens,
+        "non-myopic active search (ENS, Jiang et al. 2017) on the predictor's probabilities",
+    ),
+    "thompson": PickerSpec(
+        "predictor",
+        _thompson,
+        "Thompson sampling: predictor probability + GP posterior covariance on ECFP bits",
     ),
     "knn": PickerSpec("ecfp", _knn, "Tanimoto kNN on ECFP4 bits"),
     "gp": PickerSpec("ecfp", _gp, "GP on ECFP4 bits (Tanimoto kernel), highest mean"),

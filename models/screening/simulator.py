@@ -139,6 +139,31 @@ class BatchEnv:
             self._reveal(self.select(self.random(), init))
         self.hits_available = (self.rewards * (self.valid & ~self.chosen)).sum(1)
 
+    @classmethod
+    def from_history(
+        cls, labels: Sequence[float], n_candidates: int, budget: int, seed: Sequence[int] = (0,)
+    ) -> BatchEnv:
+        """One pool whose first ``len(labels)`` positions were assayed with ``labels``.
+
+        The other ``n_candidates`` positions are unlabelled candidates (their rewards are unknown
+        and set to 0; pickers never read rewards). ``picks_done`` is the number assayed, capped
+        at ``budget``, so ``t_frac`` and the remaining budget follow the campaign. Pool position
+        i is row i of whatever the caller's pickers index (history rows first).
+        """
+        n_h = len(labels)
+        if n_candidates < 1:
+            raise ConfigError("no candidate to pick from")
+        rewards = np.concatenate([(np.asarray(labels, float) > 0.5), np.zeros(n_candidates)])
+        pool = Pool("propose", np.arange(n_h + n_candidates), rewards.astype(np.int64))
+        env = cls([pool], max(1, budget), seeds=[list(seed)])
+        env.history = np.full((1, n_h + env.budget), -1, np.int64)
+        env.history_rewards = np.zeros((1, n_h + env.budget), np.int64)
+        if n_h:
+            env._reveal(np.arange(n_h)[None, :])
+        env.picks_done = min(n_h, env.budget)
+        env.hits_available = np.zeros(1, np.int64)
+        return env
+
     @property
     def n_pools(self) -> int:
         """B."""
@@ -233,11 +258,23 @@ class Picker(Protocol):
         ...
 
 
+def next_picks(env: BatchEnv, picker: Picker, k: int) -> np.ndarray:
+    """(B, k) positions ``picker`` picks next, all chosen before any of their labels is seen.
+
+    A picker with its own ``select(env, k)`` (e.g. Thompson sampling: one draw per pick) uses
+    it; any other takes the top ``k`` of one ``scores`` call. The simulator's batch rounds and
+    ``propose --k`` both call this, so a plate is picked the same way in both.
+    """
+    select = getattr(picker, "select", None)
+    if callable(select):
+        return np.asarray(select(env, k), np.int64)
+    return env.select(picker.scores(env), k)
+
+
 def run_env(env: BatchEnv, picker: Picker) -> np.ndarray:
     """Step ``env`` to the end of its budget with ``picker``; returns the (B, steps) curve."""
     while not env.done:
-        k = env.step_size()
-        env.step(env.select(picker.scores(env), k))
+        env.step(next_picks(env, picker, env.step_size()))
     return np.stack(env.curve, axis=1)
 
 

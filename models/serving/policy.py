@@ -11,19 +11,29 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from metascreen.domains.errors import InputError
+from metascreen.domains.errors import InputError, MetascreenError
 from metascreen.domains.io import atomic_write_text
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, invalid_reason
 from metascreen.domains.molecules.load import labels_from_table, read_table
 from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.types import FloatArray
-from metascreen.models.screening.simulator import BatchEnv
+from metascreen.models.screening.factory import (
+    MOLECULE_PICKERS,
+    PICKER_DEFAULTS,
+    PICKER_DEFAULTS_CHOSEN_ON,
+    PickerSpec,
+    picker_option,
+    picker_spec,
+)
+from metascreen.models.screening.simulator import BatchEnv, Picker, next_picks
 from metascreen.models.serving.artifact import (
+    DEFAULT_MODEL_DIR,
     MOLECULES_POLICY,
     ArtifactInfo,
     read_artifact,
@@ -165,16 +175,129 @@ class ProposeReport:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+def ecfp_bits(featurizer: Any, x: np.ndarray) -> np.ndarray:
+    """0/1 Morgan bits of feature rows ``x`` (the fingerprint block of the predictor's features)."""
+    n_bits = int(getattr(featurizer, "n_bits", 0) or x.shape[1])
+    return np.asarray(x[:, :n_bits] > 0)
+
+
+def predictor_embeddings(model_dir: Path, x: np.ndarray) -> np.ndarray | None:
+    """The predictor's encoder embeddings of ``x``, when the shipped policy carries its encoder.
+
+    The policy artifact's ``encoder.onnx`` is exported from a predictor; it is used only when that
+    predictor is ``model_dir`` (same ONNX sha256), else ``None`` (pickers fall back to ECFP).
+    """
+    try:
+        pol = read_artifact(DEFAULT_POLICY_DIR, kind=MOLECULES_POLICY)
+        pred = read_artifact(model_dir)
+    except MetascreenError as err:
+        logger.info("no encoder embeddings for the baselines: %s", err)
+        return None
+    if (
+        pol.metadata["encoder_onnx"].get("from_model_onnx_sha256")
+        != pred.metadata["onnx"]["sha256"]
+    ):
+        return None
+    return np.asarray(PolicyRunner(pol).embed(x))
+
+
+@dataclass(slots=True)
+class ResolvedPicker:
+    """A ``--policy`` value resolved: the featurizer its rows need, then ``build(x)``."""
+
+    name: str  # factory name ("policy" for an artifact)
+    label: str  # how reports name it
+    spec: PickerSpec
+    ctx: SimpleNamespace
+    featurizer: Any
+    model_dir: Path | None
+
+    def build(self, x: FloatArray) -> Picker:
+        """The picker over feature rows ``x`` (``items`` of the pools index these rows)."""
+        self.ctx.x = x
+        if self.spec.needs == "predictor":
+            self.ctx.bits = ecfp_bits(self.featurizer, x)
+            if (
+                self.name != "greedy-random-start"
+                and picker_option(self.ctx, "cold_start") == "far"
+            ):
+                assert self.model_dir is not None
+                self.ctx.embeddings = predictor_embeddings(self.model_dir, x)
+        return self.spec.build(self.ctx)
+
+    def provenance(self) -> dict[str, Any]:
+        """The knobs a predictor baseline ran with, and where each was chosen (for the JSON)."""
+        if self.spec.needs != "predictor":
+            return {}
+        prefix = self.name.split("-")[0] + "_"
+        keys = [k for k in PICKER_DEFAULTS if k == "cold_start" or k.startswith(prefix)]
+        used = {k: picker_option(self.ctx, k) for k in keys}
+        if self.name == "greedy-random-start":
+            used = {"cold_start": "random"}
+        given = self.ctx.options
+        return {
+            "options": used,
+            "options_chosen_on": {
+                k: "command line" if k in given else PICKER_DEFAULTS_CHOSEN_ON[k] for k in used
+            },
+            "cold_start_embedding": getattr(self.ctx, "embeddings", None) is not None,
+        }
+
+
+def resolve_molecule_picker(
+    policy: str | Path | None,
+    model_dir: Path | None = None,
+    options: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> ResolvedPicker:
+    """A policy artifact folder (default: the shipped one) or a ``MOLECULE_PICKERS`` name.
+
+    Loads what the picker needs (predictor from ``model_dir``, default the shipped model; policy
+    artifact) and checks ``options`` keys before any featurizing.
+    """
+    baselines = [n for n in MOLECULE_PICKERS if n != "policy"]
+    name = str(policy) if policy is not None and str(policy) in baselines else "policy"
+    label = (
+        "policy-default"
+        if policy is None
+        else (str(policy) if name != "policy" else Path(policy).name)
+    )
+    spec = picker_spec(MOLECULE_PICKERS, name)
+    ctx = SimpleNamespace(label=label, options=dict(options or {}))
+    for key in ctx.options:
+        picker_option(ctx, key)  # unknown keys fail before any work
+    featurizer: Any
+    if spec.needs == "ecfp":
+        from metascreen.models.evaluation.baselines import baseline_featurizer
+
+        featurizer = baseline_featurizer()
+    elif spec.needs == "predictor":
+        from metascreen.models.serving.molecules import OnnxPredictor
+
+        model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+        ctx.predictor = OnnxPredictor.load(model_dir, device)
+        featurizer = ctx.predictor.featurizer
+    else:
+        ctx.runner = PolicyRunner.load(
+            Path(policy) if policy is not None else DEFAULT_POLICY_DIR, device
+        )
+        featurizer = ctx.runner.featurizer
+    return ResolvedPicker(name, label, spec, ctx, featurizer, model_dir)
+
+
 def propose(
     assayed_path: Path | None,
     pool_path: Path,
     output: Path,
     k: int = 8,
-    policy_dir: Path | None = None,
+    policy_dir: str | Path | None = None,
     budget: int | None = None,
     smiles_column: str | None = None,
     label_column: str | None = "label",
     device: str = "auto",
+    model_dir: Path | None = None,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> ProposeReport:
     """Propose the next ``k`` compounds to assay from ``pool_path`` given ``assayed_path``.
 
@@ -182,11 +305,17 @@ def propose(
     SMILES (in either file) and duplicate pool entries go to ``<output stem>.quarantine.csv``;
     pool compounds already assayed are never proposed (listed there too, with that reason). The
     output CSV has ``rank, row, SMILES, canonical_smiles, score, logit`` for the ``k`` picks.
+
+    ``policy_dir`` is a policy artifact or a baseline name (``MOLECULE_PICKERS``; predictor
+    baselines use ``model_dir``, knobs ``options``). The ``k`` picks are one plate: chosen by
+    ``next_picks``, exactly as the simulator picks a ``--batch k`` round (no label seen in
+    between); ``seed`` seeds ties and sampling. ``score``/``logit`` are the picker's scores
+    (sigmoid/raw) where it has them (NaN for Thompson sampling, whose picks are draws).
     """
     start = time.perf_counter()
     if k < 1:
         raise InputError(f"--k must be ≥ 1, got {k}")
-    runner = PolicyRunner.load(policy_dir or DEFAULT_POLICY_DIR, device)
+    resolved = resolve_molecule_picker(policy_dir, model_dir, options, device)
     output = Path(output)
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
@@ -194,7 +323,7 @@ def propose(
     pdf = read_table(Path(pool_path), smiles_column)
     with QuarantineWriter(q_path) as quarantine:
         out, counts = propose_frame(
-            runner,
+            resolved,
             adf,
             pdf,
             quarantine,
@@ -203,6 +332,7 @@ def propose(
             label_column=label_column,
             assayed_name=Path(assayed_path) if assayed_path is not None else None,
             pool_name=Path(pool_path),
+            seed=seed,
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, out.to_csv(index=False))
@@ -224,7 +354,7 @@ def propose(
 
 
 def propose_frame(
-    runner: PolicyRunner,
+    resolved: ResolvedPicker,
     adf: pd.DataFrame | None,
     pdf: pd.DataFrame,
     quarantine: QuarantineSink,
@@ -233,12 +363,16 @@ def propose_frame(
     label_column: str | None = "label",
     assayed_name: Path | None = None,
     pool_name: Path = Path("pool"),
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The ``k`` picks from the pool table ``pdf`` given the assayed table ``adf`` (in memory).
 
     Both tables have a ``SMILES`` column (``read_table`` / ``smiles_frame``); ``adf`` also a
-    label column. Rejected rows go to ``quarantine``. Returns the picks
-    (``rank, row, SMILES, canonical_smiles, score, logit``) and the ``ProposeReport`` counts.
+    label column. Rejected rows go to ``quarantine``. ``resolved`` is the picker
+    (``resolve_molecule_picker``); the ``k`` picks are one plate chosen by ``next_picks``, as
+    the simulator picks a ``--batch k`` round; ``seed`` seeds ties and sampling. Returns the
+    picks (``rank, row, SMILES, canonical_smiles, score, logit``; NaN scores for Thompson
+    sampling, whose picks are draws) and the ``ProposeReport`` counts.
     """
     if k < 1:
         raise InputError(f"--k must be ≥ 1, got {k}")
@@ -286,39 +420,26 @@ def propose_frame(
         raise InputError(
             f"{pool_name}: no candidate left to propose (all invalid or already assayed)"
         )
-    feats = runner.featurizer.transform_smiles(assayed_smiles + keep_smiles)
-    emb = runner.embed(feats)
-    h_emb, c_emb = emb[: len(assayed_smiles)], emb[len(assayed_smiles) :]
-    h = max(1, len(assayed_smiles))
-    hist = np.zeros((1, h, emb.shape[1]), np.float32)
-    hist[0, : len(assayed_smiles)] = h_emb
-    hist_labels = np.zeros((1, h), np.float32)
-    hist_labels[0, : len(assayed_smiles)] = assayed_labels
-    hist_mask = np.zeros((1, h), np.float32)
-    hist_mask[0, : len(assayed_smiles)] = 1.0
-    t = min(1.0, len(assayed_smiles) / float(budget or runner.budget))
-    logits, _ = runner.run(
-        {
-            "candidates": c_emb[None].astype(np.float32),
-            "candidate_mask": np.ones((1, len(keep_smiles)), np.float32),
-            "history": hist,
-            "history_labels": hist_labels,
-            "history_mask": hist_mask,
-            "t_frac": np.array([t], np.float32),
-        }
-    )
-    z = logits[0].astype(np.float64)
-    if k > len(z):
-        logger.warning("only %d candidates left; proposing all of them", len(z))
-    order = np.argsort(-z, kind="stable")[:k]
+    feats = resolved.featurizer.transform_smiles(assayed_smiles + keep_smiles)
+    picker = resolved.build(feats)
+    if budget is None:
+        budget = resolved.ctx.runner.budget if resolved.name == "policy" else 32
+    env = BatchEnv.from_history(assayed_labels, len(keep_smiles), budget, (seed,))
+    n_h = len(assayed_smiles)
+    if k > len(keep_smiles):
+        logger.warning("only %d candidates left; proposing all of them", len(keep_smiles))
+    picks = next_picks(env, picker, min(k, len(keep_smiles)))[0]
+    order = picks[picks >= 0] - n_h  # candidate positions, in pick order
+    # the scores behind the picks (for the policy and greedy, logits of one scoring call)
+    z = np.asarray(picker.scores(env)[0, n_h:], np.float64) if resolved.name != "thompson" else None
     out = pd.DataFrame(
         {
             "rank": np.arange(1, len(order) + 1),
             "row": [keep_rows[i] for i in order],
             "SMILES": [pdf["SMILES"].iloc[keep_rows[i]] for i in order],
             "canonical_smiles": [keep_smiles[i] for i in order],
-            "score": 1.0 / (1.0 + np.exp(-z[order])),
-            "logit": z[order],
+            "score": 1.0 / (1.0 + np.exp(-z[order])) if z is not None else np.nan,
+            "logit": z[order] if z is not None else np.nan,
         }
     )
     counts = {

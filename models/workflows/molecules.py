@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,17 @@ def prepare_tasks(
     cache_dir: Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    files: Sequence[Path] | None = None,
+    min_size: int = 1,
 ) -> PreparedSplit:
-    """Load an FS-Mol-format task folder and featurize its unique molecules (cached)."""
-    files = find_task_files(Path(data_dir))
-    ts = load_fsmol_dir(Path(data_dir), workers=workers, cache_dir=cache_dir)
+    """Load an FS-Mol-format task folder (or only ``files`` of it) and featurize its molecules.
+
+    Tasks with fewer than ``min_size`` valid rows are skipped (with a warning each).
+    """
+    files = list(files) if files is not None else find_task_files(Path(data_dir))
+    ts = load_fsmol_dir(
+        Path(data_dir), workers=workers, min_size=min_size, cache_dir=cache_dir, files=files
+    )
     if not ts.tasks:
         raise InputError(f"{data_dir}: no task file has a valid row")
     x = featurize_items(featurizer, ts.items, cache_dir, workers=workers, progress=progress)

@@ -9,14 +9,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
 from metascreen.domains.io import atomic_write_json, sha256_file
-from metascreen.models.screening.factory import MOLECULE_PICKERS, picker_spec
+from metascreen.models.screening.factory import MOLECULE_PICKERS
 from metascreen.models.screening.simulator import SimulationResult, simulate
 from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
@@ -26,7 +25,7 @@ from metascreen.models.serving.artifact import (
     read_artifact,
     refuse_existing,
 )
-from metascreen.models.serving.policy import DEFAULT_POLICY_DIR, PolicyRunner
+from metascreen.models.serving.policy import resolve_molecule_picker
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
 from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
@@ -43,6 +42,13 @@ def policy_label(policy: str | Path | None) -> str:
     return str(policy) if str(policy) in BASELINE_POLICIES else Path(policy).name
 
 
+def train_slice_files(data_dir: Path, fraction: float, seed: int) -> list[Path]:
+    """The seeded slice of task files that ``--train-slice`` simulates on."""
+    from metascreen.domains.molecules.load import find_task_files, slice_task_files
+
+    return slice_task_files(find_task_files(Path(data_dir)), fraction, seed)
+
+
 def simulate_molecules(
     data_dir: Path,
     policy: str | Path | None = None,
@@ -56,31 +62,27 @@ def simulate_molecules(
     cache_dir: Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    options: dict[str, Any] | None = None,
+    train_slice: float | None = None,
+    slice_seed: int = 0,
+    min_task_size: int = 1,
 ) -> SimulationResult:
-    """Run one policy (artifact folder, or ``random|greedy|knn|gp``) over every task in ``data_dir``.
+    """Run one policy (artifact folder, or a ``BASELINE_POLICIES`` name) over the tasks of ``data_dir``.
 
-    ``greedy`` re-adapts the predictor in ``model_dir`` (default: the shipped model) on the
-    history each step; ``knn`` and ``gp`` work on ECFP4 bits; a policy artifact uses its own
-    encoder and featurizer. All of them meet the same pools (drawn from ``seed``).
+    Predictor-based baselines (``greedy``, ``greedy-random-start``, ``ens``, ``thompson``)
+    re-adapt the predictor in ``model_dir`` (default: the shipped model) on the history each step;
+    ``knn`` and ``gp`` work on ECFP4 bits; a policy artifact uses its own encoder and featurizer.
+    All of them meet the same pools (drawn from ``seed``). ``options`` override the baseline
+    knobs (``factory.PICKER_DEFAULTS``); ``train_slice`` simulates only a seeded fraction of the
+    task files (``slice_seed``), the split on which those knobs are chosen; ``min_task_size``
+    skips smaller tasks (FS-Mol train has many tasks of < 128 compounds, valid/test few).
     """
-    name = str(policy) if policy is not None and str(policy) in BASELINE_POLICIES else "policy"
-    spec = picker_spec(MOLECULE_PICKERS, name)
-    ctx = SimpleNamespace(label=policy_label(policy))
-    if spec.needs == "ecfp":
-        from metascreen.models.evaluation.baselines import baseline_featurizer
-
-        featurizer: Any = baseline_featurizer()
-    elif spec.needs == "predictor":
-        from metascreen.models.serving.molecules import OnnxPredictor
-
-        ctx.predictor = OnnxPredictor.load(Path(model_dir or DEFAULT_MODEL_DIR))
-        featurizer = ctx.predictor.featurizer
-    else:
-        ctx.runner = PolicyRunner.load(Path(policy) if policy is not None else DEFAULT_POLICY_DIR)
-        featurizer = ctx.runner.featurizer
-    data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
-    ctx.x = data.x
-    picker = spec.build(ctx)
+    resolved = resolve_molecule_picker(policy, model_dir, options)
+    files = train_slice_files(data_dir, train_slice, slice_seed) if train_slice else None
+    data = prepare_tasks(
+        Path(data_dir), resolved.featurizer, cache_dir, workers, progress, files, min_task_size
+    )
+    picker = resolved.build(data.x)
     result = simulate(
         picker,
         data.taskset.tasks,
@@ -95,6 +97,10 @@ def simulate_molecules(
     result.policy = policy_label(policy)
     result.extra["n_invalid_smiles_excluded"] = data.taskset.n_invalid
     result.extra["data_dir"] = str(data_dir)
+    if train_slice:
+        result.extra["train_slice"] = {"fraction": train_slice, "slice_seed": slice_seed}
+    result.extra["min_task_size"] = min_task_size
+    result.extra.update(resolved.provenance())
     return result
 
 

@@ -151,8 +151,19 @@ def propose(
     ] = None,
     k: Annotated[int, typer.Option(help="how many compounds to propose")] = 8,
     policy: Annotated[
-        Path | None, typer.Option(help="policy artifact folder (default: the shipped policy)")
+        str | None,
+        typer.Option(
+            help="policy artifact folder (default: the shipped policy) or a baseline: greedy | "
+            "greedy-random-start | ens | thompson | knn | gp | random"
+        ),
     ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="predictor of the greedy/ens/thompson baselines")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(help="baseline knob KEY=VALUE (as simulate molecules)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of ties and of Thompson draws")] = 0,
     budget: Annotated[
         int | None,
         typer.Option(
@@ -165,13 +176,33 @@ def propose(
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
 ) -> None:
-    """Propose the next k compounds to assay (onnxruntime only); assayed compounds are never proposed."""
+    """Propose the next plate of k compounds (onnxruntime only); assayed ones are never proposed.
+
+    The k picks are made as the simulator makes one ``--batch k`` round (no label in between).
+    """
+    options = {}
+    for text in option or []:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects KEY=VALUE, got {text!r}")
+        options[key.strip()] = value.strip()
 
     def body() -> Any:
         from metascreen.models.serving.policy import propose as propose_compounds
 
         return propose_compounds(
-            assayed, pool, output, k, policy, budget, smiles_column, label_column, device
+            assayed,
+            pool,
+            output,
+            k,
+            policy,
+            budget,
+            smiles_column,
+            label_column,
+            device,
+            model_dir=model,
+            options=options,
+            seed=seed,
         )
 
     rep = run(body)

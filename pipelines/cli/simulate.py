@@ -21,7 +21,8 @@ def simulate_molecules_cmd(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="policy artifact folder, or random | greedy | knn | gp (default: shipped policy)"
+            help="policy artifact folder, or random | greedy | greedy-random-start | ens | "
+            "thompson | knn | gp (default: shipped policy)"
         ),
     ] = None,
     budget: Annotated[int, typer.Option(help="compounds assayed per task (T)")] = 32,
@@ -46,6 +47,38 @@ def simulate_molecules_cmd(
         Path | None, typer.Option(help="predictor for greedy (default: the shipped model)")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="baseline knob KEY=VALUE (repeatable): cold_start=random|far|oneclass, ens_m, "
+            "ens_strength, thompson_temperature"
+        ),
+    ] = None,
+    train_slice: Annotated[
+        float | None,
+        typer.Option(
+            help="simulate only this seeded fraction of the task files (e.g. 0.01 of train)"
+        ),
+    ] = None,
+    slice_seed: Annotated[int, typer.Option(help="seed of the --train-slice draw")] = 0,
+    min_task_size: Annotated[
+        int, typer.Option(help="skip tasks with fewer valid compounds (e.g. 128 on train)")
+    ] = 1,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="run the three reported regimes (active fraction 0.1 batch 1, 1 batch 1, 0.1 "
+            "batch 8; --batch/--active-fraction ignored) and write REPORT.json/.md/.png"
+        ),
+    ] = None,
+    title: Annotated[str, typer.Option(help="first line of the --report Markdown")] = "",
+    regimes: Annotated[
+        str | None,
+        typer.Option(
+            help="with --report: only these regimes (comma-separated: f0.1-batch1, f1-batch1, "
+            "f0.1-batch8); join reports with `simulate merge`"
+        ),
+    ] = None,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect simulate flow")
     ] = False,
@@ -55,30 +88,30 @@ def simulate_molecules_cmd(
     names: list[str | None] = [policy] + [
         c.strip() for c in (compare or "").split(",") if c.strip()
     ]
-    kwargs = {
+    options = dict(_parse_option(o) for o in option or [])
+    common: dict[str, Any] = {
         "budget": budget,
-        "batch": batch,
         "init": init,
-        "active_fraction": active_fraction,
         "repeats": repeats,
         "seed": seed,
+        "options": options,
+        "train_slice": train_slice,
+        "slice_seed": slice_seed,
+        "min_task_size": min_task_size,
     }
 
-    def body() -> dict[str, dict[str, Any]]:
+    def body(batch: int, active_fraction: float) -> dict[str, dict[str, Any]]:
         if flow:
             from metascreen.pipelines.flows import simulate_flow
 
             return simulate_flow(
                 str(data_dir),
                 names,
-                budget=budget,
                 batch=batch,
-                init=init,
                 active_fraction=active_fraction,
-                repeats=repeats,
-                seed=seed,
                 model=str(model) if model else None,
                 cache_dir=str(cache_dir) if cache_dir else None,
+                **common,
             )
         from metascreen.models.workflows.policy import policy_label, simulate_molecules
 
@@ -87,15 +120,21 @@ def simulate_molecules_cmd(
             res = simulate_molecules(
                 data_dir,
                 name,
+                batch=batch,
+                active_fraction=active_fraction,
                 model_dir=model,
                 cache_dir=cache_dir,
                 progress=progress_enabled(),
-                **kwargs,
+                **common,
             )
             out[policy_label(name)] = res.to_json()
         return out
 
-    results = run(body)
+    if report is not None:
+        chosen = [r.strip() for r in regimes.split(",")] if regimes else None
+        _write_report(report, names, title, lambda b, f: run(lambda: body(b, f)), data_dir, chosen)
+        return
+    results = run(lambda: body(batch, active_fraction))
     from metascreen.pipelines.policy_report import plot_hit_curves, simulation_table
 
     typer.echo(simulation_table(results))
@@ -119,6 +158,99 @@ def simulate_molecules_cmd(
     if plot is not None:
         plot_hit_curves(results, plot)
         typer.echo(f"wrote {plot}")
+
+
+def _with(prefix: Path, ext: str) -> Path:
+    """``prefix`` + ``ext`` (a prefix such as ``valid_f0.1`` has no suffix to replace)."""
+    return prefix.with_name(prefix.name + ext)
+
+
+def _parse_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"--option expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _write_report(
+    prefix: Path,
+    names: list[str | None],
+    title: str,
+    simulate: Any,
+    data_dir: Path,
+    only: list[str] | None = None,
+) -> None:
+    """Every regime (or ``only`` those) in turn; JSON/MD/PNG are rewritten after each one."""
+    from metascreen.domains.io import atomic_write_text
+    from metascreen.models.workflows.policy import BASELINE_POLICIES, policy_label
+    from metascreen.pipelines.cli.common import command_line
+    from metascreen.pipelines.policy_report import (
+        REGIMES,
+        plot_regimes,
+        regime_summary,
+        regimes_markdown,
+    )
+
+    labels = [policy_label(n) for n in names]
+    main = labels[0]
+    baselines = [lab for lab in labels[1:] if lab in BASELINE_POLICIES]
+    if not baselines:
+        raise typer.BadParameter("--report needs baselines in --compare (e.g. greedy,ens,random)")
+    full: dict[str, dict[str, dict[str, Any]]] = {}
+    summary: dict[str, Any] = {
+        "title": title or f"{main} against the baselines on {data_dir}",
+        "command": command_line(),
+        "main": main,
+        "baselines": baselines,
+        "regimes": {},
+    }
+    known = [r[0] for r in REGIMES]
+    if only and not set(only) <= set(known):
+        raise typer.BadParameter(f"--regimes: choose from {', '.join(known)}, got {only}")
+    for regime, fraction, batch in REGIMES:
+        if only and regime not in only:
+            continue
+        results = simulate(batch, fraction)
+        full[regime] = results
+        summary["regimes"][regime] = regime_summary(results, main, baselines)
+        r = summary["regimes"][regime]
+        typer.echo(
+            f"{regime}: {main} {r['mean_hits'][main]:.2f}, best baseline {r['best_baseline']} "
+            f"{r['mean_hits'][r['best_baseline']]:.2f}; difference {r['vs_best']['mean_diff']:+.2f}"
+            f" ± {r['vs_best']['mean_diff_ci95']:.2f}"
+        )
+        write_json(_with(prefix, ".json"), {**summary, "results": full})
+        atomic_write_text(_with(prefix, ".md"), regimes_markdown(summary))
+        plot_regimes(full, _with(prefix, ".png"))
+    typer.echo(f"wrote {_with(prefix, '.md')} and {_with(prefix, '.png')}")
+
+
+@app.command("merge")
+def merge_reports_cmd(
+    out: Annotated[Path, typer.Argument(help="prefix of the merged OUT.json/.md/.png")],
+    parts: Annotated[list[Path], typer.Argument(help="report JSONs written by --report")],
+    title: Annotated[str | None, typer.Option(help="first line of the Markdown")] = None,
+) -> None:
+    """Join ``--report`` JSONs of different regimes (same policy and baselines) into one report."""
+    import json
+
+    from metascreen.domains.io import atomic_write_text
+    from metascreen.pipelines.policy_report import (
+        REGIMES,
+        merge_reports,
+        plot_regimes,
+        regimes_markdown,
+    )
+
+    merged = run(lambda: merge_reports([json.loads(p.read_text()) for p in parts]))
+    if title:
+        merged["title"] = title
+    order = [r[0] for r in REGIMES]
+    full = dict(sorted(merged["results"].items(), key=lambda kv: order.index(kv[0])))
+    write_json(_with(out, ".json"), merged)
+    atomic_write_text(_with(out, ".md"), regimes_markdown(merged))
+    plot_regimes(full, _with(out, ".png"))
+    typer.echo(f"wrote {_with(out, '.md')} and {_with(out, '.png')}")
 
 
 @app.command("movielens")

@@ -212,3 +212,95 @@ def test_bad_training_options_are_one_clear_line(tiny_fsmol: Path, tmp_path: Pat
     assert "keep: Input should be 'best' or 'last'" in res.output
     assert "rl_baseline: Input should be 'value' or 'greedy'" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "p").exists()
+
+
+def test_propose_plate_keeps_the_policy_scores(tiny_policy: Path, tmp_path: Path) -> None:
+    """The plate path (history rows masked among the candidates) = one direct policy call."""
+    from metascreen.domains.molecules.featurize import canonicalize
+    from metascreen.models.serving.policy import PolicyRunner, propose
+
+    assayed, pool, _ = _files(tmp_path)
+    rep = propose(assayed, pool, tmp_path / "p.csv", 6, tiny_policy)
+    got = pd.read_csv(tmp_path / "p.csv")
+    run = PolicyRunner.load(tiny_policy)
+    adf = pd.read_csv(assayed).iloc[:5]  # the valid assayed rows
+    h = run.embed(run.featurizer.transform_smiles([canonicalize(s) for s in adf["SMILES"]]))
+    c_smiles = [s for s in dict.fromkeys(canonicalize(s) for s in pd.read_csv(pool)["SMILES"])]
+    c_smiles = [s for s in c_smiles if s and s not in {canonicalize(x) for x in adf["SMILES"]}]
+    c = run.embed(run.featurizer.transform_smiles(c_smiles))
+    logits, _ = run.run(
+        {
+            "candidates": c[None],
+            "candidate_mask": np.ones((1, len(c)), np.float32),
+            "history": h[None],
+            "history_labels": adf["label"].to_numpy(np.float32)[None],
+            "history_mask": np.ones((1, len(h)), np.float32),
+            "t_frac": np.array([5 / 8], np.float32),
+        }
+    )
+    want = dict(zip(c_smiles, logits[0].tolist(), strict=True))
+    assert rep.n_scored == len(c_smiles)
+    np.testing.assert_allclose(
+        got["logit"], [want[s] for s in got["canonical_smiles"]], rtol=1e-4, atol=1e-5
+    )
+    assert got["logit"].tolist() == sorted(want.values(), reverse=True)[:6]
+
+
+def test_propose_with_baselines(tiny_model: Path, tmp_path: Path) -> None:
+    assayed, pool, assayed_smiles = _files(tmp_path)
+    for name in ("greedy", "thompson", "knn"):
+        out = tmp_path / f"{name}.csv"
+        args = ["propose", "--assayed", str(assayed), "--pool", str(pool), "--k", "5"]
+        args += ["--output", str(out), "--policy", name, "--model", str(tiny_model)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        got = pd.read_csv(out)
+        assert len(got) == 5 and got["canonical_smiles"].is_unique
+        assert not set(got["canonical_smiles"]) & set(assayed_smiles)
+        assert got["logit"].isna().all() == (name == "thompson")
+    res = runner.invoke(app, [*args[:-2], "--policy", "greedy", "--option", "nope=1"])
+    assert res.exit_code == 2 and "unknown picker option" in res.output
+
+
+def test_simulate_report_regimes_and_merge(
+    tiny_fsmol: Path, tiny_model: Path, tiny_policy: Path, tmp_path: Path
+) -> None:
+    base = [
+        "simulate",
+        "molecules",
+        str(tiny_fsmol / "valid"),
+        "--policy",
+        str(tiny_policy),
+        "--budget",
+        "8",
+        "--repeats",
+        "1",
+        "--model",
+        str(tiny_model),
+        "--compare",
+        "greedy,greedy-random-start,ens,thompson,random",
+    ]
+    a, b = tmp_path / "a_f0.1", tmp_path / "b"
+    res = runner.invoke(app, [*base, "--report", str(a), "--regimes", "f0.1-batch1,f0.1-batch8"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "--report", str(b), "--regimes", "f1-batch1"])
+    assert res.exit_code == 0, res.output
+    ja = json.loads((tmp_path / "a_f0.1.json").read_text())
+    r8 = ja["regimes"]["f0.1-batch8"]
+    assert r8["batch"] == 8 and len(ja["results"]["f0.1-batch8"]["tiny-policy"]["curve"]) == 1
+    best = r8["best_baseline"]
+    assert r8["mean_hits"][best] == max(v for k, v in r8["mean_hits"].items() if k != "tiny-policy")
+    assert r8["vs_best"] == r8["paired"][best]
+    assert ja["results"]["f0.1-batch1"]["greedy"]["options"] == {"cold_start": "far"}
+    out = tmp_path / "merged"
+    res = runner.invoke(
+        app, ["simulate", "merge", str(out), str(tmp_path / "a_f0.1.json"), str(b) + ".json"]
+    )
+    assert res.exit_code == 0, res.output
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert list(merged["regimes"]) == ["f0.1-batch1", "f1-batch1", "f0.1-batch8"]
+    md = (tmp_path / "merged.md").read_text()
+    assert md.count("tiny-policy − best baseline") == 3
+    assert (tmp_path / "merged.png").stat().st_size > 1000
+    res = runner.invoke(app, ["simulate", "merge", str(out), str(b) + ".json", str(b) + ".json"])
+    assert res.exit_code == 2 and "two of the reports" in res.output

@@ -110,3 +110,23 @@ def test_taskset_cache_roundtrip(tiny_fsmol: Path, tmp_path: Path) -> None:
         assert x.task_id == y.task_id
         np.testing.assert_array_equal(x.item_idx, y.item_idx)
         np.testing.assert_array_equal(x.labels, y.labels)
+
+
+def test_a_slice_of_files_loads_only_those_tasks_cached_or_not(
+    tiny_fsmol: Path, tmp_path: Path
+) -> None:
+    from metascreen.domains.molecules.load import find_task_files, slice_task_files
+
+    files = find_task_files(tiny_fsmol / "train")
+    part = slice_task_files(files, 0.5, seed=0)
+    assert 0 < len(part) < len(files)
+    want = {f.name.split(".")[0] for f in part}
+    plain = load_fsmol_dir(tiny_fsmol / "train", files=part)
+    cached = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path, files=part)
+    again = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path, files=part)
+    ids = {t.task_id for t in plain.tasks}
+    assert ids and ids <= want
+    for ts in (cached, again):
+        assert {t.task_id for t in ts.tasks} == ids and ts.items == plain.items
+    full = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path)  # its own cache entry
+    assert len(full.tasks) > len(ids)
