@@ -14,8 +14,8 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="report folder (default reports/demo-<timestamp>)")
     ] = None,
-    steps: Annotated[int, typer.Option(help="meta-training steps on the sample")] = 300,
-    repeats: Annotated[int, typer.Option(help="evaluation repeats per task")] = 5,
+    steps: Annotated[int, typer.Option(help="meta-training steps on the sample", min=1)] = 300,
+    repeats: Annotated[int, typer.Option(help="evaluation repeats per task", min=1)] = 5,
     flow: Annotated[
         bool,
         typer.Option(
