@@ -152,8 +152,15 @@ def gate_challenger(
         reason,
     )
     record = {"action": "gate", **decision.to_json()}
-    if promote:
-        registry.set_current(name, mv.version, record)
-    else:
-        registry.log_decision(name, {**record, "from": champion, "to": champion})
+    with registry.locked(name):  # compare-and-swap: the champion must still be current
+        now = registry.current_version(name)
+        if now != champion:
+            raise ConfigError(
+                f"{name}: current changed from {champion} to {now} while the gate ran; "
+                "rerun the gate against the new champion"
+            )
+        if promote:
+            registry.set_current_unlocked(name, mv.version, record)
+        else:
+            registry.log_decision(name, {**record, "from": champion, "to": champion})
     return decision

@@ -29,6 +29,7 @@ from metascreen.domains.io import (
     atomic_write_json,
     canonical_json_hash,
     sha256_file,
+    temp_path,
 )
 from metascreen.domains.quarantine import QUARANTINE_COLUMNS
 from metascreen.domains.types import FloatArray
@@ -185,7 +186,7 @@ def finalize(
             f"{job.work_dir}: {len(missing)} chunks unfinished (first {missing[:5]}); rerun the command"
         )
     seen = np.zeros(n_rows, dtype=np.int64)
-    tmp = output.with_name(output.name + ".partial")
+    tmp = temp_path(output)  # unique: concurrent finalizers never share a temporary file
     writer: pq.ParquetWriter | None = None
     quarantined = []
     n_scored = 0
@@ -201,10 +202,14 @@ def finalize(
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table.cast(writer.schema))
             n_scored += table.num_rows
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         if writer is not None:
             writer.close()
-    if writer is None:
+    if writer is None or n_rows == 0:
+        tmp.unlink(missing_ok=True)
         raise InputError(f"{job.model_dir}: the library has no rows")
     if (seen != 1).any():
         tmp.unlink(missing_ok=True)

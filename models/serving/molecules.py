@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import pandas as pd
 from rdkit import Chem
 
 from metascreen.domains.episodes import TaskSet
-from metascreen.domains.errors import InputError
+from metascreen.domains.errors import InputError, MetascreenError
+from metascreen.domains.io import temp_path
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, invalid_reason, parse_smiles
 from metascreen.domains.molecules.load import iter_table_chunks, load_table_tasks
 from metascreen.domains.parallel import fork_pool
@@ -121,6 +122,8 @@ def support_features(
 ) -> tuple[FloatArray, FloatArray]:
     """(support_x (S, D), support_y (S,)) of the assay's labelled compounds; needs both classes."""
     support = load_support(support_path, label_column=label_column)
+    if not support.tasks:
+        raise InputError(f"{support_path}: the support set has no rows")
     s_rows = np.concatenate([t.item_idx for t in support.tasks])
     s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
     if s_y.min() == s_y.max():
@@ -172,14 +175,23 @@ def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tup
 
 
 def _prepared_chunks(
-    chunks: Iterator[pd.DataFrame], featurizer: MoleculeFeaturizer, workers: int
-) -> Iterator[tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]]]:
-    if workers <= 1:
-        _init_worker(featurizer.spec())
-        yield from (_prepare_chunk(c) for c in chunks)
-        return
-    with fork_pool(workers, _init_worker, (featurizer.spec(),)) as pool:
-        yield from pool.imap(_prepare_chunk, chunks)
+    chunks: Iterator[pd.DataFrame],
+    featurizer: MoleculeFeaturizer,
+    workers: int,
+    source: Path | str = "the library",
+) -> Generator[tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]], None, None]:
+    """Featurized chunks; an error in a worker (or in reading) is re-raised here naming ``source``."""
+    try:
+        if workers <= 1:
+            _init_worker(featurizer.spec())
+            yield from (_prepare_chunk(c) for c in chunks)
+            return
+        with fork_pool(workers, _init_worker, (featurizer.spec(),)) as pool:
+            yield from pool.imap(_prepare_chunk, chunks)
+    except MetascreenError:
+        raise
+    except Exception as err:  # raised in a worker process: the parent names the file
+        raise InputError(f"{source}: featurizing failed ({type(err).__name__}: {err})") from err
 
 
 def score_library(
@@ -210,8 +222,7 @@ def score_library(
     s_x, s_y = support_features(predictor, support_path, label_column)
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
+    tmp = temp_path(output)  # unique: a concurrent run on the same output has its own
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     n_input = n_scored = 0
@@ -221,10 +232,11 @@ def score_library(
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="score", unit="mol")
+    chunks = iter_table_chunks(Path(library_path), chunk_size, smiles_column)
+    prepared = _prepared_chunks(chunks, predictor.featurizer, workers, Path(library_path))
     with QuarantineWriter(q_path) as quarantine:
         try:
-            chunks = iter_table_chunks(Path(library_path), chunk_size, smiles_column)
-            for valid, x, bad in _prepared_chunks(chunks, predictor.featurizer, workers):
+            for valid, x, bad in prepared:
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
                 valid = add_scores(predictor, s_x, s_y, valid, x)
@@ -236,13 +248,18 @@ def score_library(
                 n_scored += len(valid)
                 if bar is not None:
                     bar.update(len(valid) + len(bad))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
+            prepared.close()  # ends the worker pool now, also on an error or interruption
             if bar is not None:
                 bar.close()
             if writer is not None:
                 writer.close()
-    if writer is None:
-        raise InputError(f"{library_path}: the library has no rows")
+    if writer is None or n_input == 0:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{library_path}: the library has no rows (nothing to score)")
     tmp.replace(output)
     report = ScoreReport(
         n_input=n_input,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from metascreen.domains.errors import ArtifactMismatchError, InputError
-from metascreen.domains.io import canonical_json_hash, read_frame
+from metascreen.domains.io import canonical_json_hash, read_frame, temp_path
 from metascreen.domains.quarantine import QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
 from metascreen.domains.recommendation.load import canonical_columns, clean_ratings
@@ -105,22 +105,25 @@ def score_users(
     start = time.perf_counter()
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
-    model = RatingPredictor(Path(model_dir), device=device)
-    table = model.table
+    # the inputs first (cheap, and their errors name the file), then the model
     raw = canonical_columns(
         read_frame(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
     )
     good, bad = clean_ratings(raw, str(ratings_path), max_bad_fraction=1.0)
-    pos = table.positions(good["item_id"].tolist())
-    unknown = pos < 0
-    kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
-    q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
-    q_path.unlink(missing_ok=True)
     cand = read_frame(Path(candidates_path))
     per_user = "user_id" in cand.columns or "user" in cand.columns
     cand = canonical_columns(
         cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",)
     )
+    if not len(cand):
+        raise InputError(f"{candidates_path}: no candidate rows (empty or header only)")
+    model = RatingPredictor(Path(model_dir), device=device)
+    table = model.table
+    pos = table.positions(good["item_id"].tolist())
+    unknown = pos < 0
+    kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
+    q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
+    q_path.unlink(missing_ok=True)
     c_items = cand["item_id"].astype("string").str.strip()
     c_users = cand["user_id"].astype("string").str.strip() if per_user else None
     c_pos = table.positions(c_items.fillna("").tolist())
@@ -187,9 +190,13 @@ def score_users(
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(output)
+    tmp = temp_path(output)
+    try:
+        out.to_parquet(tmp, index=False)
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     report = RecScoreReport(
         n_ratings_in=len(raw),
         n_ratings_used=int((~unknown).sum()),

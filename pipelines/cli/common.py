@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer._click import exceptions as click_exc  # typer vendors its own click
@@ -27,10 +27,10 @@ T = TypeVar("T")
 logger = logging.getLogger("metascreen.cli")
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Logs to whatever ``sys.stderr`` is now (not the stream at set-up, which may be closed)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -142,7 +142,7 @@ def run(fn: Callable[[], T], outputs: Sequence[Path] = (), lock: Path | None = N
         )
 
 
-def _fail(message: str, code: int = 2) -> Any:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code) from None
 
@@ -180,9 +180,11 @@ class CliGroup(TyperGroup):
     option as typed (``--support-size``).
     """
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, standalone_mode: bool = True, **kwargs: Any
+    ) -> Any:
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(args, standalone_mode=False, **kwargs)
         except click_exc.NoArgsIsHelpError as err:
             err.show()
             code = err.exit_code

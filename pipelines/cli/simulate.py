@@ -72,7 +72,7 @@ def simulate_molecules_cmd(
     names: list[str | None] = [policy] + [
         c.strip() for c in (compare or "").split(",") if c.strip()
     ]
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "budget": budget,
         "batch": batch,
         "init": init,
