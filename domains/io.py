@@ -88,23 +88,37 @@ def exclusive_lock(path: Path, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path`` for the block.
 
     With ``wait=False`` a second holder is refused at once (``OutputBusyError`` naming the file);
-    with ``wait=True`` it queues. The lock ends with the process (the kernel drops it), so a killed
-    run never leaves a stale lock; the empty lock file itself stays.
+    with ``wait=True`` it queues. The kernel drops the lock with the process, so a killed run
+    never leaves a stale lock. The holder deletes the lock file before releasing it; a waiter
+    that then finds it locked a deleted file simply tries again.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(fd)
             raise OutputBusyError(
                 f"{path}: another metascreen run is writing it now (lock {lock.name}); "
                 "wait for it to finish or choose another output"
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder deleted it meanwhile: lock the new one
+    try:
         yield
     finally:
+        lock.unlink(missing_ok=True)  # still held: nobody else can be holding this file
         os.close(fd)  # closing the descriptor releases the lock
 
 

@@ -269,18 +269,43 @@ def _normalise_smiles_column(
     return df.reset_index(drop=True)
 
 
-def _read_sdf(path: Path) -> pd.DataFrame:
-    from rdkit import Chem
+def _sdf_records(path: Path) -> Iterator[str]:
+    """The text of each ``$$$$``-terminated record (a trailing unterminated one included)."""
+    block: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.rstrip("\r\n") == "$$$$":
+                yield "".join(block)
+                block = []
+            else:
+                block.append(line)
+    if any(line.strip() for line in block):
+        yield "".join(block)
 
-    rows = []
-    with Chem.ForwardSDMolSupplier(str(path), sanitize=True) as supplier:
-        for mol in supplier:
+
+def _read_sdf(path: Path) -> pd.DataFrame:
+    """One row per SD record: SMILES from the molecule block plus every SD property.
+
+    Records are split on ``$$$$`` here and parsed one by one, so a damaged block costs exactly
+    its own row (an empty SMILES, quarantined downstream) and never swallows its neighbours.
+    """
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # each failure is reported as a quarantined row instead
+    try:
+        rows = []
+        for text in _sdf_records(path):
+            supplier = Chem.SDMolSupplier()
+            supplier.SetData(text + "$$$$\n", sanitize=True)
+            mol = supplier[0] if len(supplier) else None
             if mol is None:
                 rows.append({"SMILES": ""})
                 continue
             rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
             rec["SMILES"] = Chem.MolToSmiles(mol)
             rows.append(rec)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
     return pd.DataFrame(rows)
 
 

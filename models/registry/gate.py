@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
+from metascreen.domains.molecules.load import find_task_files
 from metascreen.models.registry.store import DEFAULT_NAME, ModelRegistry
+from metascreen.models.serving.artifact import read_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ def gate_challenger(
     ``current`` moves only when the challenger's mean ΔAUPRC exceeds the champion's by more than
     ``cfg.margin``.
     """
+    read_artifact(Path(challenger_dir))  # refuse a wrong or damaged challenger before any work
+    find_task_files(Path(cfg.valid_dir))
     champion = registry.current_version(name)
     champion_scores = None
     if champion is not None:

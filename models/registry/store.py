@@ -10,7 +10,7 @@ Layout of a registry folder::
 
 Versions are immutable: a version folder is copied into a temporary folder and renamed into place,
 never overwritten. Every change (register, promote, rollback, gate decision) holds an exclusive
-``flock`` on ``<root>/<name>/.registry.lock``, so concurrent commands queue: ``current`` always
+``flock`` on ``<root>/<name>/.registry.lock`` (there while held), so concurrent commands queue: ``current`` always
 names a valid version and ``decisions.jsonl`` records every switch in the order it happened. ``current`` is switched with ``os.replace`` of a fresh symlink, so a reader sees
 either the old or the new version, never a half-written pointer. Every resolve re-hashes the files
 recorded in ``registry.json`` (and ``read_artifact`` re-checks the ONNX sha256 in the metadata),
@@ -92,7 +92,10 @@ class ModelRegistry:
     @contextlib.contextmanager
     def locked(self, name: str = DEFAULT_NAME) -> Iterator[None]:
         """Hold the registry lock of ``name`` (waits for other processes; not re-entrant)."""
-        self.model_dir(name).mkdir(parents=True, exist_ok=True)
+        if not self.model_dir(name).is_dir():
+            raise InputError(
+                f"{self.model_dir(name)}: no model {name!r} is registered in {self.root}"
+            )
         with exclusive_lock(self.model_dir(name) / "registry", wait=True):
             yield
 

@@ -226,6 +226,7 @@ def score_library(
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     n_input = n_scored = 0
+    first_bad: tuple[int, str] | None = None
     writer: pq.ParquetWriter | None = None
     bar = None
     if progress:
@@ -239,6 +240,7 @@ def score_library(
             for valid, x, bad in prepared:
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
+                    first_bad = first_bad or (row, reason)
                 valid = add_scores(predictor, s_x, s_y, valid, x)
                 table = pa.Table.from_pandas(valid, preserve_index=False)
                 if writer is None:
@@ -260,6 +262,13 @@ def score_library(
     if writer is None or n_input == 0:
         tmp.unlink(missing_ok=True)
         raise InputError(f"{library_path}: the library has no rows (nothing to score)")
+    if n_scored == 0:
+        tmp.unlink(missing_ok=True)
+        q_path.unlink(missing_ok=True)
+        raise InputError(
+            f"{library_path}: none of its {n_input} rows could be scored (row {first_bad[0] if first_bad else 0}: "
+            f"{first_bad[1] if first_bad else '?'}); is it the right file and SMILES column?"
+        )
     tmp.replace(output)
     report = ScoreReport(
         n_input=n_input,
