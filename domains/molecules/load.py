@@ -289,23 +289,19 @@ def _read_sdf(path: Path) -> pd.DataFrame:
     Records are split on ``$$$$`` here and parsed one by one, so a damaged block costs exactly
     its own row (an empty SMILES, quarantined downstream) and never swallows its neighbours.
     """
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem  # (featurize has silenced RDKit's log: failures become rows)
 
-    RDLogger.DisableLog("rdApp.*")  # each failure is reported as a quarantined row instead
-    try:
-        rows = []
-        for text in _sdf_records(path):
-            supplier = Chem.SDMolSupplier()
-            supplier.SetData(text + "$$$$\n", sanitize=True)
-            mol = supplier[0] if len(supplier) else None
-            if mol is None:
-                rows.append({"SMILES": ""})
-                continue
-            rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
-            rec["SMILES"] = Chem.MolToSmiles(mol)
-            rows.append(rec)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+    rows = []
+    for text in _sdf_records(path):
+        supplier = Chem.SDMolSupplier()
+        supplier.SetData(text + "$$$$\n", sanitize=True)
+        mol = supplier[0] if len(supplier) else None
+        if mol is None:
+            rows.append({"SMILES": ""})
+            continue
+        rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
+        rec["SMILES"] = Chem.MolToSmiles(mol)
+        rows.append(rec)
     return pd.DataFrame(rows)
 
 
