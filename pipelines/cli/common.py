@@ -120,7 +120,10 @@ def run(fn: Callable[[], T], outputs: Sequence[Path] = (), lock: Path | None = N
     except MetascreenError as err:
         _fail(str(err))
     except ValidationError as err:  # a configuration built from the command's options
-        bad = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        bad = "; ".join(
+            f"{_option_name(e['loc']) or '.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+            for e in err.errors()
+        )
         _fail(f"invalid {err.title} option(s): {bad}")
     except Terminated:
         typer.echo("terminated", err=True)
@@ -140,6 +143,18 @@ def run(fn: Callable[[], T], outputs: Sequence[Path] = (), lock: Path | None = N
             "-vv logs the traceback)",
             code=1,
         )
+
+
+def _option_name(loc: tuple[int | str, ...]) -> str | None:
+    """``'--learner'`` for a config field the running command has an option of that name for."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None or not loc:
+        return None
+    flag = "--" + str(loc[-1]).replace("_", "-")
+    opts = {o for p in ctx.command.params for o in p.opts}
+    return f"'{flag}'" if flag in opts else None
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -236,6 +251,12 @@ def int_list(text: str, option: str = "", minimum: int = 1) -> tuple[int, ...]:
 def bad_option(option: str, message: str) -> typer.BadParameter:
     """The error for an option value (``error: Invalid value for '--batch': …``, exit 2)."""
     return typer.BadParameter(message, param_hint=f"'{option}'" if option else None)
+
+
+def not_an_input(output: Path, *inputs: Path | None) -> tuple[bool, str, str]:
+    """The ``check_options`` entry refusing an ``--output`` that is one of the inputs."""
+    same = {Path(p).resolve() for p in inputs if p is not None}
+    return (Path(output).resolve() not in same, "--output", f"{output} is also an input")
 
 
 SEED_MAX = 2**32 - 1

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from metascreen.models.registry.store import DEFAULT_NAME
-from metascreen.pipelines.cli.common import Device, check_options, progress_enabled, run
+from metascreen.pipelines.cli.common import (
+    Device,
+    check_options,
+    not_an_input,
+    progress_enabled,
+    run,
+)
 
 app = typer.Typer(help="Batch-score a library with onnxruntime (no torch).", no_args_is_help=True)
 
@@ -61,13 +67,7 @@ def score_molecules(
     ] = "auto",
 ) -> None:
     """Adapt to the support set and score the library with onnxruntime; invalid SMILES are quarantined."""
-    check_options(
-        (
-            output.resolve() not in {input.resolve(), support.resolve()},
-            "--output",
-            f"{output} is also an input; choose another file",
-        )
-    )
+    check_options(not_an_input(output, input, support))
 
     def body() -> Any:
         from dataclasses import fields
@@ -134,6 +134,7 @@ def score_movielens(
     ] = "auto",
 ) -> None:
     """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined."""
+    check_options(not_an_input(output, ratings, candidates))
 
     def body() -> Any:
         from metascreen.models.serving.ratings import score_users
@@ -183,6 +184,7 @@ def propose(
     ] = "auto",
 ) -> None:
     """Propose the next k compounds to assay (onnxruntime only); assayed compounds are never proposed."""
+    check_options(not_an_input(output, pool, assayed))
 
     def body() -> Any:
         from metascreen.models.serving.policy import propose as propose_compounds

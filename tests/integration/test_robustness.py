@@ -166,6 +166,18 @@ def test_output_that_is_also_the_input_is_refused(tmp_path: Path) -> None:
         "--output",
     )
     assert lib.read_bytes() == SUPPORT.read_bytes()
+    fails(["propose", "--pool", lib, "--output", lib], "--output")
+    fails(
+        ["score", "movielens", "--ratings", lib, "--candidates", SUPPORT, "--output", lib,
+         "--model", tmp_path],
+        "--output",
+    )  # fmt: skip
+    assert lib.read_bytes() == SUPPORT.read_bytes()
+
+
+def test_config_errors_name_the_option(tmp_path: Path) -> None:
+    fails(["train", "molecules", tmp_path, "--learner", "bogus", "--out", tmp_path / "m"],
+          "'--learner'", absent=(tmp_path / "m",))  # fmt: skip
 
 
 # -- input files: every format the scoring commands accept --------------------------------------
