@@ -15,7 +15,9 @@ def demo(
         Path | None, typer.Option(help="report folder (default reports/demo-<timestamp>)")
     ] = None,
     steps: Annotated[int, typer.Option(help="meta-training steps on the sample", min=1)] = 300,
-    repeats: Annotated[int, typer.Option(help="evaluation repeats per task", min=1)] = 5,
+    repeats: Annotated[
+        int, typer.Option(help="evaluation repeats per task", min=1, max=10_000)
+    ] = 5,
     flow: Annotated[
         bool,
         typer.Option(

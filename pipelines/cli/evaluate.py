@@ -22,9 +22,11 @@ def evaluate_molecules(
         str | None,
         typer.Option(help="model artifact folder, or rf | knn (default: the shipped model)"),
     ] = None,
-    support_size: Annotated[int, typer.Option(help="support set size per task", min=1)] = 16,
+    support_size: Annotated[
+        int, typer.Option(help="support set size per task", min=1, max=100_000)
+    ] = 16,
     repeats: Annotated[
-        int, typer.Option(help="draws per task; repeat r uses seed + r", min=1)
+        int, typer.Option(help="draws per task; repeat r uses seed + r", min=1, max=10_000)
     ] = 10,
     seed: Annotated[int, typer.Option(help="base seed", min=0, max=SEED_MAX)] = 0,
     json_out: Annotated[

@@ -127,7 +127,7 @@ def models_gate(
         float, typer.Option(help="ΔAUPRC the challenger must gain", min=-1, max=1)
     ] = 0.005,
     support_sizes: Annotated[str, typer.Option(help="comma-separated support sizes")] = "16",
-    repeats: Annotated[int, typer.Option(help="draws per task", min=1)] = 10,
+    repeats: Annotated[int, typer.Option(help="draws per task", min=1, max=10_000)] = 10,
     seed: Annotated[
         int, typer.Option(help="base seed (same draws for both models)", min=0, max=SEED_MAX)
     ] = 0,
@@ -168,7 +168,7 @@ def models_retrain(
     margin: Annotated[
         float, typer.Option(help="ΔAUPRC the challenger must gain", min=-1, max=1)
     ] = 0.005,
-    repeats: Annotated[int, typer.Option(help="gate draws per task", min=1)] = 10,
+    repeats: Annotated[int, typer.Option(help="gate draws per task", min=1, max=10_000)] = 10,
     seed: Annotated[int, typer.Option(help="training and gate seed", min=0, max=SEED_MAX)] = 0,
 ) -> None:
     """Run the retrain flow once now (train a challenger, gate it against the current model)."""
@@ -286,7 +286,7 @@ def bench_score(
         Path | None,
         typer.Option(help="int8 artifact (default: the shipped molecules-default-int8)"),
     ] = None,
-    workers: Annotated[int, typer.Option(help="featurization processes", min=1)] = 2,
+    workers: Annotated[int, typer.Option(help="featurization processes", min=1, max=256)] = 2,
     chunk_size: Annotated[int, typer.Option(help="rows per chunk", min=1)] = 4096,
     featurize_sample: Annotated[
         int, typer.Option(help="molecules timed for featurization-only throughput", min=1)

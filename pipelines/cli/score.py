@@ -47,6 +47,7 @@ def score_molecules(
         int | None,
         typer.Option(
             min=1,
+            max=256,
             help="score on a Dask LocalCluster of N processes on 127.0.0.1 (chunked, resumable); "
             "default: this process with 2 forked featurization workers",
         ),
@@ -128,7 +129,7 @@ def score_movielens(
     ],
     output: Annotated[Path, typer.Option(help="top-k per user (Parquet)")],
     model: Annotated[Path, typer.Option(help="movielens model artifact folder")],
-    k: Annotated[int, typer.Option(help="items per user", min=1)] = 10,
+    k: Annotated[int, typer.Option(help="items per user", min=1, max=1_000_000)] = 10,
     device: Annotated[
         Device, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")
     ] = "auto",
@@ -164,7 +165,7 @@ def propose(
             help="compounds assayed so far (SMILES + label); omit when nothing is assayed yet"
         ),
     ] = None,
-    k: Annotated[int, typer.Option(help="how many compounds to propose", min=1)] = 8,
+    k: Annotated[int, typer.Option(help="how many compounds to propose", min=1, max=1_000_000)] = 8,
     policy: Annotated[
         Path | None, typer.Option(help="policy artifact folder (default: the shipped policy)")
     ] = None,
@@ -173,6 +174,7 @@ def propose(
         typer.Option(
             help="campaign budget T for the policy's t/T input (default: its training budget)",
             min=1,
+            max=100_000,
         ),
     ] = None,
     label_column: Annotated[str, typer.Option(help="label column of --assayed")] = "label",

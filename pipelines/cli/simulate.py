@@ -30,10 +30,12 @@ def simulate_molecules_cmd(
             help="policy artifact folder, or random | greedy | knn | gp (default: shipped policy)"
         ),
     ] = None,
-    budget: Annotated[int, typer.Option(help="compounds assayed per task (T)", min=1)] = 32,
-    batch: Annotated[int, typer.Option(help="compounds picked per step", min=1)] = 1,
+    budget: Annotated[
+        int, typer.Option(help="compounds assayed per task (T)", min=1, max=100_000)
+    ] = 32,
+    batch: Annotated[int, typer.Option(help="compounds picked per step", min=1, max=100_000)] = 1,
     init: Annotated[
-        int, typer.Option(help="random labelled compounds known at the start", min=0)
+        int, typer.Option(help="random labelled compounds known at the start", min=0, max=100_000)
     ] = 0,
     active_fraction: Annotated[
         float,
@@ -42,7 +44,7 @@ def simulate_molecules_cmd(
         ),
     ] = 0.1,
     repeats: Annotated[
-        int, typer.Option(help="pool draws per task; repeat r uses (seed, r)", min=1)
+        int, typer.Option(help="pool draws per task; repeat r uses (seed, r)", min=1, max=10_000)
     ] = 5,
     seed: Annotated[int, typer.Option(help="base seed", min=0, max=SEED_MAX)] = 0,
     json_out: Annotated[
@@ -146,7 +148,7 @@ def simulate_movielens_cmd(
         str | None,
         typer.Option(help="policy (default: the learned policy) | random | popular | greedy"),
     ] = None,
-    budget: Annotated[int, typer.Option(help="items shown per user", min=1)] = 20,
+    budget: Annotated[int, typer.Option(help="items shown per user", min=1, max=100_000)] = 20,
     seed: Annotated[
         int, typer.Option(help="seed of random picks and ties", min=0, max=SEED_MAX)
     ] = 0,

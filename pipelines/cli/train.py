@@ -58,7 +58,7 @@ def train_molecules(
     ] = None,
     steps: Annotated[int | None, typer.Option(help="optimiser steps", min=1)] = None,
     tasks_per_step: Annotated[
-        int | None, typer.Option(help="episodes per meta-batch", min=1)
+        int | None, typer.Option(help="episodes per meta-batch", min=1, max=4096)
     ] = None,
     support_sizes: Annotated[
         str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
@@ -69,7 +69,7 @@ def train_molecules(
         typer.Option(help="constant | cosine (warm-up, then decay to lr/10)"),
     ] = None,
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
-    out_dim: Annotated[int | None, typer.Option(help="embedding size", min=1)] = None,
+    out_dim: Annotated[int | None, typer.Option(help="embedding size", min=1, max=65_536)] = None,
     dropout: Annotated[float | None, typer.Option(help="encoder dropout", min=0, max=1)] = None,
     encoder: Annotated[
         Literal["mlp", "hybrid"],
@@ -77,10 +77,12 @@ def train_molecules(
     ] = "mlp",
     graph_atoms: Annotated[
         int,
-        typer.Option(help="hybrid: atoms per molecule graph (larger ones are truncated)", min=1),
+        typer.Option(
+            help="hybrid: atoms per molecule graph (larger ones are truncated)", min=1, max=1024
+        ),
     ] = 48,
     fp_radius: Annotated[int, typer.Option(help="Morgan radius (2 = ECFP4)", min=0, max=8)] = 2,
-    fp_bits: Annotated[int, typer.Option(help="fingerprint length", min=1)] = 2048,
+    fp_bits: Annotated[int, typer.Option(help="fingerprint length", min=1, max=1 << 20)] = 2048,
     fp_counts: Annotated[
         bool,
         typer.Option("--fp-counts/--fp-bits-only", help="log1p count fingerprint or bit vector"),
@@ -99,7 +101,7 @@ def train_molecules(
     ensemble: Annotated[
         int,
         typer.Option(
-            help="train this many members (seeds seed, seed+1, …) and average them", min=1
+            help="train this many members (seeds seed, seed+1, …) and average them", min=1, max=64
         ),
     ] = 1,
     seed: Annotated[int, typer.Option(help="seed for every RNG", min=0, max=SEED_MAX)] = 0,
@@ -203,7 +205,7 @@ def train_movielens(
         float | None,
         typer.Option(help="meta-training wall-clock budget (keeps the best state)", min=0),
     ] = None,
-    dim: Annotated[int | None, typer.Option(help="MF factor size", min=1)] = None,
+    dim: Annotated[int | None, typer.Option(help="MF factor size", min=1, max=4096)] = None,
     loss: Annotated[
         Literal["l1", "mse", "huber"] | None, typer.Option(help="l1 | mse | huber")
     ] = None,
@@ -343,8 +345,10 @@ def train_policy_cmd(
             help="validate and keep an exponential moving average of the weights", min=0, max=1
         ),
     ] = None,
-    pools_per_step: Annotated[int, typer.Option(help="training pools per step", min=1)] = 16,
-    budget: Annotated[int, typer.Option(help="episode budget T", min=1)] = 32,
+    pools_per_step: Annotated[
+        int, typer.Option(help="training pools per step", min=1, max=4096)
+    ] = 16,
+    budget: Annotated[int, typer.Option(help="episode budget T", min=1, max=100_000)] = 32,
     active_fractions: Annotated[
         str,
         typer.Option(help="comma-separated active fractions training pools are drawn at"),
@@ -363,7 +367,7 @@ def train_policy_cmd(
             help="feed the predictor's few-shot head, adapted on the history, to the policy",
         ),
     ] = True,
-    d_model: Annotated[int, typer.Option(help="policy width", min=1)] = 128,
+    d_model: Annotated[int, typer.Option(help="policy width", min=1, max=4096)] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps", min=1)] = 100,
     max_minutes: Annotated[
         float | None, typer.Option(help="stop training after this long", min=0)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from metascreen.pipelines.cli.main import app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("cached_cli")]
 runner = CliRunner()
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from metascreen.pipelines.cli.main import app
 
 T = TypeVar("T")
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("cached_cli")]
 FAST = settings(
     max_examples=25,
     deadline=None,
