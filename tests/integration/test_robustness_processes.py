@@ -106,12 +106,19 @@ def test_interrupted_scoring_ends_its_workers_and_leaves_nothing(
 
 
 def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
-    """SIGKILL leaves no chance to clean up: the workers' parent-death signal ends them."""
+    """SIGKILL leaves no chance to clean up: the workers' parent-death signal ends them at once.
+
+    Chunks are large, so without it each worker would go on featurizing its chunk (tens of
+    seconds) before noticing that nobody reads its results.
+    """
     lib = tmp_path / "lib.csv"
     _library(lib, 3)
     out = tmp_path / "scores.parquet"
     proc = subprocess.Popen(
-        _score_cmd(lib, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _score_cmd(lib, out, "--chunk-size", "3000"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         workers = _wait_for_workers(proc, 2)
@@ -121,7 +128,7 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _gone(workers) == [], "orphaned featurizer workers"
+    assert _gone(workers, timeout=4) == [], "orphaned featurizer workers"
     assert not out.exists()  # only a hidden temporary file can remain after SIGKILL
 
 
