@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metascreen.domains.errors import InputError
+from metascreen.domains.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,6 +65,62 @@ def canonical_json_hash(obj: Any) -> str:
     """Hex sha256 of the canonical (sorted-key, compact) JSON of ``obj``."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def temp_path(path: Path, suffix: str = ".partial") -> Path:
+    """A fresh hidden name beside ``path`` for writing it (unique per process and call).
+
+    Two runs writing the same output never share a temporary file, so neither can tear the
+    other's; each renames its own complete file into place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+class OutputBusyError(ConfigError):
+    """Another process holds the lock of an output (or registry) file."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path`` for the block.
+
+    With ``wait=False`` a second holder is refused at once (``OutputBusyError`` naming the file);
+    with ``wait=True`` it queues. The kernel drops the lock with the process, so a killed run
+    never leaves a stale lock. The holder deletes the lock file before releasing it; a waiter
+    that then finds it locked a deleted file simply tries again.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(
+                f"{path}: another metascreen run is writing it now (lock {lock.name}); "
+                "wait for it to finish or choose another output"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder deleted it meanwhile: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # still held: nobody else can be holding this file
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 FRAME_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")

@@ -40,21 +40,25 @@ class QuarantineWriter:
     """Append-only CSV of rejected rows: ``row`` (0-based input row), ``input``, ``reason``.
 
     The file is created on the first rejected row, so a clean run leaves none behind, and is
-    written to ``<path>.partial`` and renamed into place on ``close`` (atomic for readers).
+    written to a temporary file beside it and renamed into place on ``close`` (atomic for readers).
+    A block that ends in an error discards it: a failed run leaves no quarantine that looks
+    complete.
     """
 
     def __init__(self, path: Path) -> None:
         """Prepare a quarantine file at ``path``."""
         self.path = Path(path)
         self.count = 0
-        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._tmp: Path | None = None
         self._fh: object | None = None
         self._writer: csv.writer | None = None  # type: ignore[valid-type]
 
     def add(self, row: int | str, value: str, reason: str) -> None:
         """Quarantine input ``row`` holding ``value`` because of ``reason``."""
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            from metascreen.domains.io import temp_path
+
+            self._tmp = temp_path(self.path)
             fh = open(self._tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
             self._fh = fh
             self._writer = csv.writer(fh)
@@ -64,8 +68,9 @@ class QuarantineWriter:
 
     def close(self) -> None:
         """Flush and move the file into place; logs a warning with the count."""
-        if self._fh is not None:
+        if self._fh is not None and self._tmp is not None:
             self._fh.close()  # type: ignore[attr-defined]
+            self._tmp.chmod(0o644)
             self._tmp.replace(self.path)
             self._fh = None
             logger.warning("quarantined %d rows to %s", self.count, self.path)
@@ -80,5 +85,10 @@ class QuarantineWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Close on exit, also after an error (rows seen so far are kept)."""
-        self.close()
+        """Close on exit; after an error, discard the rows seen so far (the run failed)."""
+        if exc_type is None:
+            self.close()
+        elif self._fh is not None and self._tmp is not None:
+            self._fh.close()  # type: ignore[attr-defined]
+            self._fh = None
+            self._tmp.unlink(missing_ok=True)

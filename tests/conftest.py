@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,24 @@ def tiny_fsmol(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(3):
         write_task(root / "valid" / f"CHEMBL8{i:03d}.jsonl.gz", make_smiles(40, seed=100 + i))
     return root
+
+
+@pytest.fixture(scope="module")
+def cached_cli() -> Iterator[None]:
+    """typer rebuilds the click command on every ``CliRunner.invoke`` (~0.3 s); build it once.
+
+    For modules that invoke the CLI hundreds of times (robustness, properties).
+    """
+    import typer.testing
+
+    original = typer.testing._get_command
+    cache: dict[int, Any] = {}
+
+    def get(app: Any) -> Any:
+        if id(app) not in cache:
+            cache[id(app)] = original(app)
+        return cache[id(app)]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.testing, "_get_command", get)
+        yield

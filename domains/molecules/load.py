@@ -76,6 +76,11 @@ def read_fsmol_file(path: Path) -> ParsedFile:
                     rec = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise SchemaError(f"{path} line {row}: not valid JSON ({err.msg})") from err
+                if not isinstance(rec, dict):
+                    raise SchemaError(
+                        f"{path} line {row}: a JSON {type(rec).__name__}, expected an object with "
+                        "'SMILES' and 'Property'"
+                    )
                 for key in ("SMILES", "Property"):
                     if key not in rec:
                         raise SchemaError(
@@ -253,6 +258,8 @@ def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
             df = _read_sdf(path)
         else:
             df = _read_smi(path)
+    except InputError:
+        raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read as {suffix} ({err})") from err
     return _normalise_smiles_column(df, path, smiles_column)
@@ -281,18 +288,39 @@ def _normalise_smiles_column(
     return df.reset_index(drop=True)
 
 
+def _sdf_records(path: Path) -> Iterator[str]:
+    """The text of each ``$$$$``-terminated record (a trailing unterminated one included)."""
+    block: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.rstrip("\r\n") == "$$$$":
+                yield "".join(block)
+                block = []
+            else:
+                block.append(line)
+    if any(line.strip() for line in block):
+        yield "".join(block)
+
+
 def _read_sdf(path: Path) -> pd.DataFrame:
-    from rdkit import Chem
+    """One row per SD record: SMILES from the molecule block plus every SD property.
+
+    Records are split on ``$$$$`` here and parsed one by one, so a damaged block costs exactly
+    its own row (an empty SMILES, quarantined downstream) and never swallows its neighbours.
+    """
+    from rdkit import Chem  # (featurize has silenced RDKit's log: failures become rows)
 
     rows = []
-    with Chem.ForwardSDMolSupplier(str(path), sanitize=True) as supplier:
-        for mol in supplier:
-            if mol is None:
-                rows.append({"SMILES": ""})
-                continue
-            rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
-            rec["SMILES"] = Chem.MolToSmiles(mol)
-            rows.append(rec)
+    for text in _sdf_records(path):
+        supplier = Chem.SDMolSupplier()
+        supplier.SetData(text + "$$$$\n", sanitize=True)
+        mol = supplier[0] if len(supplier) else None
+        if mol is None:
+            rows.append({"SMILES": ""})
+            continue
+        rec = {k: mol.GetProp(k) for k in mol.GetPropNames()}
+        rec["SMILES"] = Chem.MolToSmiles(mol)
+        rows.append(rec)
     return pd.DataFrame(rows)
 
 
@@ -393,11 +421,39 @@ def iter_table_chunks(
     """Stream a library in chunks with a global ``row`` column (0-based input row).
 
     CSV/TSV/.smi are read incrementally; Parquet by row group batches; SDF record by record.
+
+    Raises:
+        InputError: the file is missing, of another type, or unreadable at some point (naming
+            the file and the row reached), also when the failure shows only part-way through.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
     suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be at least 1, got {chunk_size}")
+    rows = [0]
+    try:
+        yield from _iter_table_chunks(path, suffix, chunk_size, smiles_column, rows)
+    except InputError:
+        raise
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        OSError,
+        EOFError,
+        ValueError,  # pyarrow's ArrowInvalid and UnicodeDecodeError are ValueErrors
+    ) as err:
+        raise InputError(f"{path}: cannot read as {suffix} after row {rows[0]} ({err})") from err
+
+
+def _iter_table_chunks(
+    path: Path, suffix: str, chunk_size: int, smiles_column: str | None, rows: list[int]
+) -> Iterator[pd.DataFrame]:
     start = 0
     if suffix in (".csv", ".tsv"):
         try:
@@ -412,6 +468,7 @@ def iter_table_chunks(
                 df = _normalise_smiles_column(df, path, smiles_column)
                 df.insert(0, "row", np.arange(start, start + len(df)))
                 start += len(df)
+                rows[0] = start
                 yield df
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise InputError(f"{path}: cannot read as {suffix} near row {start} ({err})") from err
@@ -424,6 +481,13 @@ def iter_table_chunks(
             df = _normalise_smiles_column(batch.to_pandas(), path, smiles_column)
             df.insert(0, "row", np.arange(start, start + len(df)))
             start += len(df)
+            rows[0] = start
+            yield df
+        if start == 0:  # a schema with no rows still names its columns
+            df = _normalise_smiles_column(
+                pf.schema_arrow.empty_table().to_pandas(), path, smiles_column
+            )
+            df.insert(0, "row", np.arange(0))
             yield df
         return
     df = read_table(path, smiles_column)  # .sdf / .smi: parsed whole, then chunked

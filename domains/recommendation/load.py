@@ -122,6 +122,8 @@ def clean_ratings(
             separator, not a few bad rows).
     """
     n = len(raw)
+    if n == 0:
+        raise InputError(f"{where}: no rating rows (the file is empty or has only a header)")
     users = raw["user_id"].astype("string").str.strip()
     items = raw["item_id"].astype("string").str.strip()
     rating = pd.to_numeric(raw["rating"], errors="coerce").astype("float64")

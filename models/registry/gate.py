@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
+from metascreen.domains.molecules.load import find_task_files
 from metascreen.models.registry.store import DEFAULT_NAME, ModelRegistry
+from metascreen.models.serving.artifact import read_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ def gate_challenger(
     ``current`` moves only when the challenger's mean ΔAUPRC exceeds the champion's by more than
     ``cfg.margin``.
     """
+    read_artifact(Path(challenger_dir))  # refuse a wrong or damaged challenger before any work
+    find_task_files(Path(cfg.valid_dir))
     champion = registry.current_version(name)
     champion_scores = None
     if champion is not None:
@@ -152,8 +156,15 @@ def gate_challenger(
         reason,
     )
     record = {"action": "gate", **decision.to_json()}
-    if promote:
-        registry.set_current(name, mv.version, record)
-    else:
-        registry.log_decision(name, {**record, "from": champion, "to": champion})
+    with registry.locked(name):  # compare-and-swap: the champion must still be current
+        now = registry.current_version(name)
+        if now != champion:
+            raise ConfigError(
+                f"{name}: current changed from {champion} to {now} while the gate ran; "
+                "rerun the gate against the new champion"
+            )
+        if promote:
+            registry.set_current_unlocked(name, mv.version, record)
+        else:
+            registry.log_decision(name, {**record, "from": champion, "to": champion})
     return decision

@@ -9,7 +9,9 @@ Layout of a registry folder::
     <root>/<name>/decisions.jsonl   one JSON line per gate decision, promotion and rollback
 
 Versions are immutable: a version folder is copied into a temporary folder and renamed into place,
-never overwritten. ``current`` is switched with ``os.replace`` of a fresh symlink, so a reader sees
+never overwritten. Every change (register, promote, rollback, gate decision) holds an exclusive
+``flock`` on ``<root>/<name>/.registry.lock`` (there while held), so concurrent commands queue: ``current`` always
+names a valid version and ``decisions.jsonl`` records every switch in the order it happened. ``current`` is switched with ``os.replace`` of a fresh symlink, so a reader sees
 either the old or the new version, never a half-written pointer. Every resolve re-hashes the files
 recorded in ``registry.json`` (and ``read_artifact`` re-checks the ONNX sha256 in the metadata),
 so a modified artifact is refused before use.
@@ -17,18 +19,20 @@ so a modified artifact is refused before use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metascreen.domains.errors import ArtifactMismatchError, ConfigError, InputError
-from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.domains.io import atomic_write_json, exclusive_lock, sha256_file
 from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
     ArtifactInfo,
@@ -85,6 +89,16 @@ class ModelRegistry:
             raise ConfigError(f"model name {name!r}: use letters, digits, '.', '_' or '-'")
         return self.root / name
 
+    @contextlib.contextmanager
+    def locked(self, name: str = DEFAULT_NAME) -> Iterator[None]:
+        """Hold the registry lock of ``name`` (waits for other processes; not re-entrant)."""
+        if not self.model_dir(name).is_dir():
+            raise InputError(
+                f"{self.model_dir(name)}: no model {name!r} is registered in {self.root}"
+            )
+        with exclusive_lock(self.model_dir(name) / "registry", wait=True):
+            yield
+
     def versions(self, name: str = DEFAULT_NAME) -> list[str]:
         """Registered versions of ``name``, oldest first."""
         d = self.model_dir(name)
@@ -139,17 +153,12 @@ class ModelRegistry:
                 },
             }
             tmp.chmod(0o755)
-            while True:  # the next free version number; rename fails if another writer won it
+            with self.locked(name):  # the copy above runs unlocked; numbering is serialized
                 versions = self.versions(name)
                 version = f"v{(int(versions[-1][1:]) + 1) if versions else 1:04d}"
                 entry["version"] = version
                 atomic_write_json(tmp / ENTRY_FILE, entry)
-                try:
-                    os.rename(tmp, base / version)
-                    break
-                except OSError:
-                    if not (base / version).exists():
-                        raise
+                os.rename(tmp, base / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -202,7 +211,12 @@ class ModelRegistry:
 
     # -- pointer and decisions -----------------------------------------------------------------
     def set_current(self, name: str, version: str, event: dict[str, Any]) -> None:
-        """Point ``current`` at ``version`` (atomic symlink swap) and log ``event``."""
+        """Point ``current`` at ``version`` (atomic symlink swap) and log ``event``, locked."""
+        with self.locked(name):
+            self.set_current_unlocked(name, version, event)
+
+    def set_current_unlocked(self, name: str, version: str, event: dict[str, Any]) -> None:
+        """``set_current`` for a caller that already holds ``locked(name)``."""
         mv = self.get(name, version)
         self.verify(mv)
         base = self.model_dir(name)
@@ -220,6 +234,10 @@ class ModelRegistry:
 
     def rollback(self, name: str = DEFAULT_NAME, to: str | None = None) -> str:
         """Point ``current`` back to the version it had before the last switch (or to ``to``)."""
+        with self.locked(name):
+            return self._rollback(name, to)
+
+    def _rollback(self, name: str, to: str | None) -> str:
         current = self.current_version(name)
         if to is None:
             history = [  # switches that made ``current`` current (not decisions that kept it)
@@ -232,7 +250,9 @@ class ModelRegistry:
                     f"{name}: no earlier current version to roll back to (current: {current})"
                 )
             to = str(history[-1]["from"])
-        self.set_current(name, to, {"action": "rollback", "reason": f"rollback from {current}"})
+        self.set_current_unlocked(
+            name, to, {"action": "rollback", "reason": f"rollback from {current}"}
+        )
         return to
 
     def log_decision(self, name: str, record: dict[str, Any]) -> None:

@@ -143,9 +143,13 @@ def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = Tr
     if not meta_path.exists():
         raise InputError(f"{path}: no metadata.json; not a metascreen model directory")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ArtifactMismatchError(f"{meta_path}: not valid JSON ({err.msg})") from err
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactMismatchError(f"{meta_path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise ArtifactMismatchError(
+            f"{meta_path}: a JSON {type(meta).__name__}, expected an object"
+        )
     if meta.get("kind") != kind:
         raise ArtifactMismatchError(
             f"{path}: artifact kind {meta.get('kind')!r}, expected {kind!r}"
@@ -153,6 +157,11 @@ def read_artifact(path: Path, kind: str = MOLECULES_PREDICTOR, verify: bool = Tr
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactMismatchError(
             f"{path}: schema_version {meta.get('schema_version')}, this code reads {SCHEMA_VERSION}"
+        )
+    onnx = meta.get("onnx")
+    if not (isinstance(onnx, dict) and isinstance(onnx.get("file"), str) and "sha256" in onnx):
+        raise ArtifactMismatchError(
+            f"{meta_path}: field 'onnx' must hold 'file' and 'sha256'; the metadata is damaged"
         )
     info = ArtifactInfo(path=path, metadata=meta)
     if verify:

@@ -202,7 +202,7 @@ def finalize(
     except BaseException:
         writer.abort()
         raise
-    if n_chunks == 0:
+    if n_chunks == 0 or n_rows == 0:
         writer.abort()
         raise InputError(f"{job.model_dir}: the library has no rows")
     if (seen != 1).any():

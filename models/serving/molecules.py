@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pandas as pd
 from rdkit import Chem
 
 from metascreen.domains.episodes import TaskSet
-from metascreen.domains.errors import InputError
+from metascreen.domains.errors import InputError, MetascreenError
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, invalid_reason, parse_smiles
 from metascreen.domains.molecules.load import iter_table_chunks, load_table_tasks
 from metascreen.domains.parallel import fork_pool
@@ -134,6 +134,8 @@ def support_features(
 ) -> tuple[FloatArray, FloatArray]:
     """(support_x (S, D), support_y (S,)) of the assay's labelled compounds; needs both classes."""
     support = load_support(support_path, label_column=label_column)
+    if not support.tasks:
+        raise InputError(f"{support_path}: the support set has no rows")
     s_rows = np.concatenate([t.item_idx for t in support.tasks])
     s_y = np.concatenate([t.labels for t in support.tasks]).astype(np.float32)
     check_support_labels(s_y, str(support_path))
@@ -181,14 +183,23 @@ def _prepare_chunk(df: pd.DataFrame) -> tuple[pd.DataFrame, FloatArray, list[tup
 
 
 def _prepared_chunks(
-    chunks: Iterator[pd.DataFrame], featurizer: MoleculeFeaturizer, workers: int
-) -> Iterator[tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]]]:
-    if workers <= 1:
-        _init_worker(featurizer.spec())
-        yield from (_prepare_chunk(c) for c in chunks)
-        return
-    with fork_pool(workers, _init_worker, (featurizer.spec(),)) as pool:
-        yield from pool.imap(_prepare_chunk, chunks)
+    chunks: Iterator[pd.DataFrame],
+    featurizer: MoleculeFeaturizer,
+    workers: int,
+    source: Path | str = "the library",
+) -> Generator[tuple[pd.DataFrame, FloatArray, list[tuple[int, str, str]]], None, None]:
+    """Featurized chunks; an error in a worker (or in reading) is re-raised here naming ``source``."""
+    try:
+        if workers <= 1:
+            _init_worker(featurizer.spec())
+            yield from (_prepare_chunk(c) for c in chunks)
+            return
+        with fork_pool(workers, _init_worker, (featurizer.spec(),)) as pool:
+            yield from pool.imap(_prepare_chunk, chunks)
+    except MetascreenError:
+        raise
+    except Exception as err:  # raised in a worker process: the parent names the file
+        raise InputError(f"{source}: featurizing failed ({type(err).__name__}: {err})") from err
 
 
 def score_library(
@@ -222,18 +233,21 @@ def score_library(
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     n_input = n_scored = 0
+    first_bad: tuple[int, str] | None = None
     writer = open_writer(output)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="score", unit="mol")
+    chunks = iter_table_chunks(Path(library_path), chunk_size, smiles_column)
+    prepared = _prepared_chunks(chunks, predictor.featurizer, workers, Path(library_path))
     with QuarantineWriter(q_path) as quarantine:
         try:
-            chunks = iter_table_chunks(Path(library_path), chunk_size, smiles_column)
-            for valid, x, bad in _prepared_chunks(chunks, predictor.featurizer, workers):
+            for valid, x, bad in prepared:
                 for row, smi, reason in bad:
                     quarantine.add(row, smi, reason)
+                    first_bad = first_bad or (row, reason)
                 writer.write(add_scores(predictor, s_x, s_y, valid, x))
                 n_input += len(valid) + len(bad)
                 n_scored += len(valid)
@@ -243,11 +257,20 @@ def score_library(
             writer.abort()
             raise
         finally:
+            prepared.close()  # ends the worker pool now, also on an error or interruption
             if bar is not None:
                 bar.close()
     if n_input == 0:
         writer.abort()
-        raise InputError(f"{library_path}: the library has no rows")
+        raise InputError(f"{library_path}: the library has no rows (nothing to score)")
+    if n_scored == 0:
+        writer.abort()
+        q_path.unlink(missing_ok=True)
+        raise InputError(
+            f"{library_path}: none of its {n_input} rows could be scored (row "
+            f"{first_bad[0] if first_bad else 0}: {first_bad[1] if first_bad else '?'}); "
+            "is it the right file and SMILES column?"
+        )
     writer.commit()
     report = ScoreReport(
         n_input=n_input,

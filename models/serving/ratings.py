@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from metascreen.domains.errors import ArtifactMismatchError, InputError
-from metascreen.domains.io import canonical_json_hash, read_frame
+from metascreen.domains.io import canonical_json_hash, read_frame, temp_path
 from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
 from metascreen.domains.recommendation.load import canonical_columns, clean_ratings
@@ -105,20 +105,35 @@ def score_users(
     start = time.perf_counter()
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
+    # the inputs first (cheap, and their errors name the file), then the model
+    raw = canonical_columns(
+        read_frame(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
+    )
+    cand = read_frame(Path(candidates_path))
+    per_user = "user_id" in cand.columns or "user" in cand.columns
+    cand = canonical_columns(
+        cand, str(candidates_path), ("user_id", "item_id") if per_user else ("item_id",)
+    )
+    if not len(raw):
+        raise InputError(f"{ratings_path}: no rating rows (empty or header only)")
+    if not len(cand):
+        raise InputError(f"{candidates_path}: no candidate rows (empty or header only)")
     model = RatingPredictor(Path(model_dir), device=device)
     q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
-    raw = read_frame(Path(ratings_path))
-    cand = read_frame(Path(candidates_path))
     with QuarantineWriter(q_path) as q:
         out, counts = recommend_frame(
             model, raw, cand, q, k, str(ratings_path), str(candidates_path)
         )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".partial")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(output)
+    tmp = temp_path(output)  # unique: a concurrent run on the same output has its own
+    try:
+        out.to_parquet(tmp, index=False)
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     report = RecScoreReport(
         **counts,
         k=k,

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from metascreen.domains.errors import InputError
+from metascreen.domains.errors import ArtifactMismatchError, InputError
 from metascreen.models.serving.artifact import verify_sha256
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,11 @@ def open_session(
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(path), sess_options=opts, providers=available_providers(device)
-    )
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=available_providers(device)
+        )
+    except Exception as err:  # onnxruntime raises its own (non-ValueError) types
+        raise ArtifactMismatchError(f"{path}: onnxruntime cannot load it ({err})") from err
     logger.info("%s: onnxruntime providers in use: %s", path.name, session.get_providers())
     return session

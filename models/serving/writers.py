@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from metascreen.domains.errors import InputError
+from metascreen.domains.io import temp_path
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv", ".sdf")
 
@@ -63,7 +64,7 @@ def open_writer(output: Path) -> TableWriter:
 class _Partial:
     def __init__(self, output: Path) -> None:
         self.output = Path(output)
-        self.tmp = self.output.with_name(self.output.name + ".partial")
+        self.tmp = temp_path(self.output)  # unique: concurrent runs never share a temporary file
         self.n_chunks = 0
 
     def write(self, df: pd.DataFrame) -> None:

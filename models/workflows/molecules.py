@@ -292,7 +292,15 @@ def evaluate_model(
 
     Returns:
         ({support_size: result}, model label, number of invalid SMILES rows excluded).
+
+    Raises:
+        ConfigError: a support size leaves no task with a valid draw (an empty result is never
+            returned as a result), or ``repeats`` is below 1.
     """
+    if repeats < 1 or any(n < 1 for n in support_sizes):
+        raise ConfigError(
+            f"support sizes {list(support_sizes)} and repeats {repeats} must all be at least 1"
+        )
     model = model if model is not None else DEFAULT_MODEL_DIR
     predict: PredictFn
     if str(model) in ("rf", "knn"):
@@ -304,8 +312,22 @@ def evaluate_model(
         onnx_model = OnnxPredictor.load(Path(model))
         predict, featurizer, label = onnx_model.logits, onnx_model.featurizer, onnx_model.name
     data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
+    largest = max((len(t.labels) for t in data.taskset.tasks), default=0)
+    for n in support_sizes:
+        if n >= largest:
+            raise ConfigError(
+                f"support size {n} (--support-size): every task in {data_dir} is too small; the "
+                f"largest has {largest} compounds and the query needs at least one more"
+            )
     results = {
         n: evaluate_tasks(data.taskset.tasks, data.x, predict, n, repeats, seed, progress=progress)
         for n in support_sizes
     }
+    for n, res in results.items():
+        if res.n_tasks == 0:
+            raise ConfigError(
+                f"support size {n} (--support-size): no task in {data_dir} gave a valid draw "
+                f"({res.n_skipped_draws} draws skipped: support or query would hold a single "
+                "class); use a smaller support size or larger tasks"
+            )
     return results, label, data.taskset.n_invalid

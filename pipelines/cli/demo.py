@@ -18,8 +18,10 @@ def demo(
             "$METASCREEN_RESULTS, else ./metascreen-results)"
         ),
     ] = None,
-    steps: Annotated[int, typer.Option(help="meta-training steps on the sample")] = 300,
-    repeats: Annotated[int, typer.Option(help="evaluation repeats per task")] = 5,
+    steps: Annotated[int, typer.Option(help="meta-training steps on the sample", min=1)] = 300,
+    repeats: Annotated[
+        int, typer.Option(help="evaluation repeats per task", min=1, max=10_000)
+    ] = 5,
     flow: Annotated[
         bool,
         typer.Option(

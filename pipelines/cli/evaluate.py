@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from metascreen.pipelines.cli.common import progress_enabled, run, write_json
+from metascreen.pipelines.cli.common import SEED_MAX, progress_enabled, run, write_json
 
 app = typer.Typer(
     help="Evaluate a model or baseline with the FS-Mol protocol.", no_args_is_help=True
@@ -22,9 +22,13 @@ def evaluate_molecules(
         str | None,
         typer.Option(help="model artifact folder, or rf | knn (default: the shipped model)"),
     ] = None,
-    support_size: Annotated[int, typer.Option(help="support set size per task")] = 16,
-    repeats: Annotated[int, typer.Option(help="draws per task; repeat r uses seed + r")] = 10,
-    seed: Annotated[int, typer.Option(help="base seed")] = 0,
+    support_size: Annotated[
+        int, typer.Option(help="support set size per task", min=1, max=100_000)
+    ] = 16,
+    repeats: Annotated[
+        int, typer.Option(help="draws per task; repeat r uses seed + r", min=1, max=10_000)
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="base seed", min=0, max=SEED_MAX)] = 0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the result JSON here")
     ] = None,
@@ -77,16 +81,20 @@ def evaluate_movielens(
             "| mf-staircase"
         ),
     ],
-    seed: Annotated[int, typer.Option(help="seed of each user's query draw")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="seed of each user's query draw", min=0, max=SEED_MAX)
+    ] = 0,
     users: Annotated[
-        str,
+        Literal["all", "holdout"],
         typer.Option(help="all (every user with 13–100 ratings) | holdout (the held-out users)"),
     ] = "all",
     holdout_fraction: Annotated[
-        float | None, typer.Option(help="hold-out share (default: the model's, else 0.1)")
+        float | None,
+        typer.Option(help="hold-out share (default: the model's, else 0.1)", min=0, max=1),
     ] = None,
     split_seed: Annotated[
-        int | None, typer.Option(help="hold-out seed (default: the model's, else 0)")
+        int | None,
+        typer.Option(help="hold-out seed (default: the model's, else 0)", min=0, max=SEED_MAX),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the result JSON here")
@@ -96,9 +104,6 @@ def evaluate_movielens(
     ] = False,
 ) -> None:
     """MeLU protocol: per user 10 seeded query ratings, the rest support; MAE and nDCG@1/@3."""
-    if users not in ("all", "holdout"):
-        typer.echo("error: --users must be all or holdout", err=True)
-        raise typer.Exit(2)
 
     def body() -> dict[str, Any]:
         if flow:

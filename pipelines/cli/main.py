@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from metascreen.pipelines.cli import demo, evaluate, export, ops, prepare, score, simulate, train
-from metascreen.pipelines.cli.common import configure_logging
+from metascreen.pipelines.cli.common import CliGroup, configure_logging
 
 app = typer.Typer(
+    cls=CliGroup,
     help="Few-shot, meta-learned screening: train, evaluate, export and score.",
     no_args_is_help=True,
     add_completion=False,

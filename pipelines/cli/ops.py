@@ -16,7 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from metascreen.models.registry.store import DEFAULT_NAME
-from metascreen.pipelines.cli.common import int_list, progress_enabled, run, write_json
+from metascreen.pipelines.cli.common import (
+    SEED_MAX,
+    check_options,
+    int_list,
+    progress_enabled,
+    run,
+    write_json,
+)
 
 models_app = typer.Typer(
     help="Model registry: list, promote, roll back, gate a challenger, retrain, quantize.",
@@ -116,10 +123,14 @@ def models_gate(
     valid_dir: Annotated[Path, typer.Option(help="validation task folder (FS-Mol format)")],
     name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
     registry: RegistryOpt = None,
-    margin: Annotated[float, typer.Option(help="ΔAUPRC the challenger must gain")] = 0.005,
+    margin: Annotated[
+        float, typer.Option(help="ΔAUPRC the challenger must gain", min=-1, max=1)
+    ] = 0.005,
     support_sizes: Annotated[str, typer.Option(help="comma-separated support sizes")] = "16",
-    repeats: Annotated[int, typer.Option(help="draws per task")] = 10,
-    seed: Annotated[int, typer.Option(help="base seed (same draws for both models)")] = 0,
+    repeats: Annotated[int, typer.Option(help="draws per task", min=1, max=10_000)] = 10,
+    seed: Annotated[
+        int, typer.Option(help="base seed (same draws for both models)", min=0, max=SEED_MAX)
+    ] = 0,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the decision")] = None,
 ) -> None:
@@ -129,7 +140,7 @@ def models_gate(
     def body() -> dict[str, Any]:
         cfg = gate.GateConfig(
             str(valid_dir),
-            int_list(support_sizes),
+            int_list(support_sizes, "--support-sizes"),
             repeats,
             seed,
             margin,
@@ -152,13 +163,18 @@ def models_retrain(
     name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
     registry: RegistryOpt = None,
     learner: Annotated[str, typer.Option(help="learner of the challenger")] = "protonet",
-    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="training budget")] = None,
-    margin: Annotated[float, typer.Option(help="ΔAUPRC the challenger must gain")] = 0.005,
-    repeats: Annotated[int, typer.Option(help="gate draws per task")] = 10,
-    seed: Annotated[int, typer.Option(help="training and gate seed")] = 0,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps", min=1)] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="training budget", min=0)] = None,
+    margin: Annotated[
+        float, typer.Option(help="ΔAUPRC the challenger must gain", min=-1, max=1)
+    ] = 0.005,
+    repeats: Annotated[int, typer.Option(help="gate draws per task", min=1, max=10_000)] = 10,
+    seed: Annotated[int, typer.Option(help="training and gate seed", min=0, max=SEED_MAX)] = 0,
 ) -> None:
     """Run the retrain flow once now (train a challenger, gate it against the current model)."""
+    check_options(
+        (max_minutes is None or max_minutes > 0, "--max-minutes", f"{max_minutes} must be positive")
+    )
     train: dict[str, Any] = {"seed": seed}
     if steps is not None:
         train["steps"] = steps
@@ -203,7 +219,7 @@ def models_quantize(
 
 def serve(
     host: Annotated[str, typer.Option(help="bind address of the server")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="server port")] = 4200,
+    port: Annotated[int, typer.Option(help="server port", min=1, max=65535)] = 4200,
     home: Annotated[
         Path, typer.Option(help="PREFECT_HOME of the server (its SQLite database)")
     ] = Path(".prefect-server"),
@@ -286,7 +302,7 @@ def serve(
 @bench_app.command("score")
 def bench_score(
     n: Annotated[
-        int, typer.Option(help="library size (sampled with replacement, valid SMILES)")
+        int, typer.Option(help="library size (sampled with replacement, valid SMILES)", min=1)
     ] = 100_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     model: Annotated[
@@ -296,12 +312,12 @@ def bench_score(
         Path | None,
         typer.Option(help="int8 artifact (default: the shipped molecules-default-int8)"),
     ] = None,
-    workers: Annotated[int, typer.Option(help="featurization processes")] = 2,
-    chunk_size: Annotated[int, typer.Option(help="rows per chunk")] = 4096,
+    workers: Annotated[int, typer.Option(help="featurization processes", min=1, max=256)] = 2,
+    chunk_size: Annotated[int, typer.Option(help="rows per chunk", min=1)] = 4096,
     featurize_sample: Annotated[
-        int, typer.Option(help="molecules timed for featurization-only throughput")
+        int, typer.Option(help="molecules timed for featurization-only throughput", min=1)
     ] = 40_000,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    seed: Annotated[int, typer.Option(help="sampling seed", min=0, max=SEED_MAX)] = 0,
     work_dir: Annotated[
         Path | None, typer.Option(help="scratch folder (default: a temp dir)")
     ] = None,
@@ -332,7 +348,9 @@ def bench_score(
 
 @bench_app.command("featurize")
 def bench_featurize(
-    n: Annotated[int, typer.Option(help="distinct FS-Mol SMILES to featurize")] = 20_000,
+    n: Annotated[
+        int, typer.Option(help="distinct FS-Mol SMILES to featurize", min=1, max=10**7)
+    ] = 20_000,
     model: Annotated[
         Path | None, typer.Option(help="artifact whose featurizer is timed (default: shipped)")
     ] = None,
@@ -344,7 +362,7 @@ def bench_featurize(
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    seed: Annotated[int, typer.Option(help="sampling seed", min=0, max=SEED_MAX)] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """Featurizer throughput vs RDKit parse + ECFP, and µs per molecule of each feature block."""

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from metascreen.models.registry.store import DEFAULT_NAME
-from metascreen.pipelines.cli.common import progress_enabled, run
+from metascreen.pipelines.cli.common import (
+    SEED_MAX,
+    Device,
+    check_options,
+    not_an_input,
+    progress_enabled,
+    run,
+)
 
 app = typer.Typer(help="Batch-score a library with onnxruntime (no torch).", no_args_is_help=True)
 
@@ -36,12 +43,14 @@ def score_molecules(
     smiles_column: Annotated[
         str | None, typer.Option(help="library SMILES column (default SMILES/smiles)")
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="rows per chunk")] = 4096,
+    chunk_size: Annotated[int, typer.Option(help="rows per chunk", min=1)] = 4096,
     workers: Annotated[
         int | None,
         typer.Option(
+            min=1,
+            max=256,
             help="score on a Dask LocalCluster of N processes on 127.0.0.1 (chunked, resumable); "
-            "default: this process with 2 forked featurization workers"
+            "default: this process with 2 forked featurization workers",
         ),
     ] = None,
     dask_address: Annotated[
@@ -55,9 +64,12 @@ def score_molecules(
         ),
     ] = None,
     model_name: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_NAME,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
+    device: Annotated[
+        Device, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")
+    ] = "auto",
 ) -> None:
     """Adapt to the support set and score the library with onnxruntime; invalid SMILES are quarantined."""
+    check_options(not_an_input(output, input, support))
 
     def body() -> Any:
         from dataclasses import fields
@@ -98,7 +110,8 @@ def score_molecules(
             progress=progress_enabled(),
         )
 
-    rep = run(body)
+    quarantine = output.with_name(output.stem + ".quarantine.csv")
+    rep = run(body, outputs=(output, quarantine), lock=output)
     typer.echo(
         f"scored {rep.n_scored} / {rep.n_input} rows, quarantined {rep.n_quarantined} ({rep.mol_per_s:.0f} mol/s, {', '.join(rep.providers)})"
     )
@@ -117,17 +130,21 @@ def score_movielens(
     ],
     output: Annotated[Path, typer.Option(help="top-k per user (Parquet)")],
     model: Annotated[Path, typer.Option(help="movielens model artifact folder")],
-    k: Annotated[int, typer.Option(help="items per user")] = 10,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
+    k: Annotated[int, typer.Option(help="items per user", min=1, max=1_000_000)] = 10,
+    device: Annotated[
+        Device, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")
+    ] = "auto",
 ) -> None:
     """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined."""
+    check_options(not_an_input(output, ratings, candidates))
 
     def body() -> Any:
         from metascreen.models.serving.ratings import score_users
 
         return score_users(model, ratings, candidates, output, k=k, device=device)
 
-    rep = run(body)
+    quarantine = output.with_name(output.stem + ".quarantine.csv")
+    rep = run(body, outputs=(output, quarantine), lock=output)
     typer.echo(
         f"{rep.n_users} users, {rep.n_rows_out} rows; ratings used {rep.n_ratings_used} / "
         f"{rep.n_ratings_in} (quarantined {rep.n_ratings_quarantined}); candidates kept "
@@ -149,7 +166,7 @@ def propose(
             help="compounds assayed so far (SMILES + label); omit when nothing is assayed yet"
         ),
     ] = None,
-    k: Annotated[int, typer.Option(help="how many compounds to propose")] = 8,
+    k: Annotated[int, typer.Option(help="how many compounds to propose", min=1, max=1_000_000)] = 8,
     policy: Annotated[
         str | None,
         typer.Option(
@@ -163,23 +180,30 @@ def propose(
     option: Annotated[
         list[str] | None, typer.Option(help="baseline knob KEY=VALUE (as simulate molecules)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of ties and of Thompson draws")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="seed of ties and of Thompson draws", min=0, max=SEED_MAX)
+    ] = 0,
     budget: Annotated[
         int | None,
         typer.Option(
-            help="campaign budget T for the policy's t/T input (default: its training budget)"
+            help="campaign budget T for the policy's t/T input (default: its training budget)",
+            min=1,
+            max=100_000,
         ),
     ] = None,
     label_column: Annotated[str, typer.Option(help="label column of --assayed")] = "label",
     smiles_column: Annotated[
         str | None, typer.Option(help="SMILES column (default SMILES/smiles)")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")] = "auto",
+    device: Annotated[
+        Device, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")
+    ] = "auto",
 ) -> None:
     """Propose the next plate of k compounds (onnxruntime only); assayed ones are never proposed.
 
     The k picks are made as the simulator makes one ``--batch k`` round (no label in between).
     """
+    check_options(not_an_input(output, pool, assayed))
     options = {}
     for text in option or []:
         key, sep, value = text.partition("=")
@@ -205,7 +229,8 @@ def propose(
             seed=seed,
         )
 
-    rep = run(body)
+    quarantine = output.with_name(output.stem + ".quarantine.csv")
+    rep = run(body, outputs=(output, quarantine), lock=output)
     typer.echo(
         f"proposed {rep.n_proposed} of {rep.n_scored} candidates "
         f"({rep.n_already_assayed} already assayed, {rep.n_pool_quarantined} pool rows quarantined; "

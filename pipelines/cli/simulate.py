@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from metascreen.pipelines.cli.common import progress_enabled, run, write_json
+from metascreen.pipelines.cli.common import (
+    SEED_MAX,
+    check_options,
+    progress_enabled,
+    run,
+    write_json,
+)
 
 app = typer.Typer(
     help="Benchmark a screening policy in the adaptive-screening simulator.", no_args_is_help=True
@@ -25,14 +31,23 @@ def simulate_molecules_cmd(
             "thompson | knn | gp (default: shipped policy)"
         ),
     ] = None,
-    budget: Annotated[int, typer.Option(help="compounds assayed per task (T)")] = 32,
-    batch: Annotated[int, typer.Option(help="compounds picked per step")] = 1,
-    init: Annotated[int, typer.Option(help="random labelled compounds known at the start")] = 0,
+    budget: Annotated[
+        int, typer.Option(help="compounds assayed per task (T)", min=1, max=100_000)
+    ] = 32,
+    batch: Annotated[int, typer.Option(help="compounds picked per step", min=1, max=100_000)] = 1,
+    init: Annotated[
+        int, typer.Option(help="random labelled compounds known at the start", min=0, max=100_000)
+    ] = 0,
     active_fraction: Annotated[
-        float, typer.Option(help="actives kept as this fraction of the pool (1 = task as is)")
+        float,
+        typer.Option(
+            help="actives kept as this fraction of the pool (1 = task as is)", min=0, max=1
+        ),
     ] = 0.1,
-    repeats: Annotated[int, typer.Option(help="pool draws per task; repeat r uses (seed, r)")] = 5,
-    seed: Annotated[int, typer.Option(help="base seed")] = 0,
+    repeats: Annotated[
+        int, typer.Option(help="pool draws per task; repeat r uses (seed, r)", min=1, max=10_000)
+    ] = 5,
+    seed: Annotated[int, typer.Option(help="base seed", min=0, max=SEED_MAX)] = 0,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the result JSON here")
     ] = None,
@@ -57,12 +72,19 @@ def simulate_molecules_cmd(
     train_slice: Annotated[
         float | None,
         typer.Option(
-            help="simulate only this seeded fraction of the task files (e.g. 0.01 of train)"
+            help="simulate only this seeded fraction of the task files (e.g. 0.01 of train)",
+            min=0.0,
+            max=1.0,
         ),
     ] = None,
-    slice_seed: Annotated[int, typer.Option(help="seed of the --train-slice draw")] = 0,
+    slice_seed: Annotated[
+        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
+    ] = 0,
     min_task_size: Annotated[
-        int, typer.Option(help="skip tasks with fewer valid compounds (e.g. 128 on train)")
+        int,
+        typer.Option(
+            help="skip tasks with fewer valid compounds (e.g. 128 on train)", min=1, max=10**7
+        ),
     ] = 1,
     report: Annotated[
         Path | None,
@@ -84,6 +106,15 @@ def simulate_molecules_cmd(
     ] = False,
 ) -> None:
     """Cumulative hits of a policy over every task: pools, picks and reward accounting as documented."""
+    check_options(
+        (active_fraction > 0, "--active-fraction", f"{active_fraction} must be in (0, 1]"),
+        (batch <= budget, "--batch", f"{batch} is larger than --budget {budget}"),
+        (
+            train_slice is None or train_slice > 0,
+            "--train-slice",
+            f"{train_slice} must be in (0, 1]",
+        ),
+    )
     start = time.perf_counter()
     names: list[str | None] = [policy] + [
         c.strip() for c in (compare or "").split(",") if c.strip()
@@ -261,9 +292,13 @@ def simulate_movielens_cmd(
         str | None,
         typer.Option(help="policy (default: the learned policy) | random | popular | greedy"),
     ] = None,
-    budget: Annotated[int, typer.Option(help="items shown per user")] = 20,
-    seed: Annotated[int, typer.Option(help="seed of random picks and ties")] = 0,
-    users: Annotated[str, typer.Option(help="all | holdout (the model's held-out users)")] = "all",
+    budget: Annotated[int, typer.Option(help="items shown per user", min=1, max=100_000)] = 20,
+    seed: Annotated[
+        int, typer.Option(help="seed of random picks and ties", min=0, max=SEED_MAX)
+    ] = 0,
+    users: Annotated[
+        Literal["all", "holdout"], typer.Option(help="all | holdout (the model's held-out users)")
+    ] = "all",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the result JSON here")
     ] = None,

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
-from metascreen.pipelines.cli.common import command_line, int_list, progress_enabled, run
+from metascreen.pipelines.cli.common import (
+    SEED_MAX,
+    Device,
+    check_options,
+    command_line,
+    int_list,
+    progress_enabled,
+    run,
+)
 
 app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
 
@@ -22,10 +30,12 @@ def _fractions(text: str) -> tuple[float, ...]:
         out = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as err:
         raise typer.BadParameter(
-            f"--active-fractions {text!r}: not comma-separated numbers"
+            f"{text!r} is not a list of comma-separated numbers", param_hint="'--active-fractions'"
         ) from err
     if not out or not all(0 < f <= 1 for f in out):
-        raise typer.BadParameter(f"--active-fractions {text!r}: need numbers in (0, 1]")
+        raise typer.BadParameter(
+            f"{text!r}: need numbers in (0, 1]", param_hint="'--active-fractions'"
+        )
     return out
 
 
@@ -47,26 +57,33 @@ def train_molecules(
     init_from: Annotated[
         Path | None, typer.Option(help="start the encoder from this artifact (required for probe)")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
-    tasks_per_step: Annotated[int | None, typer.Option(help="episodes per meta-batch")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps", min=1)] = None,
+    tasks_per_step: Annotated[
+        int | None, typer.Option(help="episodes per meta-batch", min=1, max=4096)
+    ] = None,
     support_sizes: Annotated[
         str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate", min=0)] = None,
     lr_schedule: Annotated[
-        str | None, typer.Option(help="constant | cosine (warm-up, then decay to lr/10)")
+        Literal["constant", "cosine"] | None,
+        typer.Option(help="constant | cosine (warm-up, then decay to lr/10)"),
     ] = None,
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
-    out_dim: Annotated[int | None, typer.Option(help="embedding size")] = None,
-    dropout: Annotated[float | None, typer.Option(help="encoder dropout")] = None,
+    out_dim: Annotated[int | None, typer.Option(help="embedding size", min=1, max=65_536)] = None,
+    dropout: Annotated[float | None, typer.Option(help="encoder dropout", min=0, max=1)] = None,
     encoder: Annotated[
-        str, typer.Option(help="mlp | hybrid (MLP on fingerprint+descriptors next to a dense GIN)")
+        Literal["mlp", "hybrid"],
+        typer.Option(help="mlp | hybrid (MLP on fingerprint+descriptors next to a dense GIN)"),
     ] = "mlp",
     graph_atoms: Annotated[
-        int, typer.Option(help="hybrid: atoms per molecule graph (larger ones are truncated)")
+        int,
+        typer.Option(
+            help="hybrid: atoms per molecule graph (larger ones are truncated)", min=1, max=1024
+        ),
     ] = 48,
-    fp_radius: Annotated[int, typer.Option(help="Morgan radius (2 = ECFP4)")] = 2,
-    fp_bits: Annotated[int, typer.Option(help="fingerprint length")] = 2048,
+    fp_radius: Annotated[int, typer.Option(help="Morgan radius (2 = ECFP4)", min=0, max=8)] = 2,
+    fp_bits: Annotated[int, typer.Option(help="fingerprint length", min=1, max=1 << 20)] = 2048,
     fp_counts: Annotated[
         bool,
         typer.Option("--fp-counts/--fp-bits-only", help="log1p count fingerprint or bit vector"),
@@ -75,18 +92,21 @@ def train_molecules(
         bool,
         typer.Option("--descriptors/--no-descriptors", help="append scaled RDKit 2D descriptors"),
     ] = True,
-    eval_every: Annotated[int | None, typer.Option(help="steps between validations")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="steps between validations", min=1)] = None,
     patience: Annotated[
-        int | None, typer.Option(help="validations without improvement before stopping")
+        int | None, typer.Option(help="validations without improvement before stopping", min=1)
     ] = None,
     max_minutes: Annotated[
-        float | None, typer.Option(help="wall-clock budget; keeps the best state")
+        float | None, typer.Option(help="wall-clock budget; keeps the best state", min=0)
     ] = None,
     ensemble: Annotated[
-        int, typer.Option(help="train this many members (seeds seed, seed+1, …) and average them")
+        int,
+        typer.Option(
+            help="train this many members (seeds seed, seed+1, …) and average them", min=1, max=64
+        ),
     ] = 1,
-    seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed for every RNG", min=0, max=SEED_MAX)] = 0,
+    device: Annotated[Device, typer.Option(help="auto | cpu | cuda")] = "auto",
     run_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
     ] = None,
@@ -96,10 +116,19 @@ def train_molecules(
     ] = False,
 ) -> None:
     """Meta-train a learner on FS-Mol-format tasks and write an artifact (ONNX + weights + metadata)."""
+    check_options(
+        (lr is None or lr > 0, "--lr", f"{lr} must be positive"),
+        (dropout is None or dropout < 1, "--dropout", f"{dropout} must be below 1"),
+        (
+            max_minutes is None or max_minutes > 0,
+            "--max-minutes",
+            f"{max_minutes} must be positive",
+        ),
+    )
     learner_cfg: dict[str, Any] = {"learner": learner, "ensemble_size": ensemble}
     enc: dict[str, Any] = {}
     if hidden:
-        enc["hidden"] = int_list(hidden)
+        enc["hidden"] = int_list(hidden, "--hidden")
     if out_dim is not None:
         enc["out_dim"] = out_dim
     if dropout is not None:
@@ -120,7 +149,7 @@ def train_molecules(
     }
     train_cfg: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if support_sizes:
-        train_cfg["support_sizes"] = int_list(support_sizes)
+        train_cfg["support_sizes"] = int_list(support_sizes, "--support-sizes")
     train_cfg.update(seed=seed, device=device)
     kwargs: dict[str, Any] = {
         "valid_dir": valid_dir,
@@ -161,26 +190,35 @@ def train_movielens(
     out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
         "models-out/movielens"
     ),
-    seed: Annotated[int, typer.Option(help="seed for every RNG")] = 0,
+    seed: Annotated[int, typer.Option(help="seed for every RNG", min=0, max=SEED_MAX)] = 0,
     holdout_fraction: Annotated[
-        float, typer.Option(help="share of users held out of training entirely (0 = none)")
+        float,
+        typer.Option(help="share of users held out of training entirely (0 = none)", min=0, max=1),
     ] = 0.0,
-    split_seed: Annotated[int, typer.Option(help="seed of the hold-out draw")] = 0,
+    split_seed: Annotated[
+        int, typer.Option(help="seed of the hold-out draw", min=0, max=SEED_MAX)
+    ] = 0,
     learner: Annotated[
         str, typer.Option(help="attentive-rating | foldin (MF fold-in alone)")
     ] = "attentive-rating",
-    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps", min=1)] = None,
     max_minutes: Annotated[
-        float | None, typer.Option(help="meta-training wall-clock budget (keeps the best state)")
+        float | None,
+        typer.Option(help="meta-training wall-clock budget (keeps the best state)", min=0),
     ] = None,
-    dim: Annotated[int | None, typer.Option(help="MF factor size")] = None,
-    loss: Annotated[str | None, typer.Option(help="l1 | mse | huber")] = None,
+    dim: Annotated[int | None, typer.Option(help="MF factor size", min=1, max=4096)] = None,
+    loss: Annotated[
+        Literal["l1", "mse", "huber"] | None, typer.Option(help="l1 | mse | huber")
+    ] = None,
     policy_steps: Annotated[
         int | None,
-        typer.Option(help="interactive-recommendation policy: warm-start steps (0 = no policy)"),
+        typer.Option(
+            help="interactive-recommendation policy: warm-start steps (0 = no policy)", min=0
+        ),
     ] = None,
     policy_minutes: Annotated[
-        float | None, typer.Option(help="policy training wall-clock cap (keeps the best state)")
+        float | None,
+        typer.Option(help="policy training wall-clock cap (keeps the best state)", min=0),
     ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
@@ -191,6 +229,19 @@ def train_movielens(
 ) -> None:
     """Fit MF on the training users, meta-train the rating predictor (MeLU cold-user protocol),
     then train the interactive-recommendation policy on the same users."""
+    check_options(
+        (holdout_fraction < 1, "--holdout-fraction", f"{holdout_fraction} must be below 1"),
+        (
+            max_minutes is None or max_minutes > 0,
+            "--max-minutes",
+            f"{max_minutes} must be positive",
+        ),
+        (
+            policy_minutes is None or policy_minutes > 0,
+            "--policy-minutes",
+            f"{policy_minutes} must be positive",
+        ),
+    )
     model_cfg: dict[str, Any] = {"learner": learner}
     if dim is not None:
         model_cfg["dim"] = dim
@@ -265,37 +316,47 @@ def train_policy_cmd(
     valid_dir: Annotated[
         Path | None, typer.Option(help="validation tasks (default DATA_DIR/valid)")
     ] = None,
-    warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps")] = 1500,
-    rl_steps: Annotated[int, typer.Option(help="REINFORCE steps after the warm start")] = 300,
-    lr: Annotated[float, typer.Option(help="warm-start learning rate")] = 1e-3,
-    rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate")] = 5e-5,
+    warm_steps: Annotated[int, typer.Option(help="supervised warm-start steps", min=0)] = 1500,
+    rl_steps: Annotated[
+        int, typer.Option(help="REINFORCE steps after the warm start", min=0)
+    ] = 300,
+    lr: Annotated[float, typer.Option(help="warm-start learning rate", min=0)] = 1e-3,
+    rl_lr: Annotated[float, typer.Option(help="REINFORCE learning rate", min=0)] = 5e-5,
     rl_baseline: Annotated[
-        str,
+        Literal["value", "greedy"],
         typer.Option(
             help="REINFORCE baseline: value (the value head) | greedy (self-critical: the "
             "policy's own argmax episode on the same pool)"
         ),
     ] = "greedy",
     rl_from: Annotated[
-        str, typer.Option(help="REINFORCE starts from the last | best warm-start state")
+        Literal["last", "best"],
+        typer.Option(help="REINFORCE starts from the last | best warm-start state"),
     ] = "best",
-    keep: Annotated[str, typer.Option(help="export the best-validated | last state")] = "last",
+    keep: Annotated[
+        Literal["best", "last"], typer.Option(help="export the best-validated | last state")
+    ] = "last",
     lr_schedule: Annotated[
-        str, typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)")
+        Literal["constant", "cosine"],
+        typer.Option(help="warm-start LR after warm-up: constant | cosine (decays to 1%)"),
     ] = "constant",
     ema_decay: Annotated[
         float | None,
-        typer.Option(help="validate and keep an exponential moving average of the weights"),
+        typer.Option(
+            help="validate and keep an exponential moving average of the weights", min=0, max=1
+        ),
     ] = None,
-    pools_per_step: Annotated[int, typer.Option(help="training pools per step")] = 16,
-    budget: Annotated[int, typer.Option(help="episode budget T")] = 32,
+    pools_per_step: Annotated[
+        int, typer.Option(help="training pools per step", min=1, max=4096)
+    ] = 16,
+    budget: Annotated[int, typer.Option(help="episode budget T", min=1, max=100_000)] = 32,
     active_fractions: Annotated[
         str,
         typer.Option(help="comma-separated active fractions training pools are drawn at"),
     ] = "0.05,0.1,0.1,0.2,0.5,1.0",
     rank_loss: Annotated[
         float,
-        typer.Option(help="weight of the listwise loss (softmax over candidates → actives)"),
+        typer.Option(help="weight of the listwise loss (softmax over candidates → actives)", min=0),
     ] = 1.0,
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
@@ -307,11 +368,13 @@ def train_policy_cmd(
             help="feed the predictor's few-shot head, adapted on the history, to the policy",
         ),
     ] = True,
-    d_model: Annotated[int, typer.Option(help="policy width")] = 128,
-    eval_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
-    max_minutes: Annotated[float | None, typer.Option(help="stop training after this long")] = None,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda (AMP on CUDA)")] = "auto",
+    d_model: Annotated[int, typer.Option(help="policy width", min=1, max=4096)] = 128,
+    eval_every: Annotated[int, typer.Option(help="validate every N steps", min=1)] = 100,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="stop training after this long", min=0)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed", min=0, max=SEED_MAX)] = 0,
+    device: Annotated[Device, typer.Option(help="auto | cpu | cuda (AMP on CUDA)")] = "auto",
     run_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder (resumes if present)")
     ] = None,
@@ -321,6 +384,16 @@ def train_policy_cmd(
     ] = False,
 ) -> None:
     """Meta-train the screening policy (warm start + REINFORCE) on FS-Mol train tasks."""
+    check_options(
+        (lr > 0, "--lr", f"{lr} must be positive"),
+        (rl_lr > 0 or rl_steps == 0, "--rl-lr", f"{rl_lr} must be positive"),
+        (warm_steps + rl_steps > 0, "--warm-steps", "--warm-steps and --rl-steps are both 0"),
+        (
+            max_minutes is None or max_minutes > 0,
+            "--max-minutes",
+            f"{max_minutes} must be positive",
+        ),
+    )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
     train_cfg: dict[str, Any] = {
