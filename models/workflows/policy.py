@@ -117,12 +117,19 @@ def train_policy_model(
     workers: int = 2,
     progress: bool = True,
     command: str | None = None,
+    holdout_slice: float | None = None,
+    slice_seed: int = 0,
 ) -> Path:
     """Meta-train a screening policy on the frozen encoder of ``model_dir`` and write an artifact.
 
     The artifact (``encoder.onnx``, ``policy.onnx``, weights, config, metadata) records the
     command, seed, data hashes, featurizer and the valid figures measured by ``simulate_molecules``
     on the written artifact (onnxruntime), at active fractions 0.1 and 1.
+
+    ``holdout_slice``: keep the seeded slice of train task files that
+    ``simulate molecules --train-slice F --slice-seed S`` simulates on (``train_slice_files``) out
+    of training, so configurations can be chosen on train tasks the policy never saw; the slice
+    is recorded in the metadata (``training_data.held_out_slice``).
     """
     import torch
 
@@ -173,8 +180,31 @@ def train_policy_model(
         )
 
     train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
+    train_files = None
+    held_out: dict[str, Any] | None = None
+    if holdout_slice is not None:
+        from metascreen.domains.molecules.load import find_task_files
+
+        held = set(train_slice_files(train_dir, holdout_slice, slice_seed))
+        train_files = [f for f in find_task_files(train_dir) if f not in held]
+        if not train_files:
+            raise ConfigError(f"--holdout-slice {holdout_slice} leaves no training task files")
+        held_out = {
+            "fraction": holdout_slice,
+            "slice_seed": slice_seed,
+            "n_task_files": len(held),
+            "task_files": sorted(f.name for f in held),
+            "simulate_with": f"metascreen simulate molecules {train_dir.parent} "
+            f"--train-slice {holdout_slice} --slice-seed {slice_seed}",
+        }
+        logger.info(
+            "holding out %d train task files (slice %s, seed %d)",
+            len(held),
+            holdout_slice,
+            slice_seed,
+        )
     t0 = time.perf_counter()
-    train = prepare_tasks(train_dir, featurizer, cache_dir, workers, progress)
+    train = prepare_tasks(train_dir, featurizer, cache_dir, workers, progress, files=train_files)
     valid = (
         prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
     )
@@ -248,6 +278,7 @@ def train_policy_model(
                 "n_train_tasks": len(train.taskset.tasks),
                 "valid_dir": str(valid_dir) if valid_dir else None,
                 "valid_sha256": valid.data_hash if valid else None,
+                "held_out_slice": held_out,
             },
             "metrics": {
                 "train": {

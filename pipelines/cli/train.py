@@ -379,6 +379,18 @@ def train_policy_cmd(
         Path | None, typer.Option(help="checkpoint folder (resumes if present)")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    holdout_slice: Annotated[
+        float | None,
+        typer.Option(
+            help="keep this seeded fraction of train task files out of training (the slice "
+            "'simulate molecules --train-slice F --slice-seed S' selects on)",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    slice_seed: Annotated[
+        int, typer.Option(help="seed of the --holdout-slice draw", min=0, max=SEED_MAX)
+    ] = 0,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train_policy flow")
     ] = False,
@@ -393,6 +405,12 @@ def train_policy_cmd(
             "--max-minutes",
             f"{max_minutes} must be positive",
         ),
+        (
+            holdout_slice is None or 0 < holdout_slice < 1,
+            "--holdout-slice",
+            f"{holdout_slice} must be in (0, 1)",
+        ),
+        (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
@@ -445,6 +463,8 @@ def train_policy_cmd(
             run_dir,
             progress=progress_enabled(),
             command=command_line(),
+            holdout_slice=holdout_slice,
+            slice_seed=slice_seed,
         )
 
     path = run(body)

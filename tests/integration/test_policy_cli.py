@@ -305,3 +305,47 @@ def test_simulate_report_regimes_and_merge(
     assert (tmp_path / "merged.png").stat().st_size > 1000
     res = runner.invoke(app, ["simulate", "merge", str(out), str(b) + ".json", str(b) + ".json"])
     assert res.exit_code == 2 and "two of the reports" in res.output
+
+
+def test_train_policy_holds_out_the_simulate_train_slice(
+    tiny_fsmol: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """``holdout_slice`` keeps exactly the files ``simulate --train-slice`` draws out of training."""
+    import json
+
+    import torch
+
+    from metascreen.domains.molecules.load import find_task_files
+    from metascreen.models.workflows.policy import train_policy_model, train_slice_files
+
+    torch.set_num_threads(1)
+    out = train_policy_model(
+        tiny_fsmol,
+        tmp_path / "held-policy",
+        {"d_model": 16, "heads": 2},
+        {
+            "warm_steps": 4,
+            "rl_steps": 0,
+            "pools_per_step": 2,
+            "budget": 8,
+            "eval_every": 4,
+            "warmup_steps": 0,
+            "device": "cpu",
+        },
+        model_dir=tiny_model,
+        cache_dir=None,
+        run_dir=tmp_path / "run",
+        eval_repeats=1,
+        workers=1,
+        progress=False,
+        holdout_slice=0.5,
+        slice_seed=3,
+    )
+    meta = json.loads((out / "metadata.json").read_text())
+    held = meta["training_data"]["held_out_slice"]
+    train_dir = tiny_fsmol / "train"
+    want = sorted(f.name for f in train_slice_files(train_dir, 0.5, 3))
+    assert held["task_files"] == want and held["slice_seed"] == 3
+    n_all = len(find_task_files(train_dir))
+    assert 0 < len(want) < n_all
+    assert meta["training_data"]["n_train_tasks"] <= n_all - len(want)
