@@ -448,7 +448,7 @@ def simulate_flow(
     import time
 
     start = time.perf_counter()
-    from metascreen.models.workflows.policy import policy_label
+    from metascreen.models.screening.factory import policy_label
     from metascreen.pipelines import policy_report
 
     out = {

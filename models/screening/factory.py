@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from metascreen.domains.errors import ConfigError
@@ -180,3 +181,14 @@ def picker_spec(table: Mapping[str, PickerSpec], name: str) -> PickerSpec:
         return table[name]
     except KeyError:
         raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(table)}") from None
+
+
+# the named (non-artifact) pickers of ``simulate molecules --policy``
+BASELINE_POLICIES = tuple(n for n in MOLECULE_PICKERS if n != "policy")
+
+
+def policy_label(policy: str | Path | None) -> str:
+    """How a ``--policy`` value is named in reports."""
+    if policy is None:
+        return "policy-default"
+    return str(policy) if str(policy) in BASELINE_POLICIES else Path(policy).name

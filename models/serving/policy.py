@@ -24,12 +24,14 @@ from metascreen.domains.molecules.load import labels_from_table, read_table
 from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.types import FloatArray
 from metascreen.models.screening.factory import (
+    BASELINE_POLICIES,
     MOLECULE_PICKERS,
     PICKER_DEFAULTS,
     PICKER_DEFAULTS_CHOSEN_ON,
     PickerSpec,
     picker_option,
     picker_spec,
+    policy_label,
 )
 from metascreen.models.screening.simulator import BatchEnv, Picker, next_picks
 from metascreen.models.serving.artifact import (
@@ -255,13 +257,8 @@ def resolve_molecule_picker(
     Loads what the picker needs (predictor from ``model_dir``, default the shipped model; policy
     artifact) and checks ``options`` keys before any featurizing.
     """
-    baselines = [n for n in MOLECULE_PICKERS if n != "policy"]
-    name = str(policy) if policy is not None and str(policy) in baselines else "policy"
-    label = (
-        "policy-default"
-        if policy is None
-        else (str(policy) if name != "policy" else Path(policy).name)
-    )
+    name = str(policy) if policy is not None and str(policy) in BASELINE_POLICIES else "policy"
+    label = policy_label(policy)
     spec = picker_spec(MOLECULE_PICKERS, name)
     ctx = SimpleNamespace(label=label, options=dict(options or {}))
     for key in ctx.options:

@@ -15,7 +15,7 @@ import numpy as np
 
 from metascreen.domains.errors import ConfigError
 from metascreen.domains.io import atomic_write_json, sha256_file
-from metascreen.models.screening.factory import MOLECULE_PICKERS
+from metascreen.models.screening.factory import policy_label
 from metascreen.models.screening.simulator import SimulationResult, simulate
 from metascreen.models.serving.artifact import (
     DEFAULT_MODEL_DIR,
@@ -30,16 +30,6 @@ from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, 
 from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
 
 logger = logging.getLogger(__name__)
-
-# the named (non-artifact) pickers of ``simulate molecules --policy``
-BASELINE_POLICIES = tuple(n for n in MOLECULE_PICKERS if n != "policy")
-
-
-def policy_label(policy: str | Path | None) -> str:
-    """How a ``--policy`` value is named in reports."""
-    if policy is None:
-        return "policy-default"
-    return str(policy) if str(policy) in BASELINE_POLICIES else Path(policy).name
 
 
 def train_slice_files(data_dir: Path, fraction: float, seed: int) -> list[Path]:

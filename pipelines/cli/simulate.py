@@ -144,7 +144,8 @@ def simulate_molecules_cmd(
                 cache_dir=str(cache_dir) if cache_dir else None,
                 **common,
             )
-        from metascreen.models.workflows.policy import policy_label, simulate_molecules
+        from metascreen.models.screening.factory import policy_label
+        from metascreen.models.workflows.policy import simulate_molecules
 
         out = {}
         for name in names:
@@ -213,7 +214,7 @@ def _write_report(
 ) -> None:
     """Every regime (or ``only`` those) in turn; JSON/MD/PNG are rewritten after each one."""
     from metascreen.domains.io import atomic_write_text
-    from metascreen.models.workflows.policy import BASELINE_POLICIES, policy_label
+    from metascreen.models.screening.factory import BASELINE_POLICIES, policy_label
     from metascreen.pipelines.cli.common import command_line
     from metascreen.pipelines.policy_report import (
         REGIMES,
