@@ -126,6 +126,23 @@ def exclusive_lock(path: Path, wait: bool = False) -> Iterator[None]:
 FRAME_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
+def checked_suffix(path: Path, allowed: tuple[str, ...]) -> str:
+    """``path``'s lower-case suffix, once the file exists and the suffix is one of ``allowed``.
+
+    Raises:
+        InputError: the file is missing, not a file, or of another type (naming the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    suffix = path.suffix.lower()
+    if suffix not in allowed:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {allowed}")
+    return suffix
+
+
 def read_frame(path: Path) -> pd.DataFrame:
     """A CSV/TSV (every column as text, nothing read as NA) or Parquet file as a DataFrame.
 
@@ -136,11 +153,7 @@ def read_frame(path: Path) -> pd.DataFrame:
         InputError: the file is missing, of another type, or unreadable (naming the file).
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in FRAME_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {FRAME_SUFFIXES}")
+    suffix = checked_suffix(path, FRAME_SUFFIXES)
     import pandas as pd  # lazily: this module is on the CLI's start-up path
 
     try:

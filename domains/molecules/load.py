@@ -20,7 +20,7 @@ import pandas as pd
 
 from metascreen.domains.episodes import Task, TaskSet
 from metascreen.domains.errors import ConfigError, InputError, SchemaError
-from metascreen.domains.io import FRAME_SUFFIXES, read_frame
+from metascreen.domains.io import FRAME_SUFFIXES, checked_suffix, read_frame
 from metascreen.domains.molecules.featurize import canonicalize, invalid_reason
 from metascreen.domains.parallel import fork_pool
 
@@ -246,11 +246,7 @@ def read_table(path: Path, smiles_column: str | None = None) -> pd.DataFrame:
     reported rather than lost) plus every SD property as a column.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
+    suffix = checked_suffix(path, TABLE_SUFFIXES)
     try:
         if suffix in FRAME_SUFFIXES:
             df = read_frame(path)
@@ -427,13 +423,7 @@ def iter_table_chunks(
             the file and the row reached), also when the failure shows only part-way through.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {TABLE_SUFFIXES}")
+    suffix = checked_suffix(path, TABLE_SUFFIXES)
     if chunk_size < 1:
         raise InputError(f"chunk size must be at least 1, got {chunk_size}")
     rows = [0]

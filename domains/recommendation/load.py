@@ -296,8 +296,6 @@ def load_table(
     """A generic interactions table (CSV/TSV/Parquet: user, item, rating[, timestamp]) with
     optional user and item feature tables keyed by ``user_id`` / ``item_id``."""
     ratings_path = Path(ratings_path)
-    if not ratings_path.exists():
-        raise InputError(f"{ratings_path}: no such file")
     df = canonical_columns(
         read_frame(ratings_path), str(ratings_path), ("user_id", "item_id", "rating")
     )
