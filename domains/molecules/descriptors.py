@@ -32,7 +32,10 @@ DESCRIPTOR_FNS: dict[str, Callable[[Chem.Mol], float]] = dict(Descriptors.descLi
 # RDKit raises these for molecules a descriptor is undefined on; the value is then NaN.
 DESCRIPTOR_ERRORS = (ValueError, ZeroDivisionError, RuntimeError)
 
-_WEIGHTS = ("MolWt", "HeavyAtomMolWt", "ExactMolWt", "NumValenceElectrons", "NumRadicalElectrons")
+_MASSES = ("MolWt", "HeavyAtomMolWt", "ExactMolWt")
+_ELECTRONS = ("NumValenceElectrons", "NumRadicalElectrons")
+_WEIGHTS = _MASSES + _ELECTRONS
+_ATOM_TABLE_NAMES = (*_ELECTRONS, "Chi0", "Chi1")
 _SURFACE = ("LabuteASA", "TPSA")
 _CRIPPEN = ("MolLogP", "MolMR")
 _PARTIAL = ("MaxPartialCharge", "MinPartialCharge", "MaxAbsPartialCharge", "MinAbsPartialCharge")
@@ -172,11 +175,14 @@ def _atoms_step(mol: Chem.Mol, ctx: dict[str, Any], out: Values) -> None:
     ctx["atoms"] = _Atoms.of(mol)
 
 
-def _weights_step(mol: Chem.Mol, ctx: dict[str, Any], out: Values) -> None:
-    atoms: _Atoms = ctx["atoms"]
+def _masses_step(mol: Chem.Mol, ctx: dict[str, Any], out: Values) -> None:
     out["MolWt"] = rdmd._CalcMolWt(mol)
     out["HeavyAtomMolWt"] = rdmd._CalcMolWt(mol, True)
     out["ExactMolWt"] = rdmd.CalcExactMolWt(mol)
+
+
+def _electrons_step(mol: Chem.Mol, ctx: dict[str, Any], out: Values) -> None:
+    atoms: _Atoms = ctx["atoms"]
     out["NumValenceElectrons"] = float(
         np.sum(_OUTER[atoms.z] - atoms.charge + atoms.total_hs, dtype=np.int64)
     )
@@ -246,11 +252,8 @@ class DescriptorCalculator:
         for n in self.names:
             fams.setdefault(descriptor_family(n), []).append(n)
         blocks: list[Block] = []
-        if {"Chi0", "Chi1"} & set(self.names) or {
-            "weights and electrons",
-            "EState_VSA",
-            "VSA_EState",
-        } & set(fams):
+        # The Python atom pass is built only for the names that read it (masses are C++ calls).
+        if set(_ATOM_TABLE_NAMES) & set(self.names) or {"EState_VSA", "VSA_EState"} & set(fams):
             blocks.append(Block("atom table (shared)", _atoms_step))
         for fam, members in fams.items():
             blocks.append(Block(fam, self._family_step(fam, members)))
@@ -269,7 +272,10 @@ class DescriptorCalculator:
         elif fam in ("EState_VSA", "VSA_EState"):
             fast, rest = [_estate_step], []
         elif fam == "weights and electrons":
-            fast, rest = [_weights_step], []
+            fast = [_masses_step] if set(_MASSES) & set(members) else []
+            if set(_ELECTRONS) & set(members):
+                fast.append(_electrons_step)
+            rest = []
         elif fam == "Crippen (MolLogP, MolMR)":
             fast, rest = [_crippen_step], []
         elif fam.startswith("connectivity") and {"Chi0", "Chi1"} & set(members):

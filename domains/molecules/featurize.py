@@ -86,6 +86,57 @@ SLOW_DESCRIPTORS = frozenset(
 )
 DEFAULT_DESCRIPTORS = tuple(n for n, _ in Descriptors.descList if n not in SLOW_DESCRIPTORS)
 
+# The descriptors that are single C++ calls costing a few µs each on FS-Mol molecules (measured
+# one by one; ``metascreen bench featurize`` times the blocks): masses, surface areas, the
+# PEOE_VSA vector (one call), C++ connectivity indices and ring/atom/H-bond counts. Left out of
+# this set: Crippen (MolLogP/MolMR, SMR_VSA, SlogP_VSA: ~120–200 µs of SMARTS atom typing), the
+# 85 fr_* substructure counts (~400 µs together), EState (~125 µs), Python-level Chi0/Chi1/
+# Chi2*/Kappa2 and NumRotatableBonds (SMARTS).
+FAST_DESCRIPTORS = (
+    "MolWt",
+    "HeavyAtomMolWt",
+    "ExactMolWt",
+    "LabuteASA",
+    "TPSA",
+    *(f"PEOE_VSA{i}" for i in range(1, 15)),
+    "Chi0n",
+    "Chi0v",
+    "Chi1n",
+    "Chi1v",
+    "Kappa1",
+    "HallKierAlpha",
+    "FractionCSP3",
+    "HeavyAtomCount",
+    "NHOHCount",
+    "NOCount",
+    "NumHDonors",
+    "NumHAcceptors",
+    "NumHeteroatoms",
+    "NumAmideBonds",
+    "NumAtomStereoCenters",
+    "NumUnspecifiedAtomStereoCenters",
+    "NumSpiroAtoms",
+    "NumBridgeheadAtoms",
+    "RingCount",
+    "NumAromaticRings",
+    "NumAromaticCarbocycles",
+    "NumAromaticHeterocycles",
+    "NumAliphaticRings",
+    "NumAliphaticCarbocycles",
+    "NumAliphaticHeterocycles",
+    "NumSaturatedRings",
+    "NumSaturatedCarbocycles",
+    "NumSaturatedHeterocycles",
+    "NumHeterocycles",
+)
+DESCRIPTOR_SETS: dict[str, tuple[str, ...]] = {
+    "full": DEFAULT_DESCRIPTORS,
+    "fast": FAST_DESCRIPTORS,
+    "none": (),
+}
+"""Named descriptor sets for ``train molecules --descriptors`` (full = every descriptor but the
+slow ones, 186 with this RDKit)."""
+
 # -- dense graph block (layout and column offsets: ``layout.py``, importable without RDKit) ------
 _ELEM_COL = np.full(256, len(GRAPH_ELEMENTS), dtype=np.int64)
 _ELEM_COL[list(GRAPH_ELEMENTS)] = np.arange(len(GRAPH_ELEMENTS))

@@ -19,7 +19,7 @@ from metascreen.domains.episodes import TaskSet
 from metascreen.domains.errors import ConfigError, InputError
 from metascreen.domains.io import atomic_write_json, sha256_files
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer
-from metascreen.domains.molecules.load import find_task_files, load_fsmol_dir
+from metascreen.domains.molecules.load import find_task_files, load_fsmol_dir, slice_task_files
 from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.molecules import EvalResult, PredictFn, evaluate_tasks
 from metascreen.models.features.molecules import featurize_items, fit_featurizer
@@ -101,8 +101,15 @@ def train_model(
     workers: int = 2,
     progress: bool = True,
     command: str | None = None,
+    holdout_slice: float | None = None,
+    slice_seed: int = 0,
 ) -> Path:
     """Meta-train a learner on FS-Mol-format tasks and write a model artifact to ``out_dir``.
+
+    ``holdout_slice``: a seeded fraction of the train task files (``slice_task_files``) is kept
+    out of training and is the selection split: early stopping reads it, and its figures are
+    recorded under ``metrics.selection``. Valid is then read once, after training, for the
+    final figures. Without it, early stopping reads valid (the older recipe).
 
     ``featurizer_params`` are ``MoleculeFeaturizer`` fields (radius, n_bits, counts, descriptors);
     descriptor scaling is fitted on the training molecules. ``init_from`` starts the encoder (and
@@ -132,7 +139,22 @@ def train_model(
         raise ConfigError("the probe learner needs --init-from MODEL_DIR (a meta-trained encoder)")
 
     t0 = time.perf_counter()
-    train_ts = load_fsmol_dir(train_dir, workers=workers, cache_dir=cache_dir)
+    train_files = find_task_files(train_dir)
+    held_files: list[Path] = []
+    if holdout_slice is not None:
+        held_files = slice_task_files(train_files, holdout_slice, slice_seed)
+        held = set(held_files)
+        train_files = [f for f in train_files if f not in held]
+        if not train_files:
+            raise ConfigError(f"--holdout-slice {holdout_slice} leaves no training task files")
+        logger.info(
+            "holding out %d of %d train task files for selection (slice %s, seed %d)",
+            len(held_files),
+            len(held_files) + len(train_files),
+            holdout_slice,
+            slice_seed,
+        )
+    train_ts = load_fsmol_dir(train_dir, workers=workers, cache_dir=cache_dir, files=train_files)
     enc_cfg = learner_cfg.encoder
     graph_atoms = enc_cfg.graph_atoms if enc_cfg.kind == "hybrid" else 0
     if featurizer is None:
@@ -148,16 +170,22 @@ def train_model(
     train = PreparedSplit(
         train_ts,
         featurize_items(featurizer, train_ts.items, cache_dir, workers, progress),
-        sha256_files(find_task_files(train_dir)),
+        sha256_files(train_files),
     )
-    valid = (
-        prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
+    # The split early stopping reads: the held-out train slice, else valid (older recipe).
+    select = (
+        prepare_tasks(train_dir, featurizer, cache_dir, workers, progress, files=held_files)
+        if held_files
+        else prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress)
+        if valid_dir
+        else None
     )
     logger.info(
-        "data ready in %.0fs: %d train tasks, %d valid tasks",
+        "data ready in %.0fs: %d train tasks, %d selection tasks (%s)",
         time.perf_counter() - t0,
         len(train_ts.tasks),
-        len(valid.taskset.tasks) if valid else 0,
+        len(select.taskset.tasks) if select else 0,
+        "train slice" if held_files else "valid",
     )
 
     seed_everything(train_cfg.seed)  # weights are initialised from the run's seed
@@ -182,8 +210,8 @@ def train_model(
             member,
             train_ts.tasks,
             train.x,
-            valid.taskset.tasks if valid else [],
-            valid.x if valid is not None else np.zeros((0, featurizer.dim), np.float32),
+            select.taskset.tasks if select else [],
+            select.x if select is not None else np.zeros((0, featurizer.dim), np.float32),
             member_cfg,
             run_dir / f"member{k}" if len(members) > 1 else run_dir,
             progress=progress,
@@ -204,6 +232,20 @@ def train_model(
         "train": member_metrics[0] if len(members) == 1 else {"members": member_metrics}
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
+    selection: dict[str, Any] = (
+        {
+            "split": "train slice",
+            "chose": "early-stopping step (best ΔAUPRC on the slice)",
+            "fraction": holdout_slice,
+            "slice_seed": slice_seed,
+            "n_task_files": len(held_files),
+            "task_files": [f.name for f in held_files],
+            "data_sha256": select.data_hash if select else None,
+            "valid": "read once, after training, for the final figures",
+        }
+        if held_files
+        else {"split": "valid", "chose": "early-stopping step (best ΔAUPRC on valid)"}
+    )
     extra = {
         "seed": train_cfg.seed,
         "command": command_line(command),
@@ -212,9 +254,10 @@ def train_model(
             "train_sha256": train.data_hash,
             "n_train_tasks": len(train_ts.tasks),
             "valid_dir": str(valid_dir) if valid_dir else None,
-            "valid_sha256": valid.data_hash if valid else None,
+            "valid_sha256": sha256_files(find_task_files(valid_dir)) if valid_dir else None,
             "n_invalid_rows_excluded": train_ts.n_invalid,
         },
+        "selection": selection,
         "init_from": {"path": str(init_from), "onnx_sha256": init_meta["onnx"]["sha256"]}
         if init_meta
         else None,
@@ -224,6 +267,34 @@ def train_model(
     path = write_artifact(
         out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra
     )
+    if held_files:
+        # Selection-split figures of the artifact as served (3 repeats: ~10x the tasks of valid).
+        sel, _, _ = evaluate_model(
+            train_dir,
+            path,
+            tuple(eval_support_sizes),
+            3,
+            0,
+            cache_dir,
+            workers,
+            False,
+            files=held_files,
+        )
+        metrics["selection"] = {
+            str(n): {
+                "mean": r.mean,
+                "std": r.std,
+                "n_tasks": r.n_tasks,
+                "repeats": 3,
+                "seed": 0,
+                "measured_with": f"metascreen evaluate molecules {train_dir} --model {path} "
+                f"--train-slice {holdout_slice} --slice-seed {slice_seed} "
+                f"--support-size {n} --repeats 3 --seed 0",
+            }
+            for n, r in sel.items()
+        }
+        for n, r in sel.items():
+            logger.info("train-slice ΔAUPRC@%d = %.4f over %d tasks", n, r.mean, r.n_tasks)
     if valid_dir is not None:
         # Validation figures of the artifact as served: the evaluate command's own code path
         # (onnxruntime on the exported graph), recorded in the metadata.
@@ -244,6 +315,7 @@ def train_model(
         }
         for n, r in results.items():
             logger.info("valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, r.mean, r.std, r.n_tasks)
+    if held_files or valid_dir is not None:
         meta = json.loads((path / "metadata.json").read_text())
         meta["metrics"] = metrics
         atomic_write_json(path / "metadata.json", meta)
@@ -287,6 +359,7 @@ def evaluate_model(
     cache_dir: Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    files: Sequence[Path] | None = None,
 ) -> tuple[dict[int, EvalResult], str, int]:
     """FS-Mol protocol on every task file in ``data_dir`` with an artifact (onnxruntime) or baseline.
 
@@ -311,7 +384,7 @@ def evaluate_model(
 
         onnx_model = OnnxPredictor.load(Path(model))
         predict, featurizer, label = onnx_model.logits, onnx_model.featurizer, onnx_model.name
-    data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress)
+    data = prepare_tasks(Path(data_dir), featurizer, cache_dir, workers, progress, files=files)
     largest = max((len(t.labels) for t in data.taskset.tasks), default=0)
     for n in support_sizes:
         if n >= largest:

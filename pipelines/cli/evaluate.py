@@ -8,7 +8,13 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from metascreen.pipelines.cli.common import SEED_MAX, progress_enabled, run, write_json
+from metascreen.pipelines.cli.common import (
+    SEED_MAX,
+    check_options,
+    progress_enabled,
+    run,
+    write_json,
+)
 
 app = typer.Typer(
     help="Evaluate a model or baseline with the FS-Mol protocol.", no_args_is_help=True
@@ -33,11 +39,31 @@ def evaluate_molecules(
         Path | None, typer.Option("--json", help="write the result JSON here")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
+    train_slice: Annotated[
+        float | None,
+        typer.Option(
+            help="evaluate only this seeded fraction of the task files (the slice "
+            "'train molecules --holdout-slice F --slice-seed S' holds out)",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    slice_seed: Annotated[
+        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
+    ] = 0,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
     ] = False,
 ) -> None:
     """ΔAUPRC with FS-Mol's protocol: stratified support, query = rest, mean over repeats then tasks."""
+    check_options(
+        (
+            train_slice is None or train_slice > 0,
+            "--train-slice",
+            f"{train_slice} must be in (0, 1]",
+        ),
+        (not (flow and train_slice), "--train-slice", "is not supported with --flow"),
+    )
     start = time.perf_counter()
 
     def body() -> dict[str, Any]:
@@ -52,11 +78,23 @@ def evaluate_molecules(
                 )
             )[str(support_size)]
         from metascreen.models.workflows.molecules import evaluate_model
+        from metascreen.models.workflows.policy import train_slice_files
 
+        files = train_slice_files(data_dir, train_slice, slice_seed) if train_slice else None
         res, label, n_invalid = evaluate_model(
-            data_dir, model, (support_size,), repeats, seed, cache_dir, progress=progress_enabled()
+            data_dir,
+            model,
+            (support_size,),
+            repeats,
+            seed,
+            cache_dir,
+            progress=progress_enabled(),
+            files=files,
         )
-        return res[support_size].to_json(label, n_invalid)
+        out = res[support_size].to_json(label, n_invalid)
+        if train_slice:
+            out["train_slice"] = {"fraction": train_slice, "slice_seed": slice_seed}
+        return out
 
     out = run(body)
     out["seconds"] = round(time.perf_counter() - start, 2)
