@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from metascreen.models.learners.base import EpisodicLearner, mean_probability_logit
-from metascreen.models.learners.gp import GPLearner
+from metascreen.models.learners.gp import GPLearner, PerTaskGPLearner
 from metascreen.models.learners.matching import MatchingNetLearner
 from metascreen.models.learners.protonet import ProtoNetLearner
 
@@ -23,13 +23,16 @@ class MultiHeadLearner(EpisodicLearner):
 
     name = "multihead"
 
-    def __init__(self, encoder: nn.Module) -> None:
-        """Attach the three heads to ``encoder`` (shared, not copied)."""
+    def __init__(self, encoder: nn.Module, gp_kernel: str = "global") -> None:
+        """Attach the three heads to ``encoder`` (shared, not copied).
+
+        ``gp_kernel="per-task"`` makes the GP head fit its lengthscale on each support set
+        (``PerTaskGPLearner``).
+        """
         super().__init__(encoder)
+        gp = PerTaskGPLearner(encoder) if gp_kernel == "per-task" else GPLearner(encoder)
         # Heads are learners over the same encoder object; only their own head parameters differ.
-        self.heads = nn.ModuleList(
-            [ProtoNetLearner(encoder), MatchingNetLearner(encoder), GPLearner(encoder)]
-        )
+        self.heads = nn.ModuleList([ProtoNetLearner(encoder), MatchingNetLearner(encoder), gp])
 
     def head_logits(
         self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor

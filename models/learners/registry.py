@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.models.learners.base import EpisodicLearner
 from metascreen.models.learners.ensemble import EnsembleLearner
-from metascreen.models.learners.gp import GPLearner
+from metascreen.models.learners.gp import GPLearner, PerTaskGPLearner
 from metascreen.models.learners.maml import AnilLearner
 from metascreen.models.learners.matching import MatchingNetLearner
 from metascreen.models.learners.multihead import MultiHeadLearner
@@ -40,28 +40,39 @@ class LearnerConfig(BaseModel):
     ensemble_size: int = Field(
         1, ge=1, le=16, description="independently trained members (seeds seed..seed+n-1)"
     )
+    gp_kernel: Literal["global", "per-task"] = Field(
+        "global",
+        description="gp / multihead: one meta-learned kernel lengthscale, or one fitted on each "
+        "task's support set (leave-one-out weighting over a grid, ADKF-IFT-style)",
+    )
 
 
 HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")
 """Learners whose head runs batched over padded supports (``EpisodicLearner.batched_head``)."""
 
 
-def build_head(name: str) -> EpisodicLearner:
+def build_head(name: str, gp_kernel: str = "global") -> EpisodicLearner:
     """The head of learner ``name`` on an identity encoder: it takes embeddings, not features.
 
     Load a trained learner's head into it with ``head_state(learner)``.
     """
     from torch import nn
 
-    classes: dict[str, type[EpisodicLearner]] = {
-        "protonet": ProtoNetLearner,
-        "matching": MatchingNetLearner,
-        "gp": GPLearner,
-        "multihead": MultiHeadLearner,
-    }
-    if name not in classes:
+    if name not in HEAD_LEARNERS:
         raise ValueError(f"learner {name!r} has no batched head; one of {HEAD_LEARNERS}")
-    return classes[name](nn.Identity())
+    return _single(name, nn.Identity(), gp_kernel)
+
+
+def _single(name: str, encoder: Any, gp_kernel: str) -> EpisodicLearner:
+    if name == "protonet":
+        return ProtoNetLearner(encoder)
+    if name == "multihead":
+        return MultiHeadLearner(encoder, gp_kernel=gp_kernel)
+    if name == "gp":
+        return PerTaskGPLearner(encoder) if gp_kernel == "per-task" else GPLearner(encoder)
+    if name == "matching":
+        return MatchingNetLearner(encoder)
+    raise ValueError(f"learner {name!r} is not a head learner")
 
 
 def head_state(learner: EpisodicLearner) -> dict[str, Any]:
@@ -86,14 +97,8 @@ def build_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
 def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     """Construct the learner ``cfg.learner`` over a fresh encoder for ``in_dim`` features."""
     encoder = build_encoder(in_dim, cfg.encoder)
-    if cfg.learner == "protonet":
-        return ProtoNetLearner(encoder)
-    if cfg.learner == "multihead":
-        return MultiHeadLearner(encoder)
-    if cfg.learner == "gp":
-        return GPLearner(encoder)
-    if cfg.learner == "matching":
-        return MatchingNetLearner(encoder)
+    if cfg.learner in HEAD_LEARNERS:
+        return _single(cfg.learner, encoder, cfg.gp_kernel)
     if cfg.learner == "maml":
         return AnilLearner(encoder, cfg.encoder.out_dim, cfg.inner_steps, cfg.inner_lr)
     return LinearProbeLearner(encoder, cfg.probe_steps, cfg.probe_lr, cfg.probe_l2)

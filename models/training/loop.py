@@ -196,8 +196,12 @@ def meta_train(
     run_dir: Path,
     progress: bool = True,
     hooks: EpisodeHooks | None = None,
+    select_label: str = "valid",
 ) -> TrainResult:
     """Meta-train ``learner`` episodically; early-stop on valid ΔAUPRC; resume from ``run_dir``.
+
+    ``valid_tasks`` are whichever split selects (FS-Mol valid, or a held-out train slice);
+    ``select_label`` names it in the logs.
 
     ``hooks`` replace the molecule episode samplers, task filter and validation score (e.g.
     rating regression validated by −MAE); the loop itself is the same. On return the learner
@@ -349,7 +353,9 @@ def meta_train(
                 "step %d loss %.4f %s %.4f",
                 state["step"],
                 running,
-                hooks.metric if hooks is not None else f"valid ΔAUPRC@{cfg.valid_support_size}",
+                hooks.metric
+                if hooks is not None
+                else f"{select_label} ΔAUPRC@{cfg.valid_support_size}",
                 score,
             )
             if score > state["best_score"]:

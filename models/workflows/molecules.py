@@ -215,11 +215,13 @@ def train_model(
             member_cfg,
             run_dir / f"member{k}" if len(members) > 1 else run_dir,
             progress=progress,
+            select_label="train-slice" if held_files else "valid",
         )
         member_metrics.append(
             {
                 "seed": member_cfg.seed,
-                f"best_valid_delta_auprc@{train_cfg.valid_support_size}": result.best_score,
+                f"best_{'train_slice' if held_files else 'valid'}_delta_auprc@"
+                f"{train_cfg.valid_support_size}": result.best_score,
                 "best_step": result.best_step,
                 "steps": result.steps_done,
                 "seconds": round(result.seconds, 1),
@@ -267,60 +269,60 @@ def train_model(
     path = write_artifact(
         out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra
     )
+    # Figures of the artifact as served (the evaluate command's own code path: onnxruntime on
+    # the exported graph), recorded in the metadata: the selection slice (3 repeats, ~10x the
+    # tasks of valid), then valid, read once.
     if held_files:
-        # Selection-split figures of the artifact as served (3 repeats: ~10x the tasks of valid).
-        sel, _, _ = evaluate_model(
-            train_dir,
-            path,
-            tuple(eval_support_sizes),
-            3,
-            0,
-            cache_dir,
-            workers,
-            False,
-            files=held_files,
+        slice_opts = f"--train-slice {holdout_slice} --slice-seed {slice_seed} "
+        metrics["selection"] = artifact_figures(
+            train_dir, path, eval_support_sizes, 3, cache_dir, workers, held_files, slice_opts
         )
-        metrics["selection"] = {
-            str(n): {
-                "mean": r.mean,
-                "std": r.std,
-                "n_tasks": r.n_tasks,
-                "repeats": 3,
-                "seed": 0,
-                "measured_with": f"metascreen evaluate molecules {train_dir} --model {path} "
-                f"--train-slice {holdout_slice} --slice-seed {slice_seed} "
-                f"--support-size {n} --repeats 3 --seed 0",
-            }
-            for n, r in sel.items()
-        }
-        for n, r in sel.items():
-            logger.info("train-slice ΔAUPRC@%d = %.4f over %d tasks", n, r.mean, r.n_tasks)
     if valid_dir is not None:
-        # Validation figures of the artifact as served: the evaluate command's own code path
-        # (onnxruntime on the exported graph), recorded in the metadata.
-        results, _, _ = evaluate_model(
-            valid_dir, path, tuple(eval_support_sizes), eval_repeats, 0, cache_dir, workers, False
+        metrics["valid"] = artifact_figures(
+            valid_dir, path, eval_support_sizes, eval_repeats, cache_dir, workers
         )
-        metrics["valid"] = {
-            str(n): {
-                "mean": r.mean,
-                "std": r.std,
-                "n_tasks": r.n_tasks,
-                "repeats": eval_repeats,
-                "seed": 0,
-                "measured_with": f"metascreen evaluate molecules {valid_dir} --model {path} "
-                f"--support-size {n} --repeats {eval_repeats} --seed 0",
-            }
-            for n, r in results.items()
-        }
-        for n, r in results.items():
-            logger.info("valid ΔAUPRC@%d = %.4f ± %.4f over %d tasks", n, r.mean, r.std, r.n_tasks)
     if held_files or valid_dir is not None:
         meta = json.loads((path / "metadata.json").read_text())
         meta["metrics"] = metrics
         atomic_write_json(path / "metadata.json", meta)
         atomic_write_json(run_dir / "metrics.json", metrics)
     return path
+
+
+def artifact_figures(
+    data_dir: Path,
+    path: Path,
+    support_sizes: Sequence[int],
+    repeats: int,
+    cache_dir: Path | None,
+    workers: int,
+    files: Sequence[Path] | None = None,
+    options: str = "",
+) -> dict[str, Any]:
+    """``{support size: figures}`` of an artifact on a split; sizes no task can serve are skipped."""
+    out: dict[str, Any] = {}
+    for n in support_sizes:
+        try:
+            res, _, _ = evaluate_model(
+                data_dir, path, (n,), repeats, 0, cache_dir, workers, False, files=files
+            )
+        except ConfigError as err:
+            logger.warning("no figure at support %d on %s: %s", n, data_dir, err)
+            continue
+        r = res[n]
+        out[str(n)] = {
+            "mean": r.mean,
+            "std": r.std,
+            "n_tasks": r.n_tasks,
+            "repeats": repeats,
+            "seed": 0,
+            "measured_with": f"metascreen evaluate molecules {data_dir} --model {path} {options}"
+            f"--support-size {n} --repeats {repeats} --seed 0",
+        }
+        logger.info(
+            "%s ΔAUPRC@%d = %.4f ± %.4f over %d tasks", data_dir, n, r.mean, r.std, r.n_tasks
+        )
+    return out
 
 
 def export_model(model_dir: Path, out_dir: Path) -> Path:

@@ -156,7 +156,12 @@ def train_policy_model(
     raw_cfg.setdefault("predictor_head", True)
     if raw_cfg["predictor_head"] is True:  # "the predictor's own head", where it has one
         name = pred_cfg["learner"]["learner"]
-        batched = name in HEAD_LEARNERS and pred_cfg["learner"].get("ensemble_size", 1) == 1
+        # The policy network rebuilds the predictor's head with the global kernel only.
+        batched = (
+            name in HEAD_LEARNERS
+            and pred_cfg["learner"].get("ensemble_size", 1) == 1
+            and pred_cfg["learner"].get("gp_kernel", "global") == "global"
+        )
         raw_cfg["predictor_head"] = name if batched else None
         if not batched:
             logger.warning("predictor %s has no batched head: the policy goes without it", name)

@@ -376,3 +376,62 @@ def bench_featurize(
     typer.echo(json.dumps(out, indent=2))
     if json_out is not None:
         typer.echo(f"wrote {json_out} and {json_out.with_suffix('.md')}")
+
+
+@bench_app.command("model")
+def bench_model(
+    data_dir: Annotated[
+        Path, typer.Argument(help="folder of FS-Mol task files, e.g. ../shared/data/fsmol/valid")
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="artifact folder or rf | knn; repeat the option (default: the shipped model, "
+            "rf, knn); the first is timed and compared with the others"
+        ),
+    ] = None,
+    support_sizes: Annotated[str, typer.Option(help="comma-separated support sizes")] = "16,32,64",
+    repeats: Annotated[int, typer.Option(help="draws per task", min=1, max=1000)] = 10,
+    seed: Annotated[int, typer.Option(help="base seed", min=0, max=SEED_MAX)] = 0,
+    out: Annotated[
+        Path, typer.Option(help="output prefix: writes OUT.json, OUT.md and OUT.png")
+    ] = Path("bench-model"),
+    featurize_n: Annotated[
+        int,
+        typer.Option(help="molecules for the featurize throughput (0 = skip)", min=0, max=10**7),
+    ] = 5000,
+    score_n: Annotated[
+        int, typer.Option(help="library size for the score throughput (0 = skip)", min=0, max=10**8)
+    ] = 20_000,
+    int8_model: Annotated[
+        Path | None, typer.Option(help="int8 variant of the first model for the score figures")
+    ] = None,
+) -> None:
+    """ΔAUPRC at several support sizes for models and baselines, per-task scatter, throughput."""
+    sizes = int_list(support_sizes, "--support-sizes")
+
+    def body() -> dict[str, Any]:
+        from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+        from metascreen.pipelines.bench_model import run_model_bench
+
+        models = list(model) if model else [str(DEFAULT_MODEL_DIR), "rf", "knn"]
+        return run_model_bench(
+            data_dir,
+            models,
+            tuple(sizes),
+            repeats,
+            seed,
+            out,
+            featurize_n,
+            score_n,
+            int8_model,
+            progress=progress_enabled(),
+        )
+
+    r = run(body)
+    from metascreen.pipelines.bench_model import render_markdown
+
+    typer.echo(render_markdown(r))
+    typer.echo(
+        f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}, {out.with_suffix('.png')}"
+    )

@@ -50,7 +50,16 @@ def train_molecules(
     out: Annotated[Path, typer.Option(help="new model artifact folder")] = Path(
         "models-out/molecules"
     ),
-    learner: Annotated[str, typer.Option(help="protonet | maml | matching | probe")] = "protonet",
+    learner: Annotated[
+        str, typer.Option(help="protonet | maml | matching | gp | multihead | probe")
+    ] = "protonet",
+    gp_kernel: Annotated[
+        Literal["global", "per-task"],
+        typer.Option(
+            help="gp / multihead: one meta-learned kernel lengthscale, or one fitted on each "
+            "task's support set (ADKF-IFT-style)"
+        ),
+    ] = "global",
     valid_dir: Annotated[
         Path | None, typer.Option(help="validation task folder (default DATA_DIR/valid)")
     ] = None,
@@ -152,6 +161,8 @@ def train_molecules(
     from metascreen.domains.molecules.featurize import DESCRIPTOR_SETS
 
     learner_cfg: dict[str, Any] = {"learner": learner, "ensemble_size": ensemble}
+    if gp_kernel != "global":
+        learner_cfg["gp_kernel"] = gp_kernel
     enc: dict[str, Any] = {}
     if hidden:
         enc["hidden"] = int_list(hidden, "--hidden")

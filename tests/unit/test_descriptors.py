@@ -25,6 +25,7 @@ from metascreen.domains.molecules.descriptors import (
 )
 from metascreen.domains.molecules.featurize import (
     DEFAULT_DESCRIPTORS,
+    FAST_DESCRIPTORS,
     MoleculeFeaturizer,
     parse_smiles,
 )
@@ -87,8 +88,8 @@ def test_every_rdkit_descriptor_matches_rdkit_on_edge_cases() -> None:
     _assert_same(ref, new, names)
 
 
-def test_shipped_descriptors_match_rdkit_on_fsmol_sample() -> None:
-    names = DEFAULT_DESCRIPTORS
+@pytest.mark.parametrize("names", [DEFAULT_DESCRIPTORS, FAST_DESCRIPTORS, ("MolWt", "TPSA")])
+def test_shipped_descriptors_match_rdkit_on_fsmol_sample(names: tuple[str, ...]) -> None:
     calc = DescriptorCalculator(names)
     mols = _mols(_fsmol_sample(300))
     ref = np.array([reference_values(m, names) for m in mols])
@@ -141,3 +142,12 @@ def test_every_shipped_descriptor_has_a_family() -> None:
 def test_unknown_descriptor_is_refused() -> None:
     with pytest.raises(KeyError):
         DescriptorCalculator(["MolWt", "NoSuchDescriptor"])
+
+
+def test_fast_set_needs_no_python_atom_pass() -> None:
+    """The fast set is C++ calls only: no atom table, no fragment, Crippen or EState block."""
+    blocks = {b.name for b in DescriptorCalculator(FAST_DESCRIPTORS).blocks}
+    assert "atom table (shared)" not in blocks
+    assert not blocks & {"fragments (fr_*)", "Crippen (MolLogP, MolMR)", "EState_VSA", "SMR_VSA"}
+    assert set(FAST_DESCRIPTORS) < set(DEFAULT_DESCRIPTORS)
+    assert "atom table (shared)" in {b.name for b in DescriptorCalculator(("Chi0",)).blocks}

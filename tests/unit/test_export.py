@@ -10,11 +10,29 @@ from metascreen.models.training.export import ExportError, check_parity, export_
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "probe", "gp", "multihead"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "protonet",
+        "maml",
+        "matching",
+        "probe",
+        "gp",
+        "multihead",
+        "gp:per-task",
+        "multihead:per-task",
+    ],
+)
 def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
     torch.manual_seed(0)
+    learner_name, _, kernel = name.partition(":")
     learner = build_learner(
-        LearnerConfig(learner=name, encoder=EncoderConfig(hidden=(32,), out_dim=16)), 40
+        LearnerConfig(
+            learner=learner_name,  # type: ignore[arg-type]
+            encoder=EncoderConfig(hidden=(32,), out_dim=16),
+            gp_kernel=kernel or "global",  # type: ignore[arg-type]
+        ),
+        40,
     )
     worst = export_onnx(
         learner, tmp_path / "m.onnx", 40

@@ -26,13 +26,15 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
     return tasks, x
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp", "multihead"])
+@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp", "multihead", "gp:per-task"])
 def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     train, x_train = _separable_tasks(40, 0)
     valid, x_valid = _separable_tasks(8, 1)
+    learner_name, _, kernel = name.partition(":")
     cfg = LearnerConfig(
-        learner=name,
+        learner=learner_name,  # type: ignore[arg-type]
         encoder=EncoderConfig(hidden=(32,), out_dim=16, dropout=0.0, input_dropout=0.0),
+        gp_kernel=kernel or "global",  # type: ignore[arg-type]
     )
     learner = build_learner(cfg, 12)
     before = evaluate_tasks(valid, x_valid, torch_predict_fn(learner), 8, 3, 0).mean
@@ -167,11 +169,12 @@ def test_cosine_schedule_warms_up_and_decays() -> None:
     assert lr_at(500, TrainConfig(lr=2e-4)) == 2e-4
 
 
-@pytest.mark.parametrize("name", ["protonet", "matching", "gp", "multihead"])
+@pytest.mark.parametrize("name", ["protonet", "matching", "gp", "multihead", "gp:per-task"])
 def test_batched_head_matches_the_head_on_each_unpadded_support(name: str) -> None:
     from metascreen.models.learners.registry import build_head
 
-    head = build_head(name).eval()
+    learner_name, _, kernel = name.partition(":")
+    head = build_head(learner_name, kernel or "global").eval()
     gen = torch.Generator().manual_seed(3)
     b, s, q, e = 4, 9, 7, 16
     sup = torch.randn(b, s, e, generator=gen)
@@ -187,3 +190,30 @@ def test_batched_head_matches_the_head_on_each_unpadded_support(name: str) -> No
             keep = mask[i] > 0.5
             want = head.head(sup[i][keep], y[i][keep], qry[i])
             assert torch.allclose(got[i], want, atol=1e-4), (name, i)
+
+
+def test_cg_inverse_matches_torch_inverse() -> None:
+    from metascreen.models.learners.gp import batched_cg_inverse
+
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(2, 3, 24, 24, generator=g)
+    a = m @ m.transpose(-1, -2) / 24 + 0.3 * torch.eye(24)
+    torch.testing.assert_close(batched_cg_inverse(a, 60), torch.linalg.inv(a), rtol=1e-4, atol=1e-4)
+
+
+def test_per_task_kernel_prefers_the_lengthscale_the_support_supports() -> None:
+    """LOO weights move to short lengthscales on rough labels and long ones on smooth labels."""
+    from metascreen.models.learners.gp import PerTaskGPLearner
+
+    head = PerTaskGPLearner(torch.nn.Identity()).eval()
+    angles = torch.linspace(0, 3.0, 32)
+    emb = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).unsqueeze(0)  # (1, 32, 2)
+    mask = torch.ones(1, 32)
+    smooth = (angles < 1.5).float().unsqueeze(0)  # one boundary
+    rough = ((angles * 2).floor() % 2).float().unsqueeze(0)  # six alternating blocks
+
+    with torch.no_grad():
+        w_rough = head.lengthscale_weights(emb, rough, mask)[0]
+        w_smooth = head.lengthscale_weights(emb, smooth, mask)[0]
+    grid = head.log_grid
+    assert float((w_rough * grid).sum()) < float((w_smooth * grid).sum()) - 0.1
