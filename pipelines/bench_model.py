@@ -46,18 +46,31 @@ def run_model_bench(
     score_n: int = 20_000,
     int8_model: Path | None = None,
     progress: bool = False,
+    train_slice: float | None = None,
+    slice_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``models`` on ``data_dir`` and time the first one; write ``out``.json/.md/.png.
 
-    ``featurize_n`` / ``score_n`` = 0 skip the throughput figures.
+    ``featurize_n`` / ``score_n`` = 0 skip the throughput figures. ``train_slice``: evaluate on
+    the seeded slice of ``data_dir``'s task files that ``train molecules --holdout-slice`` holds
+    out (the selection split), not on the whole folder.
     """
     from metascreen.models.workflows.molecules import evaluate_model
+    from metascreen.models.workflows.policy import train_slice_files
+
+    files = train_slice_files(Path(data_dir), train_slice, slice_seed) if train_slice else None
 
     t0 = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     for model in models:
         res, label, n_invalid = evaluate_model(
-            Path(data_dir), model, tuple(support_sizes), repeats, seed, progress=progress
+            Path(data_dir),
+            model,
+            tuple(support_sizes),
+            repeats,
+            seed,
+            progress=progress,
+            files=files,
         )
         results[_label(model)] = {
             "model": label,
@@ -94,6 +107,7 @@ def run_model_bench(
             }
     report: dict[str, Any] = {
         "data_dir": str(data_dir),
+        "train_slice": {"fraction": train_slice, "slice_seed": slice_seed} if train_slice else None,
         "support_sizes": list(support_sizes),
         "repeats": repeats,
         "seed": seed,
@@ -147,7 +161,12 @@ def render_markdown(r: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     sizes = r["support_sizes"]
     lines = [
-        f"# metascreen bench model — `{r['data_dir']}`",
+        f"# metascreen bench model — `{r['data_dir']}`"
+        + (
+            f" (train slice {r['train_slice']['fraction']}, seed {r['train_slice']['slice_seed']})"
+            if r.get("train_slice")
+            else ""
+        ),
         "",
         f"ΔAUPRC (FS-Mol protocol, {r['repeats']} repeats, seed {r['seed']}), mean over tasks.",
         "",

@@ -406,9 +406,28 @@ def bench_model(
     int8_model: Annotated[
         Path | None, typer.Option(help="int8 variant of the first model for the score figures")
     ] = None,
+    train_slice: Annotated[
+        float | None,
+        typer.Option(
+            help="evaluate only this seeded fraction of the task files (the selection slice "
+            "'train molecules --holdout-slice F --slice-seed S' holds out)",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    slice_seed: Annotated[
+        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
+    ] = 0,
 ) -> None:
     """ΔAUPRC at several support sizes for models and baselines, per-task scatter, throughput."""
     sizes = int_list(support_sizes, "--support-sizes")
+    check_options(
+        (
+            train_slice is None or train_slice > 0,
+            "--train-slice",
+            f"{train_slice} must be in (0, 1]",
+        )
+    )
 
     def body() -> dict[str, Any]:
         from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
@@ -426,6 +445,8 @@ def bench_model(
             score_n,
             int8_model,
             progress=progress_enabled(),
+            train_slice=train_slice,
+            slice_seed=slice_seed,
         )
 
     r = run(body)
