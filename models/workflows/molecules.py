@@ -18,7 +18,7 @@ import numpy as np
 from metascreen.domains.episodes import TaskSet
 from metascreen.domains.errors import ConfigError, InputError
 from metascreen.domains.io import atomic_write_json, sha256_files
-from metascreen.domains.molecules.featurize import MoleculeFeaturizer
+from metascreen.domains.molecules.featurize import FAST_DESCRIPTORS, MoleculeFeaturizer
 from metascreen.domains.molecules.load import find_task_files, load_fsmol_dir, slice_task_files
 from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.molecules import EvalResult, PredictFn, evaluate_tasks
@@ -111,8 +111,9 @@ def train_model(
     recorded under ``metrics.selection``. Valid is then read once, after training, for the
     final figures. Without it, early stopping reads valid (the older recipe).
 
-    ``featurizer_params`` are ``MoleculeFeaturizer`` fields (radius, n_bits, counts, descriptors);
-    descriptor scaling is fitted on the training molecules. ``init_from`` starts the encoder (and
+    ``featurizer_params`` are ``MoleculeFeaturizer`` fields (radius, n_bits, counts, descriptors;
+    default descriptors: ``FAST_DESCRIPTORS``); descriptor scaling is fitted on the training
+    molecules. ``init_from`` starts the encoder (and
     featurizer) from an existing artifact — required for the
     ``probe`` learner, which fits a linear head per task on that frozen encoder.
     """
@@ -159,8 +160,9 @@ def train_model(
     graph_atoms = enc_cfg.graph_atoms if enc_cfg.kind == "hybrid" else 0
     if featurizer is None:
         params = {**(featurizer_params or {}), "graph_atoms": graph_atoms}
-        if "descriptors" in params and params["descriptors"] is None:
-            params.pop("descriptors")
+        if params.get("descriptors") is None:
+            # The shipped recipe's set, chosen on the held-out train slice (docs/benchmarks.md).
+            params["descriptors"] = FAST_DESCRIPTORS
         featurizer = fit_featurizer(MoleculeFeaturizer(**params), train_ts, seed=train_cfg.seed)
     if enc_cfg.kind == "hybrid" and featurizer.graph_atoms != graph_atoms:
         raise ConfigError(
