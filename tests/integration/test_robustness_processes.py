@@ -84,7 +84,7 @@ def test_interrupted_scoring_ends_its_workers_and_leaves_nothing(
     sig: signal.Signals, tmp_path: Path
 ) -> None:
     lib = tmp_path / "lib.csv"
-    _library(lib, 3)
+    _library(lib, 20)  # ~60k rows: tens of seconds of scoring, so the signal lands mid-run
     out = tmp_path / "out" / "scores.parquet"
     proc = subprocess.Popen(
         _score_cmd(lib, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -108,14 +108,15 @@ def test_interrupted_scoring_ends_its_workers_and_leaves_nothing(
 def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL leaves no chance to clean up: the workers' parent-death signal ends them at once.
 
-    Chunks are large, so without it each worker would go on featurizing its chunk (tens of
-    seconds) before noticing that nobody reads its results.
+    Chunks are large (30,000 rows, ~10 s per worker even with the fast featurizer), so without
+    it each worker would go on featurizing its chunk well past the 4 s allowed below before
+    noticing that nobody reads its results.
     """
     lib = tmp_path / "lib.csv"
-    _library(lib, 3)
+    _library(lib, 20)
     out = tmp_path / "scores.parquet"
     proc = subprocess.Popen(
-        _score_cmd(lib, out, "--chunk-size", "3000"),
+        _score_cmd(lib, out, "--chunk-size", "30000"),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
