@@ -87,7 +87,13 @@ def test_interrupted_scoring_ends_its_workers_and_leaves_nothing(
     _library(lib, 20)  # ~60k rows: tens of seconds of scoring, so the signal lands mid-run
     out = tmp_path / "out" / "scores.parquet"
     proc = subprocess.Popen(
-        _score_cmd(lib, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _score_cmd(lib, out),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT;
+        # the run under test is a foreground command, so give it the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         workers = _wait_for_workers(proc, 2)
