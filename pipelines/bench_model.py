@@ -55,8 +55,7 @@ def run_model_bench(
     the seeded slice of ``data_dir``'s task files that ``train molecules --holdout-slice`` holds
     out (the selection split), not on the whole folder.
     """
-    from metascreen.models.workflows.molecules import evaluate_model
-    from metascreen.models.workflows.policy import train_slice_files
+    from metascreen.models.workflows.molecules import evaluate_model, train_slice_files
 
     files = train_slice_files(Path(data_dir), train_slice, slice_seed) if train_slice else None
 

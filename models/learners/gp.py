@@ -81,6 +81,21 @@ class GPLearner(EpisodicLearner):
         mean = (self.kernel(q, s) @ alpha).squeeze(-1)  # (Q,)
         return self.log_scale.exp() * mean
 
+    @staticmethod
+    def _prepare(
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit embeddings ``s`` (B, S, D), ``q`` (B, Q, D), masked ±1 labels ``y`` and mask ``m``
+        (B, S, 1)."""
+        s = support_emb / support_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        q = query_emb / query_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        m = support_mask.to(s.dtype).unsqueeze(-1)
+        y = (2.0 * support_y.to(s.dtype).unsqueeze(-1) - 1.0) * m
+        return s, q, y, m
+
     def batched_head(
         self,
         support_emb: torch.Tensor,
@@ -93,10 +108,7 @@ class GPLearner(EpisodicLearner):
         Padded rows get an identity block and a zero target, so they solve to zero weight and the
         valid rows solve exactly the unpadded system.
         """
-        s = support_emb / support_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        q = query_emb / query_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        m = support_mask.unsqueeze(-1)  # (B, S, 1)
-        y = (2.0 * support_y.unsqueeze(-1) - 1.0) * m
+        s, q, y, m = self._prepare(support_emb, support_y, support_mask, query_emb)
         k = torch.exp((s @ s.transpose(1, 2) - 1.0) / self.log_lengthscale.exp() ** 2)
         eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device)
         k_ss = k * (m @ m.transpose(1, 2)) + eye * (self.log_noise.exp() * m + (1.0 - m))
@@ -179,19 +191,6 @@ class PerTaskGPLearner(GPLearner):
         s, _, y, m = self._prepare(support_emb, support_y, support_mask, support_emb)
         return self._loo_fit(s, y, m)[0]
 
-    @staticmethod
-    def _prepare(
-        support_emb: torch.Tensor,
-        support_y: torch.Tensor,
-        support_mask: torch.Tensor,
-        query_emb: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        s = support_emb / support_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        q = query_emb / query_emb.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        m = support_mask.to(s.dtype).unsqueeze(-1)
-        y = (2.0 * support_y.to(s.dtype).unsqueeze(-1) - 1.0) * m
-        return s, q, y, m
-
     def head(
         self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor
     ) -> torch.Tensor:
@@ -217,3 +216,8 @@ class PerTaskGPLearner(GPLearner):
         k_qs = torch.exp(((q @ s.transpose(1, 2)).unsqueeze(1) - 1.0) * inv_l2)  # (B, G, Q, S)
         mean = (k_qs @ alpha).squeeze(-1)  # (B, G, Q)
         return self.log_scale.exp() * (w.unsqueeze(-1) * mean).sum(1)
+
+
+def gp_head(encoder: nn.Module, gp_kernel: str = "global") -> GPLearner:
+    """The GP learner for ``gp_kernel``: ``global`` (``GPLearner``) or ``per-task``."""
+    return PerTaskGPLearner(encoder) if gp_kernel == "per-task" else GPLearner(encoder)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from metascreen.models.learners.base import EpisodicLearner, mean_probability_logit
-from metascreen.models.learners.gp import GPLearner, PerTaskGPLearner
+from metascreen.models.learners.gp import gp_head
 from metascreen.models.learners.matching import MatchingNetLearner
 from metascreen.models.learners.protonet import ProtoNetLearner
 
@@ -30,7 +30,7 @@ class MultiHeadLearner(EpisodicLearner):
         (``PerTaskGPLearner``).
         """
         super().__init__(encoder)
-        gp = PerTaskGPLearner(encoder) if gp_kernel == "per-task" else GPLearner(encoder)
+        gp = gp_head(encoder, gp_kernel)
         # Heads are learners over the same encoder object; only their own head parameters differ.
         self.heads = nn.ModuleList([ProtoNetLearner(encoder), MatchingNetLearner(encoder), gp])
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.models.learners.base import EpisodicLearner
 from metascreen.models.learners.ensemble import EnsembleLearner
-from metascreen.models.learners.gp import GPLearner, PerTaskGPLearner
+from metascreen.models.learners.gp import gp_head
 from metascreen.models.learners.maml import AnilLearner
 from metascreen.models.learners.matching import MatchingNetLearner
 from metascreen.models.learners.multihead import MultiHeadLearner
@@ -69,7 +69,7 @@ def _single(name: str, encoder: Any, gp_kernel: str) -> EpisodicLearner:
     if name == "multihead":
         return MultiHeadLearner(encoder, gp_kernel=gp_kernel)
     if name == "gp":
-        return PerTaskGPLearner(encoder) if gp_kernel == "per-task" else GPLearner(encoder)
+        return gp_head(encoder, gp_kernel)
     if name == "matching":
         return MatchingNetLearner(encoder)
     raise ValueError(f"learner {name!r} is not a head learner")

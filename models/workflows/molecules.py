@@ -54,6 +54,28 @@ def resolve_splits(data_dir: Path, valid_dir: Path | None = None) -> tuple[Path,
     return data_dir, valid_dir
 
 
+def train_slice_files(data_dir: Path, fraction: float, seed: int) -> list[Path]:
+    """The seeded slice of ``data_dir``'s task files (``--train-slice`` / ``--holdout-slice``)."""
+    return slice_task_files(find_task_files(Path(data_dir)), fraction, seed)
+
+
+def split_holdout(train_dir: Path, fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out files) of ``train_dir`` for ``--holdout-slice fraction``."""
+    held = train_slice_files(train_dir, fraction, seed)
+    kept = set(held)
+    train_files = [f for f in find_task_files(Path(train_dir)) if f not in kept]
+    if not train_files:
+        raise ConfigError(f"--holdout-slice {fraction} leaves no training task files")
+    logger.info(
+        "holding out %d of %d train task files (slice %s, seed %d)",
+        len(held),
+        len(held) + len(train_files),
+        fraction,
+        seed,
+    )
+    return train_files, held
+
+
 def prepare_tasks(
     data_dir: Path,
     featurizer: MoleculeFeaturizer,
@@ -140,21 +162,11 @@ def train_model(
         raise ConfigError("the probe learner needs --init-from MODEL_DIR (a meta-trained encoder)")
 
     t0 = time.perf_counter()
-    train_files = find_task_files(train_dir)
-    held_files: list[Path] = []
-    if holdout_slice is not None:
-        held_files = slice_task_files(train_files, holdout_slice, slice_seed)
-        held = set(held_files)
-        train_files = [f for f in train_files if f not in held]
-        if not train_files:
-            raise ConfigError(f"--holdout-slice {holdout_slice} leaves no training task files")
-        logger.info(
-            "holding out %d of %d train task files for selection (slice %s, seed %d)",
-            len(held_files),
-            len(held_files) + len(train_files),
-            holdout_slice,
-            slice_seed,
-        )
+    train_files, held_files = (
+        split_holdout(train_dir, holdout_slice, slice_seed)
+        if holdout_slice is not None
+        else (find_task_files(train_dir), [])
+    )
     train_ts = load_fsmol_dir(train_dir, workers=workers, cache_dir=cache_dir, files=train_files)
     enc_cfg = learner_cfg.encoder
     graph_atoms = enc_cfg.graph_atoms if enc_cfg.kind == "hybrid" else 0

@@ -27,16 +27,14 @@ from metascreen.models.serving.artifact import (
 )
 from metascreen.models.serving.policy import resolve_molecule_picker
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
-from metascreen.models.workflows.molecules import prepare_tasks, resolve_splits
+from metascreen.models.workflows.molecules import (
+    prepare_tasks,
+    resolve_splits,
+    split_holdout,
+    train_slice_files,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def train_slice_files(data_dir: Path, fraction: float, seed: int) -> list[Path]:
-    """The seeded slice of task files that ``--train-slice`` simulates on."""
-    from metascreen.domains.molecules.load import find_task_files, slice_task_files
-
-    return slice_task_files(find_task_files(Path(data_dir)), fraction, seed)
 
 
 def simulate_molecules(
@@ -178,12 +176,7 @@ def train_policy_model(
     train_files = None
     held_out: dict[str, Any] | None = None
     if holdout_slice is not None:
-        from metascreen.domains.molecules.load import find_task_files
-
-        held = set(train_slice_files(train_dir, holdout_slice, slice_seed))
-        train_files = [f for f in find_task_files(train_dir) if f not in held]
-        if not train_files:
-            raise ConfigError(f"--holdout-slice {holdout_slice} leaves no training task files")
+        train_files, held = split_holdout(train_dir, holdout_slice, slice_seed)
         held_out = {
             "fraction": holdout_slice,
             "slice_seed": slice_seed,
@@ -192,12 +185,6 @@ def train_policy_model(
             "simulate_with": f"metascreen simulate molecules {train_dir.parent} "
             f"--train-slice {holdout_slice} --slice-seed {slice_seed}",
         }
-        logger.info(
-            "holding out %d train task files (slice %s, seed %d)",
-            len(held),
-            holdout_slice,
-            slice_seed,
-        )
     t0 = time.perf_counter()
     train = prepare_tasks(train_dir, featurizer, cache_dir, workers, progress, files=train_files)
     valid = (

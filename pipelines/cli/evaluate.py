@@ -77,8 +77,7 @@ def evaluate_molecules(
                     ).values()
                 )
             )[str(support_size)]
-        from metascreen.models.workflows.molecules import evaluate_model
-        from metascreen.models.workflows.policy import train_slice_files
+        from metascreen.models.workflows.molecules import evaluate_model, train_slice_files
 
         files = train_slice_files(data_dir, train_slice, slice_seed) if train_slice else None
         res, label, n_invalid = evaluate_model(
