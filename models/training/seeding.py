@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -32,3 +33,23 @@ def resolve_device(device: str) -> torch.device:
 
         raise ConfigError(f"device {device!r} is not one of auto|cpu|cuda")
     return torch.device(device)
+
+
+def device_info(device: str, amp: bool = True) -> dict[str, object]:
+    """Where a training run ran, for the artifact's metadata (``trained_on``).
+
+    ``device`` is the requested one (auto|cpu|cuda), resolved as the training loops resolve it.
+    """
+    import platform
+
+    resolved = resolve_device(device)
+    cuda = resolved.type == "cuda"
+    return {
+        "requested": device,
+        "device": resolved.type,
+        "name": torch.cuda.get_device_name(resolved) if cuda else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bf16_autocast": bool(amp and cuda),
+    }

@@ -142,7 +142,7 @@ def train_model(
     from metascreen.models.learners.registry import LearnerConfig, build_learner
     from metascreen.models.training.export import load_weights, write_artifact
     from metascreen.models.training.loop import TrainConfig, meta_train
-    from metascreen.models.training.seeding import seed_everything
+    from metascreen.models.training.seeding import device_info, seed_everything
 
     learner_cfg = LearnerConfig.model_validate(learner_cfg)
     train_cfg = TrainConfig.model_validate(train_cfg)
@@ -265,6 +265,7 @@ def train_model(
     extra = {
         "seed": train_cfg.seed,
         "command": command_line(command),
+        "trained_on": device_info(train_cfg.device, train_cfg.amp),
         "training_data": {
             "train_dir": str(train_dir),
             "train_sha256": train.data_hash,

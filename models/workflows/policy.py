@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
-from metascreen.domains.io import atomic_write_json, sha256_file
+from metascreen.domains.io import atomic_write_json, sha256_file, sha256_files
+from metascreen.domains.molecules.load import find_task_files
 from metascreen.models.screening.factory import policy_label
 from metascreen.models.screening.simulator import SimulationResult, simulate
 from metascreen.models.serving.artifact import (
@@ -107,6 +108,7 @@ def train_policy_model(
     command: str | None = None,
     holdout_slice: float | None = None,
     slice_seed: int = 0,
+    slice_min_task_size: int = 128,
 ) -> Path:
     """Meta-train a screening policy on the frozen encoder of ``model_dir`` and write an artifact.
 
@@ -136,7 +138,7 @@ def train_policy_model(
         write_weights,
     )
     from metascreen.models.training.policy import PolicyTrainConfig, train_policy
-    from metascreen.models.training.seeding import seed_everything
+    from metascreen.models.training.seeding import device_info, seed_everything
 
     tcfg = PolicyTrainConfig.model_validate(train_cfg or {})
     out_dir = refuse_existing(out_dir)
@@ -174,21 +176,34 @@ def train_policy_model(
 
     train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
     train_files = None
+    held: list[Path] = []
     held_out: dict[str, Any] | None = None
+    slice_cmd = ""
     if holdout_slice is not None:
         train_files, held = split_holdout(train_dir, holdout_slice, slice_seed)
+        slice_cmd = (
+            f"--train-slice {holdout_slice} --slice-seed {slice_seed} "
+            f"--min-task-size {slice_min_task_size}"
+        )
         held_out = {
             "fraction": holdout_slice,
             "slice_seed": slice_seed,
             "n_task_files": len(held),
             "task_files": sorted(f.name for f in held),
-            "simulate_with": f"metascreen simulate molecules {train_dir.parent} "
-            f"--train-slice {holdout_slice} --slice-seed {slice_seed}",
+            "simulate_with": f"metascreen simulate molecules {train_dir} {slice_cmd}",
         }
     t0 = time.perf_counter()
     train = prepare_tasks(train_dir, featurizer, cache_dir, workers, progress, files=train_files)
-    valid = (
-        prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress) if valid_dir else None
+    # The split the validation checks during training read: the held-out slice's valid-sized
+    # tasks, else valid (older recipe). Valid is read once at the end either way.
+    select = (
+        prepare_tasks(
+            train_dir, featurizer, cache_dir, workers, progress, held, slice_min_task_size
+        )
+        if held
+        else prepare_tasks(valid_dir, featurizer, cache_dir, workers, progress)
+        if valid_dir
+        else None
     )
 
     def embed(x: np.ndarray) -> np.ndarray:
@@ -198,7 +213,7 @@ def train_policy_model(
             ).astype(np.float32)
 
     e_train = embed(train.x)
-    e_valid = embed(valid.x) if valid is not None else None
+    e_select = embed(select.x) if select is not None else None
     logger.info("tasks featurized and embedded in %.0fs", time.perf_counter() - t0)
     seed_everything(tcfg.seed)
     policy = ScreeningPolicy(e_train.shape[1], pcfg)
@@ -215,13 +230,18 @@ def train_policy_model(
         policy,
         e_train,
         train.taskset.tasks,
-        e_valid,
-        valid.taskset.tasks if valid is not None else [],
+        e_select,
+        select.taskset.tasks if select is not None else [],
         tcfg,
         run_dir,
         progress=progress,
     )
     policy.cpu().eval()
+    chose = (
+        f"the warm-start state REINFORCE starts from (--rl-from {tcfg.rl_from}) and the kept "
+        f"state (--keep {tcfg.keep}): best mean hits@{tcfg.budget} at active fraction "
+        f"{tcfg.valid_fractions[0]}, {tcfg.valid_repeats} repeats"
+    )
     name = out_dir.name
     with staged_dir(out_dir) as tmp:
         enc_parity = export_encoder_onnx(encoder, featurizer.dim, tmp / "encoder.onnx")
@@ -254,17 +274,28 @@ def train_policy_model(
             "featurizer": fz,
             "seed": tcfg.seed,
             "command": command_line(command),
+            "trained_on": device_info(tcfg.device, tcfg.amp),
             "training_data": {
                 "train_dir": str(train_dir),
                 "train_sha256": train.data_hash,
                 "n_train_tasks": len(train.taskset.tasks),
                 "valid_dir": str(valid_dir) if valid_dir else None,
-                "valid_sha256": valid.data_hash if valid else None,
+                "valid_sha256": sha256_files(find_task_files(valid_dir)) if valid_dir else None,
                 "held_out_slice": held_out,
             },
+            "selection": {
+                "split": "train slice",
+                "chose": chose,
+                "min_task_size": slice_min_task_size,
+                "n_tasks": len(select.taskset.tasks) if select else 0,
+                "data_sha256": select.data_hash if select else None,
+                "valid": "read once, after training, for the final figures",
+            }
+            if held
+            else {"split": "valid", "chose": chose},
             "metrics": {
                 "train": {
-                    "best_valid_hits": result.best_score,
+                    f"best_{'train_slice' if held else 'valid'}_hits": result.best_score,
                     "best_step": result.best_step,
                     "best_phase": result.best_phase,
                     "steps": result.steps_done,
@@ -275,11 +306,23 @@ def train_policy_model(
             "run_dir": str(run_dir),
         }
         atomic_write_json(tmp / "metadata.json", meta)
+    # Figures of the written artifact (onnxruntime, the simulate command's code): the selection
+    # slice first, then valid, read once.
+    splits: list[tuple[str, Path, dict[str, Any], str]] = []
+    if held:
+        slice_kw = {
+            "train_slice": holdout_slice,
+            "slice_seed": slice_seed,
+            "min_task_size": slice_min_task_size,
+        }
+        splits.append(("selection", train_dir, slice_kw, slice_cmd + " "))
     if valid_dir is not None:
-        meta["metrics"]["valid"] = {}
+        splits.append(("valid", valid_dir, {}, ""))
+    for key, split_dir, kw, extra_opts in splits:
+        meta["metrics"][key] = {}
         for frac in (0.1, 1.0):
             res = simulate_molecules(
-                valid_dir,
+                split_dir,
                 out_dir,
                 tcfg.budget,
                 1,
@@ -291,17 +334,19 @@ def train_policy_model(
                 cache_dir,
                 workers,
                 False,
+                **kw,
             )
-            meta["metrics"]["valid"][str(frac)] = {
+            meta["metrics"][key][str(frac)] = {
                 "mean_hits": res.mean_hits,
                 "mean_hit_fraction": res.mean_hit_fraction,
                 "n_tasks": len(res.task_ids),
                 "repeats": eval_repeats,
-                "measured_with": f"metascreen simulate molecules {valid_dir} --policy {out_dir} "
-                f"--budget {tcfg.budget} --active-fraction {frac} --repeats {eval_repeats} --seed 0",
+                "measured_with": f"metascreen simulate molecules {split_dir} --policy {out_dir} "
+                f"{extra_opts}--budget {tcfg.budget} --active-fraction {frac} "
+                f"--repeats {eval_repeats} --seed 0",
             }
             logger.info(
-                "valid hits@%d at active fraction %s: %.3f", tcfg.budget, frac, res.mean_hits
+                "%s hits@%d at active fraction %s: %.3f", key, tcfg.budget, frac, res.mean_hits
             )
         atomic_write_json(out_dir / "metadata.json", meta)
     return out_dir

@@ -441,6 +441,14 @@ def train_policy_cmd(
     slice_seed: Annotated[
         int, typer.Option(help="seed of the --holdout-slice draw", min=0, max=SEED_MAX)
     ] = 0,
+    slice_min_task_size: Annotated[
+        int,
+        typer.Option(
+            help="the slice's tasks of at least this many compounds are the selection split "
+            "(the validation checks during training; valid is read once, at the end)",
+            min=1,
+        ),
+    ] = 128,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train_policy flow")
     ] = False,
@@ -515,10 +523,12 @@ def train_policy_cmd(
             command=command_line(),
             holdout_slice=holdout_slice,
             slice_seed=slice_seed,
+            slice_min_task_size=slice_min_task_size,
         )
 
     path = run(body)
     meta = json.loads((path / "metadata.json").read_text())
-    for frac, r in meta["metrics"].get("valid", {}).items():
-        typer.echo(f"valid hits@{budget} at active fraction {frac}: {r['mean_hits']:.3f}")
+    for split in ("selection", "valid"):
+        for frac, r in meta["metrics"].get(split, {}).items():
+            typer.echo(f"{split} hits@{budget} at active fraction {frac}: {r['mean_hits']:.3f}")
     typer.echo(f"policy: {path}")

@@ -59,6 +59,10 @@ def test_meta_train_on_cuda_with_amp(tmp_path) -> None:
     res = meta_train(learner, tasks[:16], x, tasks[16:], x, cfg, tmp_path, progress=False)
     assert next(learner.parameters()).device.type == "cuda"
     assert res.best_score > 0.1
+    from metascreen.models.training.seeding import device_info
+
+    info = device_info("auto")
+    assert info["device"] == "cuda" and info["bf16_autocast"] and info["name"]
 
 
 @needs_ort_gpu

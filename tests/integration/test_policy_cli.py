@@ -340,9 +340,21 @@ def test_train_policy_holds_out_the_simulate_train_slice(
         progress=False,
         holdout_slice=0.5,
         slice_seed=3,
+        slice_min_task_size=1,
     )
     meta = json.loads((out / "metadata.json").read_text())
     held = meta["training_data"]["held_out_slice"]
+    # the checks during training read the slice, not valid; valid is read once at the end
+    assert meta["selection"]["split"] == "train slice" and meta["selection"]["n_tasks"] > 0
+    assert meta["trained_on"]["device"] == "cpu" and meta["trained_on"]["requested"] == "cpu"
+    assert "best_train_slice_hits" in meta["metrics"]["train"]
+    assert set(meta["metrics"]["selection"]) == {"0.1", "1.0"}
+    assert set(meta["metrics"]["valid"]) == {"0.1", "1.0"}
+    sel = meta["metrics"]["selection"]["0.1"]
+    assert (
+        sel["n_tasks"] == meta["selection"]["n_tasks"]
+        and "--train-slice 0.5" in sel["measured_with"]
+    )
     train_dir = tiny_fsmol / "train"
     want = sorted(f.name for f in train_slice_files(train_dir, 0.5, 3))
     assert held["task_files"] == want and held["slice_seed"] == 3

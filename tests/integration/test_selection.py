@@ -73,6 +73,8 @@ def test_holdout_slice_is_kept_out_of_training_and_recorded(
     assert "best_train_slice_delta_auprc@16" in train
     assert meta["metrics"]["selection"]["16"]["n_tasks"] >= 1
     assert meta["metrics"]["valid"]  # valid read once, after training
+    cpu = meta["trained_on"]
+    assert cpu["device"] == "cpu" and cpu["bf16_autocast"] is False and cpu["torch_threads"] >= 1
     cfg = json.loads((slice_model / "config.json").read_text())
     assert cfg["learner"]["gp_kernel"] == "per-task"
     assert len(meta["featurizer"]["spec"]["params"]["descriptors"]) == 48
