@@ -250,11 +250,13 @@ def train_policy(
     run_dir: Path,
     progress: bool = True,
     sample_pools: PoolSampler | None = None,
+    select_label: str = "valid",
 ) -> PolicyTrainResult:
     """Warm start then REINFORCE; keeps the best validation state (mean hits at the first valid fraction).
 
     Checkpoints to ``run_dir/policy_checkpoint.pt`` every ``eval_every`` steps and resumes from it.
     ``sample_pools`` draws the training pools (default: the molecule sampler ``_sample_pools``).
+    ``valid_tasks`` are the selection split; ``select_label`` names it in the logs.
     """
     sample_pools = sample_pools or _sample_pools
     seed_everything(cfg.seed)
@@ -376,10 +378,11 @@ def train_policy(
                 rec["valid"] = res[fr[0]].mean_hits
                 rec["valid_f1"] = res[fr[-1]].mean_hits
                 logger.info(
-                    "policy step %d (%s) loss %.4f valid hits@%d %s",
+                    "policy step %d (%s) loss %.4f %s hits@%d %s",
                     state["step"],
                     "rl" if rl else "warm",
                     running,
+                    select_label,
                     cfg.budget,
                     ", ".join(f"f={f}: {r.mean_hits:.3f}" for f, r in res.items()),
                 )

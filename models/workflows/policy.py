@@ -235,6 +235,7 @@ def train_policy_model(
         tcfg,
         run_dir,
         progress=progress,
+        select_label="train-slice" if held else "valid",
     )
     policy.cpu().eval()
     chose = (
