@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer._click import exceptions as click_exc  # typer vendors its own click
@@ -263,4 +263,37 @@ SEED_MAX = 2**32 - 1
 """numpy seeds are unsigned 32-bit integers."""
 
 Device = Literal["auto", "cpu", "cuda"]
+
+# The seeded slice of train task files that selection reads (domains.molecules.load.slice_task_files):
+# trainers hold it out (--holdout-slice), evaluate/simulate/bench read exactly it (--train-slice).
+TrainSlice = Annotated[
+    float | None,
+    typer.Option(
+        help="read only this seeded fraction of the task files (the slice 'train molecules|policy "
+        "--holdout-slice F --slice-seed S' holds out)",
+        min=0.0,
+        max=1.0,
+    ),
+]
+HoldoutSlice = Annotated[
+    float | None,
+    typer.Option(
+        help="hold this seeded fraction of the train task files out of training and select on "
+        "it; valid is then read once, for the final figures (the slice 'evaluate|simulate "
+        "--train-slice F --slice-seed S' reads)",
+        min=0.0,
+        max=1.0,
+    ),
+]
+SliceSeed = Annotated[int, typer.Option(help="seed of the slice draw", min=0, max=SEED_MAX)]
+
+
+def slice_check(fraction: float | None, option: str, whole: bool) -> tuple[bool, str, str]:
+    """``check_options`` entry for a slice fraction: (0, 1] when the whole set may be read
+    (``whole``), (0, 1) when some files must stay for training."""
+    if whole:
+        return fraction is None or fraction > 0, option, f"{fraction} must be in (0, 1]"
+    return fraction is None or 0 < fraction < 1, option, f"{fraction} must be in (0, 1)"
+
+
 """``--device`` values (onnxruntime / torch)."""

@@ -10,9 +10,12 @@ import typer
 
 from metascreen.pipelines.cli.common import (
     SEED_MAX,
+    SliceSeed,
+    TrainSlice,
     check_options,
     progress_enabled,
     run,
+    slice_check,
     write_json,
 )
 
@@ -39,29 +42,15 @@ def evaluate_molecules(
         Path | None, typer.Option("--json", help="write the result JSON here")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache (off by default)")] = None,
-    train_slice: Annotated[
-        float | None,
-        typer.Option(
-            help="evaluate only this seeded fraction of the task files (the slice "
-            "'train molecules --holdout-slice F --slice-seed S' holds out)",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = None,
-    slice_seed: Annotated[
-        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
-    ] = 0,
+    train_slice: TrainSlice = None,
+    slice_seed: SliceSeed = 0,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
     ] = False,
 ) -> None:
     """ΔAUPRC with FS-Mol's protocol: stratified support, query = rest, mean over repeats then tasks."""
     check_options(
-        (
-            train_slice is None or train_slice > 0,
-            "--train-slice",
-            f"{train_slice} must be in (0, 1]",
-        ),
+        slice_check(train_slice, "--train-slice", whole=True),
         (not (flow and train_slice), "--train-slice", "is not supported with --flow"),
     )
     start = time.perf_counter()

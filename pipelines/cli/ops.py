@@ -18,10 +18,13 @@ import typer
 from metascreen.models.registry.store import DEFAULT_NAME
 from metascreen.pipelines.cli.common import (
     SEED_MAX,
+    SliceSeed,
+    TrainSlice,
     check_options,
     int_list,
     progress_enabled,
     run,
+    slice_check,
     write_json,
 )
 
@@ -406,28 +409,12 @@ def bench_model(
     int8_model: Annotated[
         Path | None, typer.Option(help="int8 variant of the first model for the score figures")
     ] = None,
-    train_slice: Annotated[
-        float | None,
-        typer.Option(
-            help="evaluate only this seeded fraction of the task files (the selection slice "
-            "'train molecules --holdout-slice F --slice-seed S' holds out)",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = None,
-    slice_seed: Annotated[
-        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
-    ] = 0,
+    train_slice: TrainSlice = None,
+    slice_seed: SliceSeed = 0,
 ) -> None:
     """ΔAUPRC at several support sizes for models and baselines, per-task scatter, throughput."""
     sizes = int_list(support_sizes, "--support-sizes")
-    check_options(
-        (
-            train_slice is None or train_slice > 0,
-            "--train-slice",
-            f"{train_slice} must be in (0, 1]",
-        )
-    )
+    check_options(slice_check(train_slice, "--train-slice", whole=True))
 
     def body() -> dict[str, Any]:
         from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR

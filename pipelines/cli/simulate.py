@@ -10,9 +10,12 @@ import typer
 
 from metascreen.pipelines.cli.common import (
     SEED_MAX,
+    SliceSeed,
+    TrainSlice,
     check_options,
     progress_enabled,
     run,
+    slice_check,
     write_json,
 )
 
@@ -69,17 +72,8 @@ def simulate_molecules_cmd(
             "ens_strength, thompson_temperature"
         ),
     ] = None,
-    train_slice: Annotated[
-        float | None,
-        typer.Option(
-            help="simulate only this seeded fraction of the task files (e.g. 0.01 of train)",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = None,
-    slice_seed: Annotated[
-        int, typer.Option(help="seed of the --train-slice draw", min=0, max=SEED_MAX)
-    ] = 0,
+    train_slice: TrainSlice = None,
+    slice_seed: SliceSeed = 0,
     min_task_size: Annotated[
         int,
         typer.Option(
@@ -109,11 +103,7 @@ def simulate_molecules_cmd(
     check_options(
         (active_fraction > 0, "--active-fraction", f"{active_fraction} must be in (0, 1]"),
         (batch <= budget, "--batch", f"{batch} is larger than --budget {budget}"),
-        (
-            train_slice is None or train_slice > 0,
-            "--train-slice",
-            f"{train_slice} must be in (0, 1]",
-        ),
+        slice_check(train_slice, "--train-slice", whole=True),
     )
     start = time.perf_counter()
     names: list[str | None] = [policy] + [

@@ -12,11 +12,14 @@ from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.cli.common import (
     SEED_MAX,
     Device,
+    HoldoutSlice,
+    SliceSeed,
     check_options,
     command_line,
     int_list,
     progress_enabled,
     run,
+    slice_check,
 )
 
 app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
@@ -107,18 +110,8 @@ def train_molecules(
     no_descriptors: Annotated[
         bool, typer.Option("--no-descriptors", help="same as --descriptors none", hidden=True)
     ] = False,
-    holdout_slice: Annotated[
-        float | None,
-        typer.Option(
-            help="hold this seeded fraction of the train task files out of training and select "
-            "on it (early stopping); valid is then read once, for the final figures",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = None,
-    slice_seed: Annotated[
-        int, typer.Option(help="seed of the --holdout-slice draw", min=0, max=SEED_MAX)
-    ] = 0,
+    holdout_slice: HoldoutSlice = None,
+    slice_seed: SliceSeed = 0,
     eval_every: Annotated[int | None, typer.Option(help="steps between validations", min=1)] = None,
     patience: Annotated[
         int | None, typer.Option(help="validations without improvement before stopping", min=1)
@@ -151,11 +144,7 @@ def train_molecules(
             "--max-minutes",
             f"{max_minutes} must be positive",
         ),
-        (
-            holdout_slice is None or 0 < holdout_slice < 1,
-            "--holdout-slice",
-            f"{holdout_slice} must be in (0, 1)",
-        ),
+        slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
     )
     from metascreen.domains.molecules.featurize import DESCRIPTOR_SETS
@@ -429,18 +418,8 @@ def train_policy_cmd(
         Path | None, typer.Option(help="checkpoint folder (resumes if present)")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
-    holdout_slice: Annotated[
-        float | None,
-        typer.Option(
-            help="keep this seeded fraction of train task files out of training (the slice "
-            "'simulate molecules --train-slice F --slice-seed S' selects on)",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = None,
-    slice_seed: Annotated[
-        int, typer.Option(help="seed of the --holdout-slice draw", min=0, max=SEED_MAX)
-    ] = 0,
+    holdout_slice: HoldoutSlice = None,
+    slice_seed: SliceSeed = 0,
     slice_min_task_size: Annotated[
         int,
         typer.Option(
@@ -463,11 +442,7 @@ def train_policy_cmd(
             "--max-minutes",
             f"{max_minutes} must be positive",
         ),
-        (
-            holdout_slice is None or 0 < holdout_slice < 1,
-            "--holdout-slice",
-            f"{holdout_slice} must be in (0, 1)",
-        ),
+        slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
