@@ -409,6 +409,14 @@ def train_policy_cmd(
     ] = True,
     d_model: Annotated[int, typer.Option(help="policy width", min=1, max=4096)] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps", min=1)] = 100,
+    check_repeats: Annotated[
+        int,
+        typer.Option(
+            help="pool draws per task in each check during training (more: a steadier choice of "
+            "the warm-start state, slower checks)",
+            min=1,
+        ),
+    ] = 2,
     max_minutes: Annotated[
         float | None, typer.Option(help="stop training after this long", min=0)
     ] = None,
@@ -462,6 +470,7 @@ def train_policy_cmd(
         "rank_loss": rank_loss,
         "active_fractions": _fractions(active_fractions),
         "eval_every": eval_every,
+        "valid_repeats": check_repeats,
         "max_minutes": max_minutes,
         "seed": seed,
         "device": device,

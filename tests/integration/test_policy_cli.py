@@ -361,3 +361,28 @@ def test_train_policy_holds_out_the_simulate_train_slice(
     n_all = len(find_task_files(train_dir))
     assert 0 < len(want) < n_all
     assert meta["training_data"]["n_train_tasks"] <= n_all - len(want)
+
+
+def test_train_policy_passes_the_selection_options(
+    tiny_fsmol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--check-repeats and the slice options reach the training function as given."""
+    from metascreen.models.workflows import policy as workflow
+
+    seen: dict = {}
+
+    def fake(data_dir, out, policy_cfg, train_cfg, *args, **kwargs):
+        seen.update(train_cfg=train_cfg, **kwargs)
+        out.mkdir(parents=True)
+        (out / "metadata.json").write_text(json.dumps({"metrics": {}}))
+        return out
+
+    monkeypatch.setattr(workflow, "train_policy_model", fake)
+    args = ["train", "policy", str(tiny_fsmol), "--out", str(tmp_path / "p")]
+    opts = ["--check-repeats", "4", "--holdout-slice", "0.2", "--slice-seed", "5"]
+    res = runner.invoke(app, [*args, *opts, "--slice-min-task-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert seen["train_cfg"]["valid_repeats"] == 4
+    assert (seen["holdout_slice"], seen["slice_seed"], seen["slice_min_task_size"]) == (0.2, 5, 64)
+    res = runner.invoke(app, [*args, "--holdout-slice", "1"])
+    assert res.exit_code == 2 and "must be in (0, 1)" in res.output
