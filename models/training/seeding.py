@@ -35,19 +35,31 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), else ``platform.processor()``, else ``"cpu"``."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def device_info(device: str, amp: bool = True) -> dict[str, object]:
     """Where a training run ran, for the artifact's metadata (``trained_on``).
 
     ``device`` is the requested one (auto|cpu|cuda), resolved as the training loops resolve it.
     """
-    import platform
-
     resolved = resolve_device(device)
     cuda = resolved.type == "cuda"
     return {
         "requested": device,
         "device": resolved.type,
-        "name": torch.cuda.get_device_name(resolved) if cuda else platform.processor() or "cpu",
+        "name": torch.cuda.get_device_name(resolved) if cuda else _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
