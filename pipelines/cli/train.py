@@ -131,6 +131,9 @@ def train_molecules(
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    workers: Annotated[
+        int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
+    ] = 2,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
     ] = False,
@@ -187,6 +190,7 @@ def train_molecules(
             "descriptors": DESCRIPTOR_SETS["none" if no_descriptors else descriptors],
         },
         "cache_dir": cache_dir,
+        "workers": workers,
         "run_dir": run_dir,
         "progress": progress_enabled(),
         "command": command_line(),
@@ -426,6 +430,9 @@ def train_policy_cmd(
         Path | None, typer.Option(help="checkpoint folder (resumes if present)")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    workers: Annotated[
+        int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
+    ] = 2,
     holdout_slice: HoldoutSlice = None,
     slice_seed: SliceSeed = 0,
     slice_min_task_size: Annotated[
@@ -452,6 +459,7 @@ def train_policy_cmd(
         ),
         slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
+        (not (flow and workers != 2), "--workers", "is not supported with --flow"),
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
@@ -503,6 +511,7 @@ def train_policy_cmd(
             valid_dir,
             cache_dir,
             run_dir,
+            workers=workers,
             progress=progress_enabled(),
             command=command_line(),
             holdout_slice=holdout_slice,

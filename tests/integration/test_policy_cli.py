@@ -379,10 +379,10 @@ def test_train_policy_passes_the_selection_options(
 
     monkeypatch.setattr(workflow, "train_policy_model", fake)
     args = ["train", "policy", str(tiny_fsmol), "--out", str(tmp_path / "p")]
-    opts = ["--check-repeats", "4", "--holdout-slice", "0.2", "--slice-seed", "5"]
+    opts = ["--check-repeats", "4", "--holdout-slice", "0.2", "--slice-seed", "5", "--workers", "3"]
     res = runner.invoke(app, [*args, *opts, "--slice-min-task-size", "64"])
     assert res.exit_code == 0, res.output
-    assert seen["train_cfg"]["valid_repeats"] == 4
+    assert seen["train_cfg"]["valid_repeats"] == 4 and seen["workers"] == 3
     assert (seen["holdout_slice"], seen["slice_seed"], seen["slice_min_task_size"]) == (0.2, 5, 64)
     res = runner.invoke(app, [*args, "--holdout-slice", "1"])
     assert res.exit_code == 2 and "must be in (0, 1)" in res.output

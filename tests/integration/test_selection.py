@@ -49,6 +49,8 @@ def slice_model(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             str(out),
             "--run-dir",
             str(out.parent / "run"),
+            "--workers",
+            "1",
         ],
     )
     assert res.exit_code == 0, res.output
