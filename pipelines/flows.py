@@ -350,6 +350,7 @@ def meta_train_policy_task(
     valid_dir: str | None = None,
     run_dir: str | None = None,
     cache_dir: str | None = None,
+    workers: int = 2,
 ) -> str:
     """Warm start + REINFORCE on FS-Mol train tasks; writes a policy artifact."""
     from metascreen.models.workflows.policy import train_policy_model
@@ -364,6 +365,7 @@ def meta_train_policy_task(
             Path(valid_dir) if valid_dir else None,
             Path(cache_dir) if cache_dir else None,
             Path(run_dir) if run_dir else None,
+            workers=workers,
             progress=False,
         )
     )
@@ -380,6 +382,7 @@ def meta_train_policy_flow(
     run_dir: str | None = None,
     cache_dir: str | None = str(DEFAULT_CACHE_DIR),
     results: str | None = None,
+    workers: int = 2,
 ) -> str:
     """Meta-train the screening policy; publishes its valid figures as a Markdown artifact.
 
@@ -387,7 +390,7 @@ def meta_train_policy_flow(
     out_dir = str(under_results(out_dir, results))
     run_dir = str(under_results(run_dir, results)) if run_dir else None
     path = meta_train_policy_task(
-        data_dir, out_dir, policy_cfg, train_cfg, model_dir, valid_dir, run_dir, cache_dir
+        data_dir, out_dir, policy_cfg, train_cfg, model_dir, valid_dir, run_dir, cache_dir, workers
     )
     meta = json.loads((Path(path) / "metadata.json").read_text())
     rows = "\n".join(

@@ -61,9 +61,10 @@ def train_slice_files(data_dir: Path, fraction: float, seed: int) -> list[Path]:
 
 def split_holdout(train_dir: Path, fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """(training files, held-out files) of ``train_dir`` for ``--holdout-slice fraction``."""
-    held = train_slice_files(train_dir, fraction, seed)
+    files = find_task_files(Path(train_dir))
+    held = slice_task_files(files, fraction, seed)  # = train_slice_files(train_dir, ...)
     kept = set(held)
-    train_files = [f for f in find_task_files(Path(train_dir)) if f not in kept]
+    train_files = [f for f in files if f not in kept]
     if not train_files:
         raise ConfigError(f"--holdout-slice {fraction} leaves no training task files")
     logger.info(

@@ -263,6 +263,7 @@ SEED_MAX = 2**32 - 1
 """numpy seeds are unsigned 32-bit integers."""
 
 Device = Literal["auto", "cpu", "cuda"]
+"""``--device`` values (onnxruntime / torch)."""
 
 # The seeded slice of train task files that selection reads (domains.molecules.load.slice_task_files):
 # trainers hold it out (--holdout-slice), evaluate/simulate/bench read exactly it (--train-slice).
@@ -294,6 +295,3 @@ def slice_check(fraction: float | None, option: str, whole: bool) -> tuple[bool,
     if whole:
         return fraction is None or fraction > 0, option, f"{fraction} must be in (0, 1]"
     return fraction is None or 0 < fraction < 1, option, f"{fraction} must be in (0, 1)"
-
-
-"""``--device`` values (onnxruntime / torch)."""

@@ -24,6 +24,10 @@ from metascreen.pipelines.cli.common import (
 
 app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
 
+Workers = Annotated[
+    int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
+]
+
 CACHE_DIR = DEFAULT_CACHE_DIR
 """Default feature cache of the training commands."""
 
@@ -131,9 +135,7 @@ def train_molecules(
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
-    workers: Annotated[
-        int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
-    ] = 2,
+    workers: Workers = 2,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect meta_train flow")
     ] = False,
@@ -430,9 +432,7 @@ def train_policy_cmd(
         Path | None, typer.Option(help="checkpoint folder (resumes if present)")
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
-    workers: Annotated[
-        int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
-    ] = 2,
+    workers: Workers = 2,
     holdout_slice: HoldoutSlice = None,
     slice_seed: SliceSeed = 0,
     slice_min_task_size: Annotated[
@@ -459,7 +459,6 @@ def train_policy_cmd(
         ),
         slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
-        (not (flow and workers != 2), "--workers", "is not supported with --flow"),
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
@@ -498,6 +497,7 @@ def train_policy_cmd(
                     str(valid_dir) if valid_dir else None,
                     str(run_dir) if run_dir else None,
                     str(cache_dir),
+                    workers=workers,
                 )
             )
         from metascreen.models.workflows.policy import train_policy_model
