@@ -40,7 +40,7 @@ from metascreen.models.serving.artifact import (
     ArtifactInfo,
     read_artifact,
 )
-from metascreen.models.serving.session import open_session
+from metascreen.models.serving.session import available_providers, open_session
 
 logger = logging.getLogger(__name__)
 
@@ -183,24 +183,85 @@ def ecfp_bits(featurizer: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(x[:, :n_bits] > 0)
 
 
-def predictor_embeddings(model_dir: Path, x: np.ndarray) -> np.ndarray | None:
-    """The predictor's encoder embeddings of ``x``, when the shipped policy carries its encoder.
+def embedding_tensor(graph: Any) -> str | None:
+    """The name of a predictor graph's shared encoder output, or ``None`` when it has none.
 
-    The policy artifact's ``encoder.onnx`` is exported from a predictor; it is used only when that
-    predictor is ``model_dir`` (same ONNX sha256), else ``None`` (pickers fall back to ECFP).
+    Every predictor export encodes ``concat(support_x, query_x)`` once and slices the result into
+    support and query embeddings, so the encoder output is the first tensor downstream of that
+    ``Concat`` that two ``Slice`` nodes read (the fp32 and the int8 graphs alike).
+    """
+    nodes = list(graph.node)
+    cat = next(
+        (n for n in nodes if n.op_type == "Concat" and list(n.input) == ["support_x", "query_x"]),
+        None,
+    )
+    if cat is None:
+        return None
+    slicers: dict[str, int] = {}
+    for n in nodes:
+        if n.op_type == "Slice" and n.input:
+            slicers[n.input[0]] = slicers.get(n.input[0], 0) + 1
+    downstream = set(cat.output)
+    if slicers.get(cat.output[0], 0) >= 2:
+        return None  # the raw features are sliced: no encoder in between
+    for n in nodes:
+        if any(i in downstream for i in n.input):
+            for out in n.output:
+                downstream.add(out)
+                if slicers.get(out, 0) >= 2:
+                    return str(out)
+    return None
+
+
+class PredictorEmbedder:
+    """The encoder part of a predictor's own ``model.onnx``: feature rows → embeddings.
+
+    Cut out of the verified graph with ``onnx.utils.Extractor`` (torch-free), so the baselines'
+    cold start embeds with exactly the predictor they run, whatever policy is shipped.
+    """
+
+    def __init__(self, info: ArtifactInfo, device: str = "auto") -> None:
+        """Raises ``MetascreenError`` when the graph has no shared encoder output to cut at."""
+        import onnx
+        from onnx.utils import Extractor
+
+        model = onnx.load(str(info.onnx_path))
+        name = embedding_tensor(model.graph)
+        if name is None:
+            raise MetascreenError(f"{info.onnx_path}: no shared encoder output found in the graph")
+        sub = Extractor(model).extract_model(["support_x", "query_x"], [name])
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(4)
+        self.session = ort.InferenceSession(
+            sub.SerializeToString(), providers=available_providers(device)
+        )
+        self.tensor = name
+
+    def embed(self, x: FloatArray, batch: int = 4096) -> np.ndarray:
+        """(n, E) embeddings of feature rows ``x``."""
+        x = np.ascontiguousarray(x, np.float32)
+        empty = np.zeros((0, x.shape[1]), np.float32)
+        return np.concatenate(
+            [
+                self.session.run(None, {"support_x": x[i : i + batch], "query_x": empty})[0]
+                for i in range(0, max(len(x), 1), batch)
+            ]
+        )
+
+
+def predictor_embeddings(model_dir: Path, x: np.ndarray) -> np.ndarray | None:
+    """The predictor's encoder embeddings of ``x`` (from its own graph), or ``None``.
+
+    ``None`` (pickers fall back to ECFP, and the report says ``cold_start_embedding: false``)
+    only when the graph has no shared encoder output to cut at; the reason is logged.
     """
     try:
-        pol = read_artifact(DEFAULT_POLICY_DIR, kind=MOLECULES_POLICY)
-        pred = read_artifact(model_dir)
+        embedder = PredictorEmbedder(read_artifact(model_dir))
     except MetascreenError as err:
-        logger.info("no encoder embeddings for the baselines: %s", err)
+        logger.warning("no encoder embeddings for the baselines' cold start: %s", err)
         return None
-    if (
-        pol.metadata["encoder_onnx"].get("from_model_onnx_sha256")
-        != pred.metadata["onnx"]["sha256"]
-    ):
-        return None
-    return np.asarray(PolicyRunner(pol).embed(x))
+    return embedder.embed(x)
 
 
 @dataclass(slots=True)

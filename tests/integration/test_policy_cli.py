@@ -35,6 +35,50 @@ CONTRACT = (
 )
 
 
+def test_baselines_embed_with_the_predictors_own_graph(
+    tiny_model: Path, tiny_policy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """greedy's cold start embeds with the predictor it runs, cut out of that predictor's graph."""
+    import torch
+
+    from metascreen.domains.io import sha256_file
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.serving.artifact import read_artifact
+    from metascreen.models.serving.policy import (
+        PolicyRunner,
+        PredictorEmbedder,
+        predictor_embeddings,
+    )
+    from metascreen.models.training.export import load_weights
+
+    info = read_artifact(tiny_model)
+    emb = PredictorEmbedder(info)
+    pol = PolicyRunner.load(tiny_policy, device="cpu")
+    x = np.random.default_rng(3).random((37, pol.featurizer.dim)).astype(np.float32)
+    got = emb.embed(x, batch=16)  # batches join in order
+    assert got.shape == (37, pol.info.metadata["embedding_dim"])
+    # the policy's encoder.onnx is exported from the same predictor: same numbers
+    np.testing.assert_allclose(got, pol.embed(x), rtol=1e-5, atol=1e-5)
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), pol.featurizer.dim)
+    learner.load_state_dict(load_weights(tiny_model, info.metadata))
+    learner.eval()
+    with torch.no_grad():
+        want = learner.encoder(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert predictor_embeddings(tiny_model, x[:0]).shape == (0, got.shape[1])
+    # a graph with no shared encoder output: no embeddings, said in the log (ECFP fallback)
+    fake = tmp_path / "fake"
+    shutil.copytree(tiny_model, fake)
+    meta = json.loads((fake / "metadata.json").read_text())
+    shutil.copy(tiny_policy / "policy.onnx", fake / "model.onnx")
+    meta["onnx"]["sha256"] = sha256_file(fake / "model.onnx")
+    (fake / "metadata.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        assert predictor_embeddings(fake, x) is None
+    assert "no shared encoder output" in caplog.text
+
+
 def test_policy_artifact_metadata(tiny_policy: Path) -> None:
     meta = json.loads((tiny_policy / "metadata.json").read_text())
     assert meta["kind"] == "molecules-policy"

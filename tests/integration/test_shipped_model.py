@@ -54,16 +54,18 @@ def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
     runner = PolicyRunner.load(DEFAULT_POLICY_DIR, device="cpu")  # both graphs' sha256 checked
     meta = runner.info.metadata
     assert meta["metrics"]["valid"]["0.1"]["n_tasks"] > 0
-    # The policy carries the encoder of the predictor it was trained with; the baselines use it
-    # for embeddings only when that predictor is the one they run (else ECFP), never silently.
+    # The policy carries the encoder of the predictor it was trained with; the baselines'
+    # cold start embeds with the predictor they run (its own graph), whatever policy is shipped.
     from metascreen.models.serving.policy import predictor_embeddings
 
     source = meta["encoder_onnx"]["from_model_onnx_sha256"]
     shipped = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["onnx"]["sha256"]
     assert len(source) == 64
-    x = np.zeros((3, runner.featurizer.dim), np.float32)
+    x = np.random.default_rng(0).random((3, runner.featurizer.dim)).astype(np.float32)
     emb = predictor_embeddings(DEFAULT_MODEL_DIR, x)
-    assert (emb is None) == (source != shipped)
+    assert emb is not None and emb.shape == (3, meta["embedding_dim"])
+    if source == shipped:
+        np.testing.assert_allclose(emb, runner.embed(x), rtol=1e-5, atol=1e-5)
     cfg = json.loads((DEFAULT_POLICY_DIR / "config.json").read_text())
     state = load_weights(DEFAULT_POLICY_DIR, meta)
     pol = ScreeningPolicy(meta["embedding_dim"], PolicyConfig.model_validate(cfg["policy"]))
