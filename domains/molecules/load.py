@@ -116,8 +116,7 @@ def _cached_load(
         tasks = [
             Task(tid, arrays[f"i{k}"], arrays[f"y{k}"]) for k, tid in enumerate(info["task_ids"])
         ]
-        for path, reason in info["skipped"].items():
-            logger.warning("skipping %s: %s", path, reason)
+        log_skipped(info["skipped"], str(data_dir))
         logger.info("loaded %d tasks of %s from cache %s", len(tasks), data_dir, npz)
         return TaskSet(tasks, info["items"], str(data_dir), info["n_invalid"], info["skipped"])
     ts = load_fsmol_dir(data_dir, workers, min_size, files=files)
@@ -210,6 +209,34 @@ def load_fsmol_dir(
     return _build_taskset([p for p in parsed if isinstance(p, ParsedFile)], str(data_dir), min_size)
 
 
+def log_skipped(skipped: dict[str, str], source: str, show: int = 5) -> None:
+    """One warning for the task files a load skipped (every file with its reason at DEBUG).
+
+    A simulation on the train folder with a minimum pool size skips hundreds of small tasks; one
+    line per file drowned the log. The full list stays in ``TaskSet.skipped`` (and in
+    ``prepare molecules --json``).
+    """
+    if not skipped:
+        return
+    for path, reason in skipped.items():
+        logger.debug("skipping %s: %s", path, reason)
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        kind = reason.split(" (")[0] if reason.startswith("no valid rows") else reason
+        kind = "fewer valid rows than the minimum" if kind.startswith("only ") else kind
+        counts[kind] = counts.get(kind, 0) + 1
+    names = [f"{Path(p).name} ({r})" for p, r in list(skipped.items())[:show]]
+    more = f" and {len(skipped) - show} more (listed at DEBUG, -vv)" if len(skipped) > show else ""
+    logger.warning(
+        "%s: skipped %d task files (%s): %s%s",
+        source,
+        len(skipped),
+        ", ".join(f"{n} {k}" for k, n in counts.items()),
+        ", ".join(names),
+        more,
+    )
+
+
 def _build_taskset(parsed: list[ParsedFile], source: str, min_size: int) -> TaskSet:
     vocab: dict[str, int] = {}
     tasks: list[Task] = []
@@ -225,11 +252,11 @@ def _build_taskset(parsed: list[ParsedFile], source: str, min_size: int) -> Task
             else:
                 reason = "empty task file" if not p.smiles else f"only {len(p.smiles)} valid rows"
             skipped[p.path] = reason
-            logger.warning("skipping %s: %s", p.path, reason)
             continue
         idx = np.fromiter((vocab.setdefault(s, len(vocab)) for s in p.smiles), np.int64)
         tasks.append(Task(p.task_id, idx, np.asarray(p.labels, np.float32)))
     tasks.sort(key=lambda t: t.task_id)
+    log_skipped(skipped, source)
     if n_invalid:
         logger.warning("%s: excluded %d rows with invalid SMILES", source, n_invalid)
     return TaskSet(

@@ -32,6 +32,23 @@ def test_fsmol_dir_counts_invalid_and_skips_empty(
     assert all(canonicalize(s) == s for s in ts.items[:20])
 
 
+def test_skipped_task_files_are_one_warning_with_counts(
+    tiny_fsmol: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="metascreen.domains.molecules.load"):
+        ts = load_fsmol_dir(tiny_fsmol / "train", min_size=49)  # every task has 48 rows
+    assert len(ts.tasks) == 0 and len(ts.skipped) == 7
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    summary = [m for m in warnings if "skipped" in m]
+    assert len(summary) == 1, warnings
+    assert "skipped 7 task files" in summary[0] and "and 2 more" in summary[0]
+    assert "6 fewer valid rows than the minimum, 1 empty task file" in summary[0]
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert sum(m.startswith("skipping ") for m in debug) == 7  # each file, with its reason
+
+
 def test_validity_is_rdkit_default_sanitisation() -> None:
     assert parse_smiles("") is None and parse_smiles("   ") is None
     assert parse_smiles("C1CC") is None
