@@ -40,7 +40,7 @@ from metascreen.models.serving.artifact import (
     ArtifactInfo,
     read_artifact,
 )
-from metascreen.models.serving.session import available_providers, open_session
+from metascreen.models.serving.session import open_session, session_from_model
 
 logger = logging.getLogger(__name__)
 
@@ -230,11 +230,8 @@ class PredictorEmbedder:
         if name is None:
             raise MetascreenError(f"{info.onnx_path}: no shared encoder output found in the graph")
         sub = Extractor(model).extract_model(["support_x", "query_x"], [name])
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)
-        self.session = ort.InferenceSession(
-            sub.SerializeToString(), providers=available_providers(device)
+        self.session = session_from_model(
+            sub.SerializeToString(), f"{info.onnx_path} (encoder part)", device
         )
         self.tensor = name
 

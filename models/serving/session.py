@@ -50,14 +50,30 @@ def open_session(
         raise InputError(f"{path}: {what} missing from the artifact")
     if sha256 is not None:
         verify_sha256(path, sha256)
+    session = _session(str(path), path, device, threads)
+    logger.info("%s: onnxruntime providers in use: %s", path.name, session.get_providers())
+    return session
+
+
+def session_from_model(
+    model: bytes, name: str, device: str = "auto", threads: int | None = None
+) -> Any:
+    """A session on an in-memory graph (e.g. a sub-graph cut out of a verified artifact)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)
+    session = _session(model, Path(name), device, threads)
+    logger.info("%s: onnxruntime providers in use: %s", name, session.get_providers())
+    return session
+
+
+def _session(model: str | bytes, path: Path, device: str, threads: int | None) -> Any:
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=available_providers(device)
-        )
+        return ort.InferenceSession(model, sess_options=opts, providers=available_providers(device))
     except Exception as err:  # onnxruntime raises its own (non-ValueError) types
         raise ArtifactMismatchError(f"{path}: onnxruntime cannot load it ({err})") from err
-    logger.info("%s: onnxruntime providers in use: %s", path.name, session.get_providers())
-    return session
