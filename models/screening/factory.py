@@ -55,12 +55,14 @@ PICKER_DEFAULTS_CHOSEN_ON: Mapping[str, str] = {
     "cold_start": "FS-Mol train slice (--train-slice 0.05 --slice-seed 0 --min-task-size 128, "
     "24 tasks x 2 repeats, active fraction 0.1): far 6.21 vs oneclass 6.29 hits@32, paired "
     "-0.08 +- 0.17 (a tie); far kept, it needs no predictor call before the first active",
+    "prior_file": "no default (a file from `metascreen train prior`)",
     "ens_m": "not tuned (default)",
     "ens_strength": "not tuned (default)",
     "thompson_temperature": "not tuned (default)",
 }
 PICKER_DEFAULTS: Mapping[str, Any] = {
-    "cold_start": "far",  # greedy/ens/thompson before the first active: random | far | oneclass
+    "cold_start": "far",  # greedy/ens/thompson before the first active: random|far|oneclass|prior
+    "prior_file": "",  # cold_start=prior: the JSON `metascreen train prior` wrote
     "ens_m": 32,  # ENS: candidates that get the lookahead
     "ens_strength": 1.0,  # ENS: predictor weight against one identical neighbour
     "thompson_temperature": 1.0,  # Thompson: scale of the posterior variance
@@ -89,6 +91,7 @@ def _greedy_with(ctx: Any, cold_start: str, name: str) -> GreedyPicker:
         cold_start=cold_start,
         bits=getattr(ctx, "bits", None),
         embeddings=getattr(ctx, "embeddings", None),
+        prior=getattr(ctx, "prior", None),
     )
 
 

@@ -4,8 +4,10 @@
   first. Before the first active it cannot rank by activity; its *cold start* then picks the
   candidate least like the inactives found so far (``far``: lowest similarity to the inactive
   prototype, in an embedding when one is given, else mean Tanimoto on ECFP bits; ``oneclass``:
-  the predictor adapted on the inactives alone, highest logit). ``greedy-random-start`` is the
-  old behaviour: random picks until the first active.
+  the predictor adapted on the inactives alone, highest logit; ``prior``: a task-agnostic
+  activity prior over the pool — a linear model on the predictor's embedding fitted on pooled
+  train labels, ``metascreen train prior`` — which also ranks the very first picks).
+  ``greedy-random-start`` is the old behaviour: random picks until the first active.
 * ``ens`` — non-myopic active search after Jiang et al. (ICML 2017, "Efficient nonmyopic active
   search"): candidate i scores p_i + E_y[sum of the best (remaining − 1) other probabilities
   after observing y_i = y], for the top ``m`` candidates by p; the update is the paper's cheap
@@ -32,8 +34,8 @@ from metascreen.domains.types import FloatArray
 from metascreen.models.screening.simulator import BatchEnv
 
 PredictFn = Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]
-ColdStart = Literal["random", "far", "oneclass"]
-COLD_STARTS: tuple[str, ...] = ("random", "far", "oneclass")
+ColdStart = Literal["random", "far", "oneclass", "prior"]
+COLD_STARTS: tuple[str, ...] = ("random", "far", "oneclass", "prior")
 
 
 def tanimoto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -81,10 +83,14 @@ class GreedyPicker:
         cold_start: ColdStart = "far",
         bits: np.ndarray | None = None,
         embeddings: np.ndarray | None = None,
+        prior: np.ndarray | None = None,
     ) -> None:
-        """Score ``features[items]`` with ``predict``."""
+        """Score ``features[items]`` with ``predict``; ``prior[row]``: the ``prior`` cold start."""
         if cold_start not in COLD_STARTS:
             raise ConfigError(f"cold_start must be one of {COLD_STARTS}, got {cold_start!r}")
+        if cold_start == "prior" and prior is None:
+            raise ConfigError("cold_start 'prior' needs prior scores (--option prior_file=PATH)")
+        self.prior = prior
         self.predict = predict
         self.features = features
         self.name = name
@@ -106,6 +112,9 @@ class GreedyPicker:
         if y.any():  # only actives so far: nearest to an active first
             xc, xh = self.features[items[cand]], self.features[items[hist]]
             return -((xc[:, None, :] - xh[None, :, :]) ** 2).sum(-1).min(1), False
+        if self.cold_start == "prior":  # no active yet, the empty history included
+            assert self.prior is not None
+            return np.asarray(self.prior[items[cand]], np.float64), False
         if hist.size == 0 or self.cold_start == "random":
             return env.rngs[b].random(cand.size), False
         if self.cold_start == "oneclass":

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metascreen.domains.errors import InputError, MetascreenError
+from metascreen.domains.errors import ArtifactMismatchError, InputError, MetascreenError
 from metascreen.domains.io import atomic_write_text
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, canonicalize, invalid_reason
 from metascreen.domains.molecules.load import labels_from_table, read_table
@@ -247,6 +247,58 @@ class PredictorEmbedder:
         )
 
 
+class ActivityPrior:
+    """A task-agnostic activity prior: a logistic model on a predictor's encoder embedding.
+
+    ``metascreen train prior`` fits it on pooled train labels (how often a compound like this is
+    active in an assay at all); the ``prior`` cold start ranks a pool by it before any active is
+    known. The file records the predictor's ONNX sha256; another predictor is refused.
+    """
+
+    def __init__(self, weights: np.ndarray, bias: float, path: Path) -> None:
+        """``scores(e) = e @ weights + bias``."""
+        self.weights = weights
+        self.bias = bias
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path, predictor_metadata: dict[str, Any]) -> ActivityPrior:
+        """Read ``path`` and check it was fitted on the predictor with ``predictor_metadata``."""
+        import json
+
+        if not str(path) or str(path) == ".":
+            raise InputError(
+                "cold_start=prior needs --option prior_file=PATH (metascreen train prior)"
+            )
+        if not path.is_file():
+            raise InputError(
+                f"{path}: prior file not found (write one with metascreen train prior)"
+            )
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            weights = np.asarray(doc["weights"], np.float64)
+            bias = float(doc["bias"])
+            source = str(doc["predictor_onnx_sha256"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ArtifactMismatchError(f"{path}: not a prior file ({err})") from err
+        if source != predictor_metadata["onnx"]["sha256"]:
+            raise ArtifactMismatchError(
+                f"{path}: fitted on the predictor with ONNX sha256 {source[:12]}…, not on this "
+                f"one ({predictor_metadata['onnx']['sha256'][:12]}…); refit with train prior"
+            )
+        return cls(weights, bias, path)
+
+    def scores(self, embeddings: np.ndarray | None) -> np.ndarray:
+        """Prior logits of embedding rows."""
+        if embeddings is None:
+            raise ArtifactMismatchError(f"{self.path}: the predictor gives no embeddings")
+        if embeddings.shape[1] != self.weights.size:
+            raise ArtifactMismatchError(
+                f"{self.path}: {self.weights.size} weights for {embeddings.shape[1]}-d embeddings"
+            )
+        return np.asarray(embeddings, np.float64) @ self.weights + self.bias
+
+
 def predictor_embeddings(model_dir: Path, x: np.ndarray) -> np.ndarray | None:
     """The predictor's encoder embeddings of ``x`` (from its own graph), or ``None``.
 
@@ -277,12 +329,12 @@ class ResolvedPicker:
         self.ctx.x = x
         if self.spec.needs == "predictor":
             self.ctx.bits = ecfp_bits(self.featurizer, x)
-            if (
-                self.name != "greedy-random-start"
-                and picker_option(self.ctx, "cold_start") == "far"
-            ):
+            cold = picker_option(self.ctx, "cold_start")
+            if self.name != "greedy-random-start" and cold in ("far", "prior"):
                 assert self.model_dir is not None
                 self.ctx.embeddings = predictor_embeddings(self.model_dir, x)
+            if self.name != "greedy-random-start" and cold == "prior":
+                self.ctx.prior = self.ctx.activity_prior.scores(self.ctx.embeddings)
         return self.spec.build(self.ctx)
 
     def provenance(self) -> dict[str, Any]:
@@ -291,6 +343,8 @@ class ResolvedPicker:
             return {}
         prefix = self.name.split("-")[0] + "_"
         keys = [k for k in PICKER_DEFAULTS if k == "cold_start" or k.startswith(prefix)]
+        if picker_option(self.ctx, "cold_start") == "prior" and self.name != "greedy-random-start":
+            keys.insert(1, "prior_file")
         used = {k: picker_option(self.ctx, k) for k in keys}
         if self.name == "greedy-random-start":
             used = {"cold_start": "random"}
@@ -332,6 +386,10 @@ def resolve_molecule_picker(
         model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
         ctx.predictor = OnnxPredictor.load(model_dir, device)
         featurizer = ctx.predictor.featurizer
+        if picker_option(ctx, "cold_start") == "prior" and name != "greedy-random-start":
+            ctx.activity_prior = ActivityPrior.load(
+                Path(picker_option(ctx, "prior_file")), ctx.predictor.info.metadata
+            )
     else:
         ctx.runner = PolicyRunner.load(
             Path(policy) if policy is not None else DEFAULT_POLICY_DIR, device

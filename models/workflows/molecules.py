@@ -88,7 +88,7 @@ def prepare_tasks(
 ) -> PreparedSplit:
     """Load an FS-Mol-format task folder (or only ``files`` of it) and featurize its molecules.
 
-    Tasks with fewer than ``min_size`` valid rows are skipped (with a warning each).
+    Tasks with fewer than ``min_size`` valid rows are skipped (one warning per load).
     """
     files = list(files) if files is not None else find_task_files(Path(data_dir))
     ts = load_fsmol_dir(

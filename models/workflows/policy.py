@@ -351,3 +351,79 @@ def train_policy_model(
             )
         atomic_write_json(out_dir / "metadata.json", meta)
     return out_dir
+
+
+def fit_activity_prior(
+    train_dir: Path,
+    out: Path,
+    model_dir: Path | None = None,
+    holdout_slice: float | None = None,
+    slice_seed: int = 0,
+    max_rows: int = 150_000,
+    l2: float = 1.0,
+    seed: int = 0,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    workers: int = 2,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Fit the ``prior`` cold start of the predictor baselines and write it to ``out`` (JSON).
+
+    A logistic regression (scikit-learn, L2 ``1/l2``) on the predictor's encoder embedding of
+    every (task, compound) row of the train task files, labels pooled over tasks: how likely a
+    compound like this is active in an assay at all. ``holdout_slice`` keeps the slice
+    ``simulate --train-slice`` reads out of the fit; ``max_rows`` rows are drawn with ``seed``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from metascreen.models.serving.molecules import OnnxPredictor
+    from metascreen.models.serving.policy import PredictorEmbedder
+
+    t0 = time.time()
+    train_dir = Path(train_dir)
+    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+    predictor = OnnxPredictor.load(model_dir, "cpu")
+    files = (
+        split_holdout(train_dir, holdout_slice, slice_seed)[0]
+        if holdout_slice
+        else find_task_files(train_dir)
+    )
+    prep = prepare_tasks(
+        train_dir, predictor.featurizer, cache_dir, workers, progress=progress, files=files
+    )
+    embedder = PredictorEmbedder(predictor.info, "cpu")
+    emb = embedder.embed(prep.x)
+    idx = np.concatenate([t.item_idx for t in prep.taskset.tasks])
+    y = np.concatenate([t.labels for t in prep.taskset.tasks]) > 0.5
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(idx.size, min(idx.size, max_rows), replace=False))
+    logger.info("fitting the activity prior on %d of %d rows", rows.size, idx.size)
+    xs, ys = emb[idx[rows]], y[rows]
+    model = LogisticRegression(C=1.0 / l2, max_iter=1000).fit(xs, ys)
+    proba = model.predict_proba(xs)[np.arange(rows.size), ys.astype(int)]
+    doc = {
+        "kind": "molecules-activity-prior",
+        "weights": [float(v) for v in model.coef_[0]],
+        "bias": float(model.intercept_[0]),
+        "predictor": str(model_dir),
+        "predictor_onnx_sha256": predictor.info.metadata["onnx"]["sha256"],
+        "embedding_tensor": embedder.tensor,
+        "training_data": {
+            "dir": str(train_dir),
+            "sha256": prep.data_hash,
+            "n_task_files": len(files),
+            "n_rows": int(idx.size),
+            "n_rows_fitted": int(rows.size),
+            "active_rate": float(y.mean()),
+            "holdout_slice": holdout_slice,
+            "slice_seed": slice_seed if holdout_slice else None,
+        },
+        "l2": l2,
+        "seed": seed,
+        "train_log_loss": float(-np.mean(np.log(np.clip(proba, 1e-12, 1.0)))),
+        "command": command or command_line(),
+        "seconds": round(time.time() - t0, 1),
+    }
+    atomic_write_json(Path(out), doc)
+    logger.info("activity prior written to %s", out)
+    return doc

@@ -525,3 +525,57 @@ def train_policy_cmd(
         for frac, r in meta["metrics"].get(split, {}).items():
             typer.echo(f"{split} hits@{budget} at active fraction {frac}: {r['mean_hits']:.3f}")
     typer.echo(f"policy: {path}")
+
+
+@app.command("prior")
+def train_prior_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="FS-Mol train task folder")],
+    out: Annotated[Path, typer.Option(help="prior file to write (JSON)")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="predictor artifact whose embedding it uses (default: shipped)"),
+    ] = None,
+    max_rows: Annotated[
+        int, typer.Option(help="(task, compound) rows drawn for the fit", min=1)
+    ] = 150_000,
+    l2: Annotated[float, typer.Option(help="L2 strength (scikit-learn C = 1/l2)", min=0)] = 1.0,
+    seed: Annotated[int, typer.Option(help="seed of the row draw", min=0, max=SEED_MAX)] = 0,
+    cache_dir: Annotated[Path, typer.Option(help="feature cache")] = CACHE_DIR,
+    workers: Workers = 2,
+    holdout_slice: HoldoutSlice = None,
+    slice_seed: SliceSeed = 0,
+) -> None:
+    """Fit the activity prior of the predictor baselines' `prior` cold start.
+
+    A logistic model on the predictor's embedding, fitted on every train row with labels pooled
+    over tasks; `simulate`/`propose --option cold_start=prior --option prior_file=OUT` use it.
+    """
+    check_options(
+        (l2 > 0, "--l2", f"{l2} must be positive"),
+        slice_check(holdout_slice, "--holdout-slice", whole=False),
+    )
+
+    def body() -> dict[str, Any]:
+        from metascreen.models.workflows.policy import fit_activity_prior
+
+        return fit_activity_prior(
+            data_dir,
+            out,
+            model,
+            holdout_slice,
+            slice_seed,
+            max_rows=max_rows,
+            l2=l2,
+            seed=seed,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress_enabled(),
+            command=command_line(),
+        )
+
+    doc = run(body, outputs=[out], lock=out)
+    td = doc["training_data"]
+    typer.echo(
+        f"prior on {td['n_rows_fitted']} of {td['n_rows']} rows ({td['n_task_files']} task files, "
+        f"active rate {td['active_rate']:.3f}), train log loss {doc['train_log_loss']:.4f}: {out}"
+    )

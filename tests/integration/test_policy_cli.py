@@ -79,6 +79,42 @@ def test_baselines_embed_with_the_predictors_own_graph(
     assert "no shared encoder output" in caplog.text
 
 
+def test_train_prior_and_the_prior_cold_start(
+    tiny_fsmol: Path, tiny_model: Path, tiny_policy: Path, tmp_path: Path
+) -> None:
+    prior = tmp_path / "prior.json"
+    args = ["train", "prior", str(tiny_fsmol / "train"), "--out", str(prior)]
+    res = runner.invoke(app, [*args, "--model", str(tiny_model), "--cache-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(prior.read_text())
+    meta = json.loads((tiny_model / "metadata.json").read_text())
+    assert doc["predictor_onnx_sha256"] == meta["onnx"]["sha256"]
+    assert (
+        len(doc["weights"])
+        == json.loads((tiny_policy / "metadata.json").read_text())["embedding_dim"]
+    )
+    td = doc["training_data"]
+    assert td["n_rows_fitted"] == td["n_rows"] == 6 * 48 and 0 < td["active_rate"] < 1
+    out = tmp_path / "sim.json"
+    sim = ["simulate", "molecules", str(tiny_fsmol / "valid"), "--policy", "greedy"]
+    sim += ["--budget", "8", "--repeats", "1", "--model", str(tiny_model)]
+    opts = ["--option", "cold_start=prior", "--option", f"prior_file={prior}"]
+    res = runner.invoke(app, [*sim, *opts, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert got["options"] == {"cold_start": "prior", "prior_file": str(prior)}
+    # a prior fitted on another predictor is refused, by name; so is a missing prior_file
+    doc["predictor_onnx_sha256"] = "0" * 64
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(doc))
+    res = runner.invoke(
+        app, [*sim, "--option", "cold_start=prior", "--option", f"prior_file={other}"]
+    )
+    assert res.exit_code == 2 and "other.json" in res.output and "refit" in res.output
+    res = runner.invoke(app, [*sim, "--option", "cold_start=prior"])
+    assert res.exit_code == 2 and "prior_file" in res.output
+
+
 def test_policy_artifact_metadata(tiny_policy: Path) -> None:
     meta = json.loads((tiny_policy / "metadata.json").read_text())
     assert meta["kind"] == "molecules-policy"

@@ -79,6 +79,24 @@ def test_far_cold_start_picks_away_from_the_inactives() -> None:
         GreedyPicker(_proto, feats, cold_start="nope")  # type: ignore[arg-type]
 
 
+def test_prior_cold_start_ranks_by_the_prior_until_the_first_active() -> None:
+    feats = np.zeros((8, 2), np.float32)
+    feats[2:, 0] = np.arange(6)  # "far" would pick 7
+    prior = np.array([0, 0, 0, 0, 5, 0, 0, 1], np.float64)  # the prior prefers candidate 4
+    g = GreedyPicker(_proto, feats, cold_start="prior", prior=prior)
+    assert int(next_picks(_env_with_history([0, 0]), g, 1)[0, 0]) == 4
+    # nothing assayed yet: the first pick is the prior's best too (random would vary with seed)
+    first = {int(next_picks(BatchEnv.from_history([], 8, 10, (s,)), g, 1)[0, 0]) for s in range(5)}
+    assert first == {4}
+    # once an active (row 1, at x = 3) and an inactive are known, the predictor ranks: the
+    # prototype logit grows with x, so candidate 7, not the prior's 4
+    feats[1, 0] = 3.0
+    g = GreedyPicker(_proto, feats, cold_start="prior", prior=prior)
+    assert int(next_picks(_env_with_history([0, 1]), g, 1)[0, 0]) == 7
+    with pytest.raises(ConfigError, match="prior_file"):
+        GreedyPicker(_proto, feats, cold_start="prior")
+
+
 def test_far_cold_start_beats_random_start_before_the_first_hit() -> None:
     tasks, bits = _clustered()
     feats = bits.astype(np.float32)
