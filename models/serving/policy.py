@@ -45,6 +45,7 @@ from metascreen.models.serving.session import open_session, session_from_model
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "data" / "artifacts" / "policy-default"
+DEFAULT_PRIOR_FILE = DEFAULT_POLICY_DIR.parent / "activity-prior-default.json"
 
 
 def observation(env: BatchEnv, cand_emb: np.ndarray) -> dict[str, np.ndarray]:
@@ -247,6 +248,12 @@ class PredictorEmbedder:
         )
 
 
+def cold_start_of(name: str, ctx: Any) -> str:
+    """The cold start predictor baseline ``name`` runs with (fixed for two of them)."""
+    fixed = {"greedy-random-start": "random", "greedy-prior": "prior"}
+    return fixed.get(name, str(picker_option(ctx, "cold_start")))
+
+
 class ActivityPrior:
     """A task-agnostic activity prior: a logistic model on a predictor's encoder embedding.
 
@@ -284,7 +291,8 @@ class ActivityPrior:
         if source != predictor_metadata["onnx"]["sha256"]:
             raise ArtifactMismatchError(
                 f"{path}: fitted on the predictor with ONNX sha256 {source[:12]}…, not on this "
-                f"one ({predictor_metadata['onnx']['sha256'][:12]}…); refit with train prior"
+                f"one ({predictor_metadata['onnx']['sha256'][:12]}…); fit one for it with "
+                "metascreen train prior and pass --option prior_file=PATH"
             )
         return cls(weights, bias, path)
 
@@ -329,11 +337,11 @@ class ResolvedPicker:
         self.ctx.x = x
         if self.spec.needs == "predictor":
             self.ctx.bits = ecfp_bits(self.featurizer, x)
-            cold = picker_option(self.ctx, "cold_start")
-            if self.name != "greedy-random-start" and cold in ("far", "prior"):
+            cold = cold_start_of(self.name, self.ctx)
+            if cold in ("far", "prior"):
                 assert self.model_dir is not None
                 self.ctx.embeddings = predictor_embeddings(self.model_dir, x)
-            if self.name != "greedy-random-start" and cold == "prior":
+            if cold == "prior":
                 self.ctx.prior = self.ctx.activity_prior.scores(self.ctx.embeddings)
         return self.spec.build(self.ctx)
 
@@ -343,11 +351,13 @@ class ResolvedPicker:
             return {}
         prefix = self.name.split("-")[0] + "_"
         keys = [k for k in PICKER_DEFAULTS if k == "cold_start" or k.startswith(prefix)]
-        if picker_option(self.ctx, "cold_start") == "prior" and self.name != "greedy-random-start":
+        cold = cold_start_of(self.name, self.ctx)
+        if cold == "prior":
             keys.insert(1, "prior_file")
-        used = {k: picker_option(self.ctx, k) for k in keys}
-        if self.name == "greedy-random-start":
-            used = {"cold_start": "random"}
+        used: dict[str, Any] = {k: picker_option(self.ctx, k) for k in keys}
+        used["cold_start"] = cold
+        if cold == "prior":
+            used["prior_file"] = str(self.ctx.activity_prior.path)
         given = self.ctx.options
         return {
             "options": used,
@@ -386,9 +396,10 @@ def resolve_molecule_picker(
         model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
         ctx.predictor = OnnxPredictor.load(model_dir, device)
         featurizer = ctx.predictor.featurizer
-        if picker_option(ctx, "cold_start") == "prior" and name != "greedy-random-start":
+        if cold_start_of(name, ctx) == "prior":
+            given = picker_option(ctx, "prior_file")
             ctx.activity_prior = ActivityPrior.load(
-                Path(picker_option(ctx, "prior_file")), ctx.predictor.info.metadata
+                Path(given) if given else DEFAULT_PRIOR_FILE, ctx.predictor.info.metadata
             )
     else:
         ctx.runner = PolicyRunner.load(

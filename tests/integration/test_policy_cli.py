@@ -103,16 +103,21 @@ def test_train_prior_and_the_prior_cold_start(
     assert res.exit_code == 0, res.output
     got = json.loads(out.read_text())
     assert got["options"] == {"cold_start": "prior", "prior_file": str(prior)}
-    # a prior fitted on another predictor is refused, by name; so is a missing prior_file
+    # greedy-prior is greedy with that cold start
+    res = runner.invoke(
+        app, [*sim[:4], "greedy-prior", *sim[5:], opts[2], opts[3], "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["options"] == got["options"]
+    # a prior fitted on another predictor is refused, by name (the shipped prior, too: it was
+    # fitted on the shipped predictor, not on the tiny one)
     doc["predictor_onnx_sha256"] = "0" * 64
     other = tmp_path / "other.json"
     other.write_text(json.dumps(doc))
-    res = runner.invoke(
-        app, [*sim, "--option", "cold_start=prior", "--option", f"prior_file={other}"]
-    )
-    assert res.exit_code == 2 and "other.json" in res.output and "refit" in res.output
-    res = runner.invoke(app, [*sim, "--option", "cold_start=prior"])
-    assert res.exit_code == 2 and "prior_file" in res.output
+    res = runner.invoke(app, [*sim, *opts[:2], "--option", f"prior_file={other}"])
+    assert res.exit_code == 2 and "other.json" in res.output and "train prior" in res.output
+    res = runner.invoke(app, [*sim[:4], "greedy-prior", *sim[5:]])
+    assert res.exit_code == 2 and "activity-prior-default.json" in res.output
 
 
 def test_policy_artifact_metadata(tiny_policy: Path) -> None:
