@@ -171,7 +171,7 @@ def propose(
         str | None,
         typer.Option(
             help="policy artifact folder (default: the shipped policy) or a baseline: greedy | "
-            "greedy-random-start | ens | thompson | knn | gp | random"
+            "greedy-prior | greedy-random-start | ens | thompson | knn | gp | random"
         ),
     ] = None,
     model: Annotated[

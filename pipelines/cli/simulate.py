@@ -30,8 +30,8 @@ def simulate_molecules_cmd(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="policy artifact folder, or random | greedy | greedy-random-start | ens | "
-            "thompson | knn | gp (default: shipped policy)"
+            help="policy artifact folder, or random | greedy | greedy-prior | greedy-random-start | "
+            "ens | thompson | knn | gp (default: shipped policy)"
         ),
     ] = None,
     budget: Annotated[
