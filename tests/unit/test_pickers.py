@@ -199,6 +199,7 @@ def test_factory_builds_every_molecule_baseline() -> None:
         bits=bits,
         predictor=SimpleNamespace(logits=_proto),
         options={"ens_m": "4"},
+        prior=bits[:, :8].sum(1).astype(np.float64),  # greedy-prior's cold start
     )
     for name, spec in MOLECULE_PICKERS.items():
         if spec.needs == "policy":
