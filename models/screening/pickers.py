@@ -84,13 +84,19 @@ class GreedyPicker:
         bits: np.ndarray | None = None,
         embeddings: np.ndarray | None = None,
         prior: np.ndarray | None = None,
+        prior_weight: float = 0.0,
     ) -> None:
-        """Score ``features[items]`` with ``predict``; ``prior[row]``: the ``prior`` cold start."""
+        """Score ``features[items]`` with ``predict``; ``prior[row]``: the ``prior`` cold start.
+
+        With ``prior`` and ``prior_weight`` w, the predictor's logits after the cold start become
+        ``logit + w * prior`` (the prior as a base rate next to the task's own evidence).
+        """
         if cold_start not in COLD_STARTS:
             raise ConfigError(f"cold_start must be one of {COLD_STARTS}, got {cold_start!r}")
         if cold_start == "prior" and prior is None:
             raise ConfigError("cold_start 'prior' needs prior scores (--option prior_file=PATH)")
         self.prior = prior
+        self.prior_weight = float(prior_weight)
         self.predict = predict
         self.features = features
         self.name = name
@@ -108,7 +114,10 @@ class GreedyPicker:
         items = env.items[b]
         if y.any() and not y.all():
             xc, xh = self.features[items[cand]], self.features[items[hist]]
-            return np.asarray(self.predict(xh, y.astype(np.float32), xc), np.float64), True
+            logit = np.asarray(self.predict(xh, y.astype(np.float32), xc), np.float64)
+            if self.prior is not None and self.prior_weight:
+                logit = logit + self.prior_weight * self.prior[items[cand]]
+            return logit, True
         if y.any():  # only actives so far: nearest to an active first
             xc, xh = self.features[items[cand]], self.features[items[hist]]
             return -((xc[:, None, :] - xh[None, :, :]) ** 2).sum(-1).min(1), False

@@ -353,7 +353,7 @@ class ResolvedPicker:
         keys = [k for k in PICKER_DEFAULTS if k == "cold_start" or k.startswith(prefix)]
         cold = cold_start_of(self.name, self.ctx)
         if cold == "prior":
-            keys.insert(1, "prior_file")
+            keys[1:1] = ["prior_file", "prior_weight"]
         used: dict[str, Any] = {k: picker_option(self.ctx, k) for k in keys}
         used["cold_start"] = cold
         if cold == "prior":

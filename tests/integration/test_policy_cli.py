@@ -102,7 +102,7 @@ def test_train_prior_and_the_prior_cold_start(
     res = runner.invoke(app, [*sim, *opts, "--json", str(out)])
     assert res.exit_code == 0, res.output
     got = json.loads(out.read_text())
-    assert got["options"] == {"cold_start": "prior", "prior_file": str(prior)}
+    assert got["options"] == {"cold_start": "prior", "prior_file": str(prior), "prior_weight": 1.0}
     # greedy-prior is greedy with that cold start
     res = runner.invoke(
         app, [*sim[:4], "greedy-prior", *sim[5:], opts[2], opts[3], "--json", str(out)]

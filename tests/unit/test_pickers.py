@@ -93,6 +93,10 @@ def test_prior_cold_start_ranks_by_the_prior_until_the_first_active() -> None:
     feats[1, 0] = 3.0
     g = GreedyPicker(_proto, feats, cold_start="prior", prior=prior)
     assert int(next_picks(_env_with_history([0, 1]), g, 1)[0, 0]) == 7
+    # ... unless the prior is weighted into the logits afterwards: logit(x) = 6x - 9, so a
+    # weight of 10 on the prior's 5 lifts candidate 4 (x = 2: 3 + 50) over 7 (x = 5: 21 + 10)
+    g = GreedyPicker(_proto, feats, cold_start="prior", prior=prior, prior_weight=10.0)
+    assert int(next_picks(_env_with_history([0, 1]), g, 1)[0, 0]) == 4
     with pytest.raises(ConfigError, match="prior_file"):
         GreedyPicker(_proto, feats, cold_start="prior")
 
