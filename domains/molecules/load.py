@@ -192,8 +192,9 @@ def load_fsmol_dir(
 
     ``files`` restricts the load to those task files (e.g. a ``slice_task_files`` slice).
     Empty task files (no valid rows), and files under ``min_size`` valid rows, are skipped (one
-    warning per load, ``log_skipped``) and recorded in ``TaskSet.skipped``. Invalid SMILES are excluded and counted in ``TaskSet.n_invalid``. With
-    ``cache_dir`` the parsed result is cached under the sha256 of the files' contents.
+    warning per load, ``log_skipped``) and recorded in ``TaskSet.skipped``. Invalid SMILES are
+    excluded and counted in ``TaskSet.n_invalid``. With ``cache_dir`` the parsed result is cached
+    under the sha256 of the files' contents.
     """
     files = list(files) if files is not None else find_task_files(data_dir)
     if cache_dir is not None:

@@ -273,10 +273,6 @@ class ActivityPrior:
         """Read ``path`` and check it was fitted on the predictor with ``predictor_metadata``."""
         import json
 
-        if not str(path) or str(path) == ".":
-            raise InputError(
-                "cold_start=prior needs --option prior_file=PATH (metascreen train prior)"
-            )
         if not path.is_file():
             raise InputError(
                 f"{path}: prior file not found (write one with metascreen train prior)"
@@ -307,14 +303,16 @@ class ActivityPrior:
         return np.asarray(embeddings, np.float64) @ self.weights + self.bias
 
 
-def predictor_embeddings(model_dir: Path, x: np.ndarray) -> np.ndarray | None:
+def predictor_embeddings(predictor: Path | ArtifactInfo, x: np.ndarray) -> np.ndarray | None:
     """The predictor's encoder embeddings of ``x`` (from its own graph), or ``None``.
 
-    ``None`` (pickers fall back to ECFP, and the report says ``cold_start_embedding: false``)
-    only when the graph has no shared encoder output to cut at; the reason is logged.
+    ``predictor`` is its artifact folder, or its already verified ``ArtifactInfo``. ``None``
+    (pickers fall back to ECFP, and the report says ``cold_start_embedding: false``) only when
+    the graph has no shared encoder output to cut at; the reason is logged.
     """
     try:
-        embedder = PredictorEmbedder(read_artifact(model_dir))
+        info = predictor if isinstance(predictor, ArtifactInfo) else read_artifact(predictor)
+        embedder = PredictorEmbedder(info)
     except MetascreenError as err:
         logger.warning("no encoder embeddings for the baselines' cold start: %s", err)
         return None
@@ -330,7 +328,6 @@ class ResolvedPicker:
     spec: PickerSpec
     ctx: SimpleNamespace
     featurizer: Any
-    model_dir: Path | None
 
     def build(self, x: FloatArray) -> Picker:
         """The picker over feature rows ``x`` (``items`` of the pools index these rows)."""
@@ -338,9 +335,8 @@ class ResolvedPicker:
         if self.spec.needs == "predictor":
             self.ctx.bits = ecfp_bits(self.featurizer, x)
             cold = cold_start_of(self.name, self.ctx)
-            if cold in ("far", "prior"):
-                assert self.model_dir is not None
-                self.ctx.embeddings = predictor_embeddings(self.model_dir, x)
+            if cold in ("far", "prior"):  # the predictor was read and verified by the resolver
+                self.ctx.embeddings = predictor_embeddings(self.ctx.predictor.info, x)
             if cold == "prior":
                 self.ctx.prior = self.ctx.activity_prior.scores(self.ctx.embeddings)
         return self.spec.build(self.ctx)
@@ -406,7 +402,7 @@ def resolve_molecule_picker(
             Path(policy) if policy is not None else DEFAULT_POLICY_DIR, device
         )
         featurizer = ctx.runner.featurizer
-    return ResolvedPicker(name, label, spec, ctx, featurizer, model_dir)
+    return ResolvedPicker(name, label, spec, ctx, featurizer)
 
 
 def propose(
