@@ -121,8 +121,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             support rows always raise: they carry labels.
         device: onnxruntime provider: ``auto``, ``cpu`` or ``cuda``.
         chunk_size: Rows per inference call (the command's ``--chunk-size``).
-        n_jobs: Processes that featurize (forked; ``n_jobs > 1`` pays off from a few thousand
-            rows, since the shipped featurizer computes RDKit descriptors at ~150 rows/s).
+        n_jobs: Processes that featurize (forked; the shipped featurizer runs at about 2,000
+            rows/s in one process, so ``n_jobs > 1`` pays off on large inputs only).
 
     Example:
         >>> support = pd.read_csv(LIBRARY / "support.csv")          # 16 labelled compounds

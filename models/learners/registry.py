@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.learners.context import ContextMultiHeadLearner
 from metascreen.models.learners.ensemble import EnsembleLearner
 from metascreen.models.learners.gp import gp_head
 from metascreen.models.learners.maml import AnilLearner
@@ -16,8 +17,16 @@ from metascreen.models.learners.probe import LinearProbeLearner
 from metascreen.models.learners.protonet import ProtoNetLearner
 from metascreen.models.nn.encoders import EncoderConfig, build_encoder
 
-LearnerName = Literal["protonet", "maml", "matching", "probe", "gp", "multihead"]
-META_LEARNERS: tuple[str, ...] = ("protonet", "maml", "matching", "probe", "gp", "multihead")
+LearnerName = Literal["protonet", "maml", "matching", "probe", "gp", "multihead", "context"]
+META_LEARNERS: tuple[str, ...] = (
+    "protonet",
+    "maml",
+    "matching",
+    "probe",
+    "gp",
+    "multihead",
+    "context",
+)
 BASELINES: tuple[str, ...] = ("rf", "knn")
 
 
@@ -45,6 +54,10 @@ class LearnerConfig(BaseModel):
         description="gp / multihead: one meta-learned kernel lengthscale, or one fitted on each "
         "task's support set (leave-one-out weighting over a grid, ADKF-IFT-style)",
     )
+    context_memory: int = Field(
+        256, ge=1, le=65_536, description="context: stored patterns of the Hopfield layer"
+    )
+    context_dim: int = Field(64, ge=1, le=4096, description="context: attention width")
 
 
 HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")
@@ -99,6 +112,14 @@ def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     encoder = build_encoder(in_dim, cfg.encoder)
     if cfg.learner in HEAD_LEARNERS:
         return _single(cfg.learner, encoder, cfg.gp_kernel)
+    if cfg.learner == "context":
+        return ContextMultiHeadLearner(
+            encoder,
+            cfg.encoder.out_dim,
+            gp_kernel=cfg.gp_kernel,
+            memory=cfg.context_memory,
+            attn_dim=cfg.context_dim,
+        )
     if cfg.learner == "maml":
         return AnilLearner(encoder, cfg.encoder.out_dim, cfg.inner_steps, cfg.inner_lr)
     return LinearProbeLearner(encoder, cfg.probe_steps, cfg.probe_lr, cfg.probe_l2)

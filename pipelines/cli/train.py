@@ -58,8 +58,15 @@ def train_molecules(
         "models-out/molecules"
     ),
     learner: Annotated[
-        str, typer.Option(help="protonet | maml | matching | gp | multihead | probe")
+        str, typer.Option(help="protonet | maml | matching | gp | multihead | context | probe")
     ] = "protonet",
+    context_memory: Annotated[
+        int | None,
+        typer.Option(help="context: stored patterns of its Hopfield layer", min=1, max=65_536),
+    ] = None,
+    context_dim: Annotated[
+        int | None, typer.Option(help="context: attention width", min=1, max=4096)
+    ] = None,
     gp_kernel: Annotated[
         Literal["global", "per-task"],
         typer.Option(
@@ -88,6 +95,9 @@ def train_molecules(
     hidden: Annotated[str | None, typer.Option(help="encoder hidden widths, e.g. 1024,512")] = None,
     out_dim: Annotated[int | None, typer.Option(help="embedding size", min=1, max=65_536)] = None,
     dropout: Annotated[float | None, typer.Option(help="encoder dropout", min=0, max=1)] = None,
+    input_dropout: Annotated[
+        float | None, typer.Option(help="dropout on the input features", min=0, max=1)
+    ] = None,
     encoder: Annotated[
         Literal["mlp", "hybrid"],
         typer.Option(help="mlp | hybrid (MLP on fingerprint+descriptors next to a dense GIN)"),
@@ -157,6 +167,10 @@ def train_molecules(
     learner_cfg: dict[str, Any] = {"learner": learner, "ensemble_size": ensemble}
     if gp_kernel != "global":
         learner_cfg["gp_kernel"] = gp_kernel
+    if context_memory is not None:
+        learner_cfg["context_memory"] = context_memory
+    if context_dim is not None:
+        learner_cfg["context_dim"] = context_dim
     enc: dict[str, Any] = {}
     if hidden:
         enc["hidden"] = int_list(hidden, "--hidden")
@@ -164,6 +178,8 @@ def train_molecules(
         enc["out_dim"] = out_dim
     if dropout is not None:
         enc["dropout"] = dropout
+    if input_dropout is not None:
+        enc["input_dropout"] = input_dropout
     if encoder != "mlp":
         enc["kind"] = encoder
         enc["graph_atoms"] = graph_atoms

@@ -10,6 +10,14 @@ from metascreen.models.training.export import ExportError, check_parity, export_
 pytestmark = pytest.mark.unit
 
 
+def _wake_context(learner: torch.nn.Module) -> None:
+    """Give a context stage's zero-initialised output projections weights, so it is not identity."""
+    for name, p in learner.named_parameters():
+        if "context." in name and ("_out." in name or "label_" in name):
+            with torch.no_grad():
+                p.normal_(0, 0.3)
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -21,6 +29,7 @@ pytestmark = pytest.mark.unit
         "multihead",
         "gp:per-task",
         "multihead:per-task",
+        "context",
     ],
 )
 def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
@@ -34,6 +43,7 @@ def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
         ),
         40,
     )
+    _wake_context(learner)
     worst = export_onnx(
         learner, tmp_path / "m.onnx", 40
     )  # checks 3 shapes unlike the export example

@@ -26,7 +26,9 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
     return tasks, x
 
 
-@pytest.mark.parametrize("name", ["protonet", "maml", "matching", "gp", "multihead", "gp:per-task"])
+@pytest.mark.parametrize(
+    "name", ["protonet", "maml", "matching", "gp", "multihead", "gp:per-task", "context"]
+)
 def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     train, x_train = _separable_tasks(40, 0)
     valid, x_valid = _separable_tasks(8, 1)
@@ -142,7 +144,7 @@ def test_conjugate_gradient_matches_solve() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["protonet", "gp", "multihead", "maml"])
+@pytest.mark.parametrize("name", ["protonet", "gp", "multihead", "maml", "context"])
 def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
     from metascreen.models.training.loop import TorchEvaluator
 
@@ -217,3 +219,48 @@ def test_per_task_kernel_prefers_the_lengthscale_the_support_supports() -> None:
         w_smooth = head.lengthscale_weights(emb, smooth, mask)[0]
     grid = head.log_grid
     assert float((w_rough * grid).sum()) < float((w_smooth * grid).sum()) - 0.1
+
+
+def test_context_batched_head_matches_the_head_and_queries_stay_independent() -> None:
+    from tests.unit.test_export import _wake_context
+
+    seed_everything(0)
+    learner = build_learner(
+        LearnerConfig(learner="context", encoder=EncoderConfig(hidden=(16,), out_dim=16)), 12
+    ).eval()
+    _wake_context(learner)
+    gen = torch.Generator().manual_seed(3)
+    b, s, q, e = 3, 9, 7, 16
+    sup = torch.randn(b, s, e, generator=gen)
+    y = (torch.rand(b, s, generator=gen) < 0.5).float()
+    mask = torch.ones(b, s)
+    mask[1, 6:] = 0.0
+    mask[2, 3:] = 0.0
+    qry = torch.randn(b, q, e, generator=gen)
+    with torch.no_grad():
+        got = learner.batched_head(sup, y, mask, qry)
+        plain = ContextFree(learner)
+        for i in range(b):
+            keep = mask[i] > 0.5
+            want = learner.head(sup[i][keep], y[i][keep], qry[i])
+            assert torch.allclose(got[i], want, atol=1e-4), i
+            # One query scored alone gets the score it gets among the others.
+            alone = learner.head(sup[i][keep], y[i][keep], qry[i][:1])
+            assert torch.allclose(alone, want[:1], atol=1e-5)
+            # The stage is not the identity once its projections are non-zero.
+            assert not torch.allclose(plain.head(sup[i][keep], y[i][keep], qry[i]), want)
+
+
+class ContextFree:
+    """The same heads without the context stage."""
+
+    def __init__(self, learner: torch.nn.Module) -> None:
+        from metascreen.models.learners.multihead import MultiHeadLearner
+
+        self.learner = learner
+        self.base = MultiHeadLearner.head_logits
+
+    def head(self, s: torch.Tensor, y: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        from metascreen.models.learners.base import mean_probability_logit
+
+        return mean_probability_logit(self.base(self.learner, s, y, q))  # type: ignore[arg-type]
