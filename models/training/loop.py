@@ -87,9 +87,12 @@ def history_fields(history: list[dict[str, Any]], keys: list[str]) -> dict[str, 
     }
 
 
-def history_from(ckpt: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records ``history_fields`` stored in a checkpoint."""
-    return [dict(zip(ckpt["history_keys"], row, strict=True)) for row in ckpt["history"].tolist()]
+def history_from(
+    ckpt: dict[str, Any], renamed: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The records ``history_fields`` stored in a checkpoint (``renamed``: old key → new key)."""
+    keys = [(renamed or {}).get(k, k) for k in ckpt["history_keys"]]
+    return [dict(zip(keys, row, strict=True)) for row in ckpt["history"].tolist()]
 
 
 def save_checkpoint_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -260,7 +263,7 @@ def meta_train(
         state.update(
             {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
         )
-        state["history"] = history_from(ckpt)
+        state["history"] = history_from(ckpt, {"valid": "selection"})  # older checkpoints
         torch.set_rng_state(ckpt["torch_rng"])
         logger.info(
             "resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"]
@@ -273,7 +276,7 @@ def meta_train(
                 "model": learner.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
-                **history_fields(state["history"], ["step", "loss", "valid"]),
+                **history_fields(state["history"], ["step", "loss", "selection"]),
                 "torch_rng": torch.get_rng_state(),
                 **{
                     k: state[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")
@@ -307,7 +310,7 @@ def meta_train(
     running = 0.0
     if optimizer is None:  # nothing to learn (e.g. a probe on a frozen encoder): validate once
         score = validate() if valid_tasks else math.nan
-        state["history"].append({"step": 0, "loss": math.nan, "valid": score})
+        state["history"].append({"step": 0, "loss": math.nan, "selection": score})
         state["best_score"], best_state = score, copy.deepcopy(learner.state_dict())
     while optimizer is not None and state["step"] < cfg.steps:
         step = state["step"]
@@ -348,7 +351,7 @@ def meta_train(
         )
         if valid_tasks and (state["step"] % cfg.eval_every == 0 or done or timed_out):
             score = validate()
-            state["history"].append({"step": state["step"], "loss": running, "valid": score})
+            state["history"].append({"step": state["step"], "loss": running, "selection": score})
             logger.info(
                 "step %d loss %.4f %s %.4f",
                 state["step"],
