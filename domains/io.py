@@ -77,6 +77,7 @@ def temp_path(path: Path, suffix: str = ".partial") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the renamed file is an ordinary output
     return Path(tmp)
 
 
