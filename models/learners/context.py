@@ -26,7 +26,6 @@ import math
 import torch
 from torch import nn
 
-from metascreen.models.learners.base import mean_probability_logit
 from metascreen.models.learners.multihead import MultiHeadLearner
 
 
@@ -133,6 +132,4 @@ class ContextMultiHeadLearner(MultiHeadLearner):
     ) -> torch.Tensor:
         """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``)."""
         s, q = self.context(support_emb, support_y, support_mask, query_emb)
-        return mean_probability_logit(
-            [h.batched_head(s, support_y, support_mask, q) for h in self.heads]
-        )
+        return super().batched_head(s, support_y, support_mask, q)

@@ -87,6 +87,11 @@ def history_fields(history: list[dict[str, Any]], keys: list[str]) -> dict[str, 
     }
 
 
+HISTORY_RENAMED = {"valid": "selection", "valid_f1": "selection_f1"}
+"""History keys of older checkpoints: the selection score was stored as ``valid`` even when a
+held-out train slice, not valid, was the selection split."""
+
+
 def history_from(
     ckpt: dict[str, Any], renamed: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -263,7 +268,7 @@ def meta_train(
         state.update(
             {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
         )
-        state["history"] = history_from(ckpt, {"valid": "selection"})  # older checkpoints
+        state["history"] = history_from(ckpt, HISTORY_RENAMED)
         torch.set_rng_state(ckpt["torch_rng"])
         logger.info(
             "resumed from %s at step %d (best %.4f)", ckpt_path, state["step"], state["best_score"]

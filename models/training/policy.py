@@ -35,7 +35,12 @@ from metascreen.models.screening.simulator import (
     simulate,
     subsample_pool,
 )
-from metascreen.models.training.loop import history_fields, history_from, save_checkpoint_atomic
+from metascreen.models.training.loop import (
+    HISTORY_RENAMED,
+    history_fields,
+    history_from,
+    save_checkpoint_atomic,
+)
 from metascreen.models.training.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -295,7 +300,7 @@ def train_policy(
         state.update(
             step=int(ck["step"]), best_score=float(ck["best_score"]), best_step=int(ck["best_step"])
         )
-        history = history_from(ck)
+        history = history_from(ck, HISTORY_RENAMED)
         logger.info("resumed policy training at step %d", state["step"])
 
     def save() -> None:
@@ -306,7 +311,7 @@ def train_policy(
                 "optimizer": opt.state_dict(),
                 "best_model": best,
                 **({"ema": ema.state_dict()} if ema is not None else {}),
-                **history_fields(history, ["step", "loss", "valid", "valid_f1", "seconds"]),
+                **history_fields(history, ["step", "loss", "selection", "selection_f1", "seconds"]),
                 **state,
             },
         )
@@ -375,8 +380,8 @@ def train_policy(
                     cfg.valid_repeats,
                 )
                 fr = list(res)
-                rec["valid"] = res[fr[0]].mean_hits
-                rec["valid_f1"] = res[fr[-1]].mean_hits
+                rec["selection"] = res[fr[0]].mean_hits
+                rec["selection_f1"] = res[fr[-1]].mean_hits
                 logger.info(
                     "policy step %d (%s) loss %.4f %s hits@%d %s",
                     state["step"],
@@ -386,8 +391,8 @@ def train_policy(
                     cfg.budget,
                     ", ".join(f"f={f}: {r.mean_hits:.3f}" for f, r in res.items()),
                 )
-                if rec["valid"] > state["best_score"]:
-                    state.update(best_score=rec["valid"], best_step=state["step"])
+                if rec["selection"] > state["best_score"]:
+                    state.update(best_score=rec["selection"], best_step=state["step"])
                     best = copy.deepcopy(evaluated.state_dict())
             else:
                 best = copy.deepcopy(evaluated.state_dict())
@@ -405,8 +410,8 @@ def train_policy(
         bar.close()
     if cfg.keep == "last":
         best = evaluated.state_dict()
-        last = next((r for r in reversed(history) if "valid" in r), None)
-        state.update(best_step=state["step"], best_score=last["valid"] if last else math.nan)
+        last = next((r for r in reversed(history) if "selection" in r), None)
+        state.update(best_step=state["step"], best_score=last["selection"] if last else math.nan)
     policy.load_state_dict(best)
     policy.eval()
     best_step = int(state["best_step"])

@@ -264,3 +264,14 @@ class ContextFree:
         from metascreen.models.learners.base import mean_probability_logit
 
         return mean_probability_logit(self.base(self.learner, s, y, q))  # type: ignore[arg-type]
+
+
+def test_older_checkpoints_resume_with_the_selection_key() -> None:
+    from metascreen.models.training.loop import HISTORY_RENAMED, history_fields, history_from
+
+    old = history_fields(
+        [{"step": 250, "loss": 0.6, "valid": 0.25, "valid_f1": 24.0}],
+        ["step", "loss", "valid", "valid_f1"],
+    )
+    (rec,) = history_from(old, HISTORY_RENAMED)
+    assert rec == {"step": 250.0, "loss": 0.6, "selection": 0.25, "selection_f1": 24.0}
