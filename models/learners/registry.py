@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,15 +18,7 @@ from metascreen.models.learners.protonet import ProtoNetLearner
 from metascreen.models.nn.encoders import EncoderConfig, build_encoder
 
 LearnerName = Literal["protonet", "maml", "matching", "probe", "gp", "multihead", "context"]
-META_LEARNERS: tuple[str, ...] = (
-    "protonet",
-    "maml",
-    "matching",
-    "probe",
-    "gp",
-    "multihead",
-    "context",
-)
+META_LEARNERS: tuple[str, ...] = get_args(LearnerName)
 BASELINES: tuple[str, ...] = ("rf", "knn")
 
 
