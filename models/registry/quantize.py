@@ -16,6 +16,7 @@ from typing import Any
 
 from metascreen.domains.io import atomic_write_json, sha256_file
 from metascreen.models.serving.artifact import package_versions, read_artifact, staged_dir, utc_now
+from metascreen.models.serving.onnx_fp16 import widen_initializers
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
         # The dynamo exporter's value_info carries shapes that onnx shape inference (run by the
         # quantizer) rejects as conflicting; they are optional, so drop them.
         del model.graph.value_info[:]
+        # float16-stored weights go back to float32 initializers, which the quantizer reads
+        widen_initializers(model)
         plain = tmp / "fp32.onnx"
         onnx.save(model, str(plain))
         # The quantizer logs a generic "consider pre-processing" warning on the root logger.
@@ -50,6 +53,7 @@ def quantize_artifact(src_dir: Path, out_dir: Path) -> Path:
             "file": "model.onnx",
             "sha256": sha256_file(tmp / "model.onnx"),
             "quantization": "int8 dynamic (onnxruntime.quantization.quantize_dynamic, QInt8 weights)",
+            "weights_dtype": "int8",
         }
         meta.pop("weights", None)
         meta["created_at"] = utc_now()

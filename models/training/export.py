@@ -27,6 +27,7 @@ from metascreen.models.serving.artifact import (
     staged_dir,
     verify_sha256,
 )
+from metascreen.models.serving.onnx_fp16 import MIN_ELEMENTS, WeightsDtype, narrow_initializers
 from metascreen.models.serving.session import open_session
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,28 @@ def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.T
     state: dict[str, torch.Tensor] = torch.load(
         io.BytesIO(raw), map_location="cpu", weights_only=True
     )
-    return state
+    # float16-stored weights (``weights_dtype="float16"``) are computed in float32
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+
+
+def round_to_fp16(module: torch.nn.Module, min_elements: int = MIN_ELEMENTS) -> list[str]:
+    """Round ``module``'s large float32 tensors to float16 values (kept float32), in place.
+
+    Afterwards the torch model computes exactly what its float16-stored artifact computes, so the
+    parity check still compares like with like. A tensor that would overflow float16 is left as
+    it is. Returns the names of the rounded tensors.
+    """
+    rounded = []
+    with torch.no_grad():
+        for name, t in module.state_dict(keep_vars=True).items():
+            if t.dtype != torch.float32 or t.numel() < min_elements:
+                continue
+            narrow = t.detach().half()
+            if not torch.isfinite(narrow).all():
+                continue
+            t.data.copy_(narrow.float())
+            rounded.append(name)
+    return rounded
 
 
 class ExportError(MetascreenError):
@@ -117,9 +139,17 @@ def check_graph_parity(
 
 
 def export_onnx(
-    learner: EpisodicLearner, path: Path, in_dim: int, atol: float = 1e-4, seed: int = 0
+    learner: EpisodicLearner,
+    path: Path,
+    in_dim: int,
+    atol: float = 1e-4,
+    seed: int = 0,
+    narrow: bool = False,
 ) -> float:
     """Export ``learner`` (dynamic support and query sizes) and check parity with onnxruntime.
+
+    ``narrow``: store the float16-exact large weights as float16 (``serving/onnx_fp16.py``);
+    round the learner first (``round_to_fp16``) for them to be exact.
 
     Returns:
         The largest absolute difference seen on shapes unlike the export example.
@@ -143,6 +173,13 @@ def export_onnx(
         OUTPUT_NAMES,
         ({0: s_dim}, {0: s_dim}, {0: q_dim}),
     )
+    if narrow:
+        import onnx
+
+        graph = onnx.load(str(path))
+        n = narrow_initializers(graph)
+        onnx.save(graph, str(path))
+        logger.info("stored %d weight tensors of %s as float16", n, Path(path).name)
     return check_parity(learner, Path(path), in_dim, atol=atol, seed=seed + 1)
 
 
@@ -164,10 +201,27 @@ def check_parity(
     return check_graph_parity(learner, path, INPUT_NAMES, cases, atol)
 
 
-def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """gzip'd ``torch.save`` of a state dict (float32 weights shrink ~8%, losslessly)."""
+def write_weights(
+    path: Path, state: dict[str, torch.Tensor], narrow: frozenset[str] = frozenset()
+) -> None:
+    """gzip'd ``torch.save`` of a state dict (float32 weights shrink ~8%, losslessly).
+
+    The tensors named in ``narrow`` (already float16 values) are stored as float16; tensors that
+    share memory (a learner's heads hold its encoder) still share it in the file.
+    """
+    halves: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+
+    def stored(name: str, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().cpu()
+        if name not in narrow:
+            return t
+        key = (t.data_ptr(), tuple(t.shape), t.stride())
+        if key not in halves:
+            halves[key] = t.half()
+        return halves[key]
+
     buf = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in state.items()}, buf)
+    torch.save({k: stored(k, v) for k, v in state.items()}, buf)
     Path(path).write_bytes(gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
 
 
@@ -182,16 +236,22 @@ def write_artifact(
     overwrite: bool = False,
     kind: str = MOLECULES_PREDICTOR,
     extra_files: dict[str, bytes] | None = None,
+    weights_dtype: WeightsDtype = "float32",
 ) -> Path:
     """Write ONNX + weights + metadata into a temp folder and rename it to ``out_dir``.
 
     ``extra_files`` (name → bytes) are written next to them and their sha256 recorded under
     ``metadata["files"]`` (e.g. the recommendation item table).
+
+    ``weights_dtype="float16"`` rounds the learner's large weight tensors to float16 values in
+    place and stores them as float16 in both files (about half the size); the graph still
+    computes in float32, and the parity check runs on the stored graph.
     """
     out_dir = Path(out_dir)
+    narrow = frozenset(round_to_fp16(learner)) if weights_dtype == "float16" else frozenset()
     with staged_dir(out_dir, overwrite) as tmp:
-        parity = export_onnx(learner, tmp / "model.onnx", in_dim)
-        write_weights(tmp / WEIGHTS_FILE, learner.state_dict())
+        parity = export_onnx(learner, tmp / "model.onnx", in_dim, narrow=bool(narrow))
+        write_weights(tmp / WEIGHTS_FILE, learner.state_dict(), narrow)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         files = {}
         for name, blob in (extra_files or {}).items():
@@ -211,8 +271,14 @@ def write_artifact(
                 },
                 "outputs": {"logit": ["n_query"]},
                 "parity_max_abs_diff": parity,
+                "weights_dtype": weights_dtype,
             },
-            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)},
+            "weights": {
+                "file": WEIGHTS_FILE,
+                "sha256": sha256_file(tmp / WEIGHTS_FILE),
+                "dtype": weights_dtype,
+                "float16_tensors": len(narrow),
+            },
             "featurizer": {"spec": featurizer_spec, "hash": featurizer_hash},
             **({"files": files} if files else {}),
             **extra_metadata,

@@ -28,6 +28,7 @@ from metascreen.models.serving.artifact import (
     read_artifact,
     refuse_existing,
 )
+from metascreen.models.serving.onnx_fp16 import WeightsDtype
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,12 @@ def train_model(
     command: str | None = None,
     holdout_slice: float | None = None,
     slice_seed: int = 0,
+    weights_dtype: WeightsDtype = "float16",
 ) -> Path:
     """Meta-train a learner on FS-Mol-format tasks and write a model artifact to ``out_dir``.
+
+    ``weights_dtype``: how the artifact stores its large weight tensors (``write_artifact``);
+    float16 halves the files, the graph computes in float32 either way.
 
     ``holdout_slice``: a seeded fraction of the train task files (``slice_task_files``) is kept
     out of training and is the selection split: early stopping reads it, and its figures are
@@ -283,7 +288,14 @@ def train_model(
         "run_dir": str(run_dir),
     }
     path = write_artifact(
-        out_dir, learner, featurizer.dim, featurizer.spec(), featurizer.hash, config, extra
+        out_dir,
+        learner,
+        featurizer.dim,
+        featurizer.spec(),
+        featurizer.hash,
+        config,
+        extra,
+        weights_dtype=weights_dtype,
     )
     # Figures of the artifact as served (the evaluate command's own code path: onnxruntime on
     # the exported graph), recorded in the metadata: the selection slice (3 repeats, ~10x the
@@ -341,8 +353,11 @@ def artifact_figures(
     return out
 
 
-def export_model(model_dir: Path, out_dir: Path) -> Path:
-    """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked)."""
+def export_model(model_dir: Path, out_dir: Path, weights_dtype: WeightsDtype | None = None) -> Path:
+    """Re-export an artifact's torch weights to a new artifact folder (ONNX parity-checked).
+
+    ``weights_dtype``: storage of the large weights (default: the source artifact's).
+    """
     from metascreen.models.learners.registry import LearnerConfig, build_learner
     from metascreen.models.training.export import REGENERATED_KEYS, load_weights, write_artifact
 
@@ -354,7 +369,17 @@ def export_model(model_dir: Path, out_dir: Path) -> Path:
     learner.load_state_dict(load_weights(Path(model_dir), info.metadata))
     keep = {k: v for k, v in info.metadata.items() if k not in REGENERATED_KEYS}
     keep["exported_from"] = str(model_dir)
-    return write_artifact(Path(out_dir), learner, featurizer.dim, fz["spec"], fz["hash"], cfg, keep)
+    dtype = weights_dtype or info.metadata["weights"].get("dtype", "float32")
+    return write_artifact(
+        Path(out_dir),
+        learner,
+        featurizer.dim,
+        fz["spec"],
+        fz["hash"],
+        cfg,
+        keep,
+        weights_dtype=dtype,
+    )
 
 
 def baseline_predict(name: str) -> tuple[PredictFn, MoleculeFeaturizer]:

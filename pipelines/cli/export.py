@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -14,6 +14,12 @@ from metascreen.pipelines.cli.common import run
 def export(
     model_dir: Annotated[Path, typer.Argument(help="existing model artifact folder")],
     out: Annotated[Path, typer.Option(help="new artifact folder")],
+    weights_dtype: Annotated[
+        Literal["float16", "float32"] | None,
+        typer.Option(
+            help="molecule models: storage of the large weight tensors (default: the source's)"
+        ),
+    ] = None,
 ) -> None:
     """Re-export a model's weights to ONNX (dynamic sizes); fails unless onnxruntime matches torch within 1e-4."""
 
@@ -24,7 +30,7 @@ def export(
             return export_rating_model(model_dir, out)
         from metascreen.models.workflows.molecules import export_model
 
-        return export_model(model_dir, out)
+        return export_model(model_dir, out, weights_dtype)
 
     path = run(body)
     meta = json.loads((path / "metadata.json").read_text())

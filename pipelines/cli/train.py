@@ -139,6 +139,13 @@ def train_molecules(
             help="train this many members (seeds seed, seed+1, …) and average them", min=1, max=64
         ),
     ] = 1,
+    weights_dtype: Annotated[
+        Literal["float16", "float32"],
+        typer.Option(
+            help="storage of the artifact's large weight tensors: float16 halves the files "
+            "(weights rounded to float16 values; the graph computes in float32) or float32"
+        ),
+    ] = "float16",
     seed: Annotated[int, typer.Option(help="seed for every RNG", min=0, max=SEED_MAX)] = 0,
     device: Annotated[Device, typer.Option(help="auto | cpu | cuda")] = "auto",
     run_dir: Annotated[
@@ -212,6 +219,7 @@ def train_molecules(
         "run_dir": run_dir,
         "progress": progress_enabled(),
         "command": command_line(),
+        "weights_dtype": weights_dtype,
     }
 
     def body() -> str:

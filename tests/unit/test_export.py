@@ -68,3 +68,82 @@ def test_ensemble_exports_and_averages_probabilities(tmp_path) -> None:
     with torch.no_grad():
         want = torch.stack([torch.sigmoid(m(sx, sy, qx)) for m in ens.members]).mean(0)
         torch.testing.assert_close(torch.sigmoid(ens(sx, sy, qx)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_float16_storage_halves_the_files_and_computes_what_torch_computes(tmp_path) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+
+    from metascreen.models.serving.onnx_fp16 import FP16_SUFFIX, widen_initializers
+    from metascreen.models.serving.session import open_session
+    from metascreen.models.training.export import load_weights, write_artifact
+
+    dim = 300
+    cfg = LearnerConfig(learner="multihead", encoder=EncoderConfig(hidden=(128,), out_dim=32))
+    paths = {}
+    for dtype in ("float32", "float16"):
+        torch.manual_seed(0)
+        learner = build_learner(cfg, dim)
+        paths[dtype] = write_artifact(
+            tmp_path / dtype,
+            learner,
+            dim,
+            {},
+            "h",
+            {},
+            {},
+            weights_dtype=dtype,  # type: ignore[arg-type]
+        )
+    wide, narrow = paths["float32"], paths["float16"]
+    meta = json.loads((narrow / "metadata.json").read_text())
+    assert meta["weights"]["dtype"] == "float16" and meta["weights"]["float16_tensors"] >= 2
+    assert meta["onnx"]["parity_max_abs_diff"] < 1e-4
+    wide_meta = json.loads((wide / "metadata.json").read_text())
+    assert wide_meta["weights"]["dtype"] == "float32"
+
+    # the stored weights load as float32 and reproduce the graph; they are the float32 model's
+    # weights rounded to float16, nothing else
+    state16, state32 = load_weights(narrow, meta), load_weights(wide, wide_meta)
+    assert all(t.dtype != torch.float16 for t in state16.values())
+    big = [k for k, t in state32.items() if t.numel() >= 4096]
+    assert big
+    # both files shrink by about half the large weights' float32 bytes (shared tensors once)
+    big_bytes = sum({state32[k].data_ptr(): state32[k].numel() * 4 for k in big}.values())
+    for name in ("model.onnx", "weights.pt.gz"):
+        saved = (wide / name).stat().st_size - (narrow / name).stat().st_size
+        assert saved > 0.45 * big_bytes, (name, saved, big_bytes)
+    for k, t in state32.items():
+        want = t.half().float() if k in big else t
+        torch.testing.assert_close(state16[k], want, rtol=0, atol=0)
+    learner = build_learner(cfg, dim).eval()
+    learner.load_state_dict(state16)
+    gen = torch.Generator().manual_seed(5)
+    sx, qx = torch.rand(9, dim, generator=gen), torch.rand(13, dim, generator=gen)
+    sy = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0])
+    feeds = {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
+    got = open_session(narrow / "model.onnx", device="cpu").run(None, feeds)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, learner(sx, sy, qx).numpy(), atol=1e-5, rtol=1e-5)
+
+    # widening (the int8 quantizer's input) gives float32 initializers and the same outputs
+    graph = onnx.load(str(narrow / "model.onnx"))
+    n16 = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+    assert n16 >= 2 and widen_initializers(graph) == n16
+    assert not any(i.name.endswith(FP16_SUFFIX) for i in graph.graph.initializer)
+    assert all(i.data_type != onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+    onnx.save(graph, str(tmp_path / "wide.onnx"))
+    again = open_session(tmp_path / "wide.onnx", device="cpu").run(None, feeds)[0]
+    np.testing.assert_array_equal(again, got)
+
+
+def test_float16_storage_never_rounds_a_weight_itself(tmp_path) -> None:
+    """Without ``round_to_fp16`` first, no weight is float16-exact and none is narrowed."""
+    import onnx
+
+    torch.manual_seed(0)
+    learner = build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(128,), out_dim=32)), 300)
+    assert export_onnx(learner, tmp_path / "m.onnx", 300, narrow=True) < 1e-4
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    assert all(i.data_type != onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
