@@ -40,3 +40,15 @@ def write_task(
             )
         for line in extra_lines or []:
             fh.write(line + "\n")
+
+
+def tiny_featurizer(root: Path):  # noqa: ANN201
+    """The tiny models' featurizer (512 bits, 3 descriptors) fitted on ``root/train``."""
+    from metascreen.domains.molecules.featurize import MoleculeFeaturizer
+    from metascreen.domains.molecules.load import load_fsmol_dir
+    from metascreen.models.features.molecules import fit_featurizer
+
+    return fit_featurizer(
+        MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")),
+        load_fsmol_dir(root / "train"),
+    )

@@ -33,6 +33,8 @@ from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, 
 
 logger = logging.getLogger(__name__)
 
+FEATURIZER_SEED = 0  # the descriptor-scaling sample's seed, independent of the training seed
+
 
 @dataclass(slots=True)
 class PreparedSplit:
@@ -181,7 +183,10 @@ def train_model(
         if params.get("descriptors") is None:
             # The shipped recipe's set, chosen on the held-out train slice (docs/benchmarks.md).
             params["descriptors"] = FAST_DESCRIPTORS
-        featurizer = fit_featurizer(MoleculeFeaturizer(**params), train_ts, seed=train_cfg.seed)
+        # Descriptor scaling is fitted on the same seeded sample whatever the run's seed, so runs
+        # with other seeds share one featurizer (and its feature cache) and can be combined into
+        # one ensemble graph (``combine_models``).
+        featurizer = fit_featurizer(MoleculeFeaturizer(**params), train_ts, seed=FEATURIZER_SEED)
     if enc_cfg.kind == "hybrid" and featurizer.graph_atoms != graph_atoms:
         raise ConfigError(
             f"the hybrid encoder expects a {graph_atoms}-atom graph block, the featurizer has "
@@ -208,8 +213,20 @@ def train_model(
         "train slice" if held_files else "valid",
     )
 
-    seed_everything(train_cfg.seed)  # weights are initialised from the run's seed
-    learner = build_learner(learner_cfg, featurizer.dim)
+    # Weights are initialised from the run's seed; ensemble member k from seed + k, so it is the
+    # model ``train --seed seed+k`` writes (and ``combine_models`` of those runs is this ensemble).
+    if learner_cfg.ensemble_size > 1:
+        from metascreen.models.learners.ensemble import EnsembleLearner
+
+        single = learner_cfg.model_copy(update={"ensemble_size": 1})
+        built = []
+        for k in range(learner_cfg.ensemble_size):
+            seed_everything(train_cfg.seed + k)
+            built.append(build_learner(single, featurizer.dim))
+        learner: Any = EnsembleLearner(built)
+    else:
+        seed_everything(train_cfg.seed)
+        learner = build_learner(learner_cfg, featurizer.dim)
     if init_from is not None and init_meta is not None:
         state = load_weights(Path(init_from), init_meta)
         enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
@@ -378,6 +395,106 @@ def export_model(model_dir: Path, out_dir: Path, weights_dtype: WeightsDtype | N
         fz["hash"],
         cfg,
         keep,
+        weights_dtype=dtype,
+    )
+
+
+def combine_models(
+    model_dirs: Sequence[Path],
+    out_dir: Path,
+    weights_dtype: WeightsDtype | None = None,
+    command: str | None = None,
+) -> Path:
+    """Average trained artifacts into one ensemble artifact (mean probability, one ONNX graph).
+
+    The members must share the learner configuration, the featurizer (spec and hash) and the
+    training data and selection slice; they differ by seed. The result is what ``train --ensemble
+    N`` writes when its members are these runs: member k of that command is the run of
+    ``--seed seed+k``, so members can be trained apart (in parallel, on several machines) and
+    combined. The artifact records every member's provenance and figures under ``members``; its
+    own figures are measured afterwards (``bench model``, ``evaluate``).
+
+    Raises:
+        ConfigError: fewer than two members, a member that is itself an ensemble, or members
+            whose learner configuration, training data or selection slice differ.
+        ArtifactMismatchError: members on different featurizers.
+    """
+    from metascreen.domains.errors import ArtifactMismatchError
+    from metascreen.models.learners.ensemble import EnsembleLearner
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+    from metascreen.models.training.export import load_weights, write_artifact
+
+    dirs = [Path(d) for d in model_dirs]
+    if len(dirs) < 2:
+        raise ConfigError(f"combining needs at least two models, got {len(dirs)}")
+    out_dir = refuse_existing(out_dir)
+    infos = [read_artifact(d) for d in dirs]
+    cfgs = [json.loads((d / "config.json").read_text()) for d in dirs]
+    first, fz = LearnerConfig.model_validate(cfgs[0]["learner"]), infos[0].metadata["featurizer"]
+    for d, info, cfg in zip(dirs, infos, cfgs, strict=True):
+        meta = info.metadata
+        if meta["featurizer"]["hash"] != fz["hash"]:
+            raise ArtifactMismatchError(
+                f"{d}: featurizer hash {meta['featurizer']['hash'][:12]}… differs from {dirs[0]}'s "
+                f"({fz['hash'][:12]}…); members must read the same feature rows"
+            )
+        lc = LearnerConfig.model_validate(cfg["learner"])
+        if lc.ensemble_size != 1:
+            raise ConfigError(f"{d}: already an ensemble of {lc.ensemble_size}; combine its runs")
+        if lc != first:
+            raise ConfigError(f"{d}: learner configuration differs from {dirs[0]}'s")
+        for key in ("training_data", "selection"):
+            a, b = meta.get(key) or {}, infos[0].metadata.get(key) or {}
+            if key == "training_data":
+                a, b = a.get("train_sha256"), b.get("train_sha256")
+            else:
+                a = (a.get("split"), a.get("fraction"), a.get("slice_seed"), a.get("data_sha256"))
+                b = (b.get("split"), b.get("fraction"), b.get("slice_seed"), b.get("data_sha256"))
+            if a != b:
+                raise ConfigError(f"{d}: {key} differs from {dirs[0]}'s ({a} vs {b})")
+    featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+    members = []
+    for d, info in zip(dirs, infos, strict=True):
+        member = build_learner(first, featurizer.dim)
+        member.load_state_dict(load_weights(d, info.metadata))
+        members.append(member)
+    ensemble = EnsembleLearner(members)
+    config = {
+        "learner": first.model_copy(update={"ensemble_size": len(members)}).model_dump(mode="json"),
+        "train": cfgs[0].get("train"),
+        "members_train": [c.get("train") for c in cfgs],
+    }
+    base = infos[0].metadata
+    extra = {
+        "seed": base.get("seed"),
+        "command": command_line(command),
+        "combined_from": [
+            {
+                "path": str(d),
+                "onnx_sha256": info.metadata["onnx"]["sha256"],
+                "weights_sha256": info.metadata["weights"]["sha256"],
+                "seed": info.metadata.get("seed"),
+                "command": info.metadata.get("command"),
+                "git_sha": info.metadata.get("git_sha"),
+                "trained_on": info.metadata.get("trained_on"),
+                "metrics": info.metadata.get("metrics"),
+            }
+            for d, info in zip(dirs, infos, strict=True)
+        ],
+        "training_data": base.get("training_data"),
+        "selection": base.get("selection"),
+        "init_from": None,
+        "metrics": {},
+    }
+    dtype = weights_dtype or base["weights"].get("dtype", "float32")
+    return write_artifact(
+        out_dir,
+        ensemble,
+        featurizer.dim,
+        fz["spec"],
+        fz["hash"],
+        config,
+        extra,
         weights_dtype=dtype,
     )
 

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -218,6 +218,32 @@ def models_quantize(
         return quantize_artifact(model_dir, out)
 
     typer.echo(f"int8 artifact: {run(body)}")
+
+
+@models_app.command("combine")
+def models_combine(
+    model_dirs: Annotated[
+        list[Path], typer.Argument(help="molecule model artifacts trained with different seeds")
+    ],
+    out: Annotated[Path, typer.Option(help="new ensemble artifact folder")],
+    weights_dtype: Annotated[
+        Literal["float16", "float32"] | None,
+        typer.Option(help="storage of the large weight tensors (default: the first model's)"),
+    ] = None,
+) -> None:
+    """Average molecule models into one ensemble artifact (one ONNX graph, mean probability).
+
+    The models must share the learner configuration, featurizer, training data and selection
+    slice (runs of the same train command with other --seed values); member k of train --ensemble
+    is the run of --seed seed+k, so members trained apart and combined are that ensemble.
+    """
+
+    def body() -> Path:
+        from metascreen.models.workflows.molecules import combine_models
+
+        return combine_models(model_dirs, out, weights_dtype)
+
+    typer.echo(f"ensemble artifact: {run(body)}")
 
 
 def serve(

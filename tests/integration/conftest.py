@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from metascreen.models.nn.encoders import EncoderConfig
+from tiny_data import tiny_featurizer
 
 
 @pytest.fixture(scope="session")
@@ -28,24 +29,13 @@ def tiny_model(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         out,
         {"learner": "protonet", "encoder": EncoderConfig(hidden=(64,), out_dim=32).model_dump()},
         {"steps": 30, "tasks_per_step": 4, "eval_every": 15, "device": "cpu"},
-        featurizer=_featurizer(tiny_fsmol),
+        featurizer=tiny_featurizer(tiny_fsmol),
         cache_dir=None,
         run_dir=out.parent / "run",
         eval_support_sizes=(8,),
         eval_repeats=2,
         workers=1,
         progress=False,
-    )
-
-
-def _featurizer(root: Path):  # noqa: ANN202
-    from metascreen.domains.molecules.featurize import MoleculeFeaturizer
-    from metascreen.domains.molecules.load import load_fsmol_dir
-    from metascreen.models.features.molecules import fit_featurizer
-
-    return fit_featurizer(
-        MoleculeFeaturizer(n_bits=512, descriptors=("MolWt", "TPSA", "NumHDonors")),
-        load_fsmol_dir(root / "train"),
     )
 
 

@@ -1,0 +1,78 @@
+"""An ensemble combined from separately trained runs is the ensemble ``train --ensemble`` trains."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metascreen.domains.errors import ArtifactMismatchError, ConfigError
+from metascreen.models.nn.encoders import EncoderConfig
+from tiny_data import tiny_featurizer
+
+pytestmark = pytest.mark.integration
+
+# tiny_model's recipe (tests/integration/conftest.py), with another seed or as an ensemble
+LEARNER = {"learner": "protonet", "encoder": EncoderConfig(hidden=(64,), out_dim=32).model_dump()}
+TRAIN = {"steps": 30, "tasks_per_step": 4, "eval_every": 15, "device": "cpu"}
+
+
+def _train(root: Path, out: Path, learner: dict, seed: int) -> Path:
+    from metascreen.models.workflows.molecules import train_model
+
+    return train_model(
+        root,
+        out,
+        learner,
+        {**TRAIN, "seed": seed},
+        featurizer=tiny_featurizer(root),
+        cache_dir=None,
+        run_dir=out.parent / f"{out.name}-run",
+        eval_support_sizes=(8,),
+        eval_repeats=2,
+        workers=1,
+        progress=False,
+    )
+
+
+def test_combined_runs_equal_the_trained_ensemble(
+    tiny_fsmol: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    from metascreen.models.serving.molecules import OnnxPredictor
+    from metascreen.models.training.export import load_weights
+    from metascreen.models.workflows.molecules import combine_models
+
+    torch.set_num_threads(1)
+    seed1 = _train(tiny_fsmol, tmp_path / "seed1", LEARNER, 1)
+    trained = _train(tiny_fsmol, tmp_path / "ens", {**LEARNER, "ensemble_size": 2}, 0)
+    combined = combine_models([tiny_model, seed1], tmp_path / "combined")
+
+    meta = json.loads((combined / "metadata.json").read_text())
+    assert [m["seed"] for m in meta["combined_from"]] == [0, 1]
+    assert meta["learner"] == "ensemble-2xprotonet"
+    a = load_weights(trained, json.loads((trained / "metadata.json").read_text()))
+    b = load_weights(combined, meta)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    pa, pb = OnnxPredictor.load(trained, device="cpu"), OnnxPredictor.load(combined, device="cpu")
+    x = np.random.default_rng(0).random((30, pa.featurizer.dim)).astype(np.float32)
+    y = (np.arange(10) % 3 == 0).astype(np.float32)
+    np.testing.assert_array_equal(pa.logits(x[:10], y, x[10:]), pb.logits(x[:10], y, x[10:]))
+
+    with pytest.raises(ConfigError, match="at least two"):
+        combine_models([tiny_model], tmp_path / "one")
+    with pytest.raises(ConfigError, match="already an ensemble"):
+        combine_models([tiny_model, trained], tmp_path / "nested")
+    other = tmp_path / "other-featurizer"
+    shutil.copytree(seed1, other)
+    doc = json.loads((other / "metadata.json").read_text())
+    doc["featurizer"]["hash"] = "0" * 64
+    (other / "metadata.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactMismatchError, match="featurizer hash"):
+        combine_models([tiny_model, other], tmp_path / "mismatch")
+    assert not (tmp_path / "mismatch").exists()
