@@ -151,6 +151,18 @@ def train_policy_model(
     pred_cfg = json.loads((model_dir / "config.json").read_text())
     learner = build_learner(LearnerConfig.model_validate(pred_cfg["learner"]), featurizer.dim)
     learner.load_state_dict(load_weights(model_dir, info.metadata))
+    from metascreen.models.learners.ensemble import EnsembleLearner
+
+    if isinstance(learner, EnsembleLearner):
+        # One encoder embeds the pool: the first member's (the run of the ensemble's seed). Its
+        # head is that member's head, so the policy is built as on that member alone.
+        logger.warning(
+            "predictor %s is an ensemble of %d: the policy uses its first member's encoder and head",
+            model_dir,
+            len(learner.members),
+        )
+        learner = learner.members[0]
+        pred_cfg = {**pred_cfg, "learner": {**pred_cfg["learner"], "ensemble_size": 1}}
     encoder = learner.encoder.eval()
     raw_cfg = dict(policy_cfg or {})
     raw_cfg.setdefault("predictor_head", True)

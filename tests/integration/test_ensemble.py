@@ -39,15 +39,21 @@ def _train(root: Path, out: Path, learner: dict, seed: int) -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def seed1(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model's run with seed 1."""
+    torch.set_num_threads(1)
+    return _train(tiny_fsmol, tmp_path_factory.mktemp("seed1") / "seed1", LEARNER, 1)
+
+
 def test_combined_runs_equal_the_trained_ensemble(
-    tiny_fsmol: Path, tiny_model: Path, tmp_path: Path
+    tiny_fsmol: Path, tiny_model: Path, seed1: Path, tmp_path: Path
 ) -> None:
     from metascreen.models.serving.molecules import OnnxPredictor
     from metascreen.models.training.export import load_weights
     from metascreen.models.workflows.molecules import combine_models
 
     torch.set_num_threads(1)
-    seed1 = _train(tiny_fsmol, tmp_path / "seed1", LEARNER, 1)
     trained = _train(tiny_fsmol, tmp_path / "ens", {**LEARNER, "ensemble_size": 2}, 0)
     combined = combine_models([tiny_model, seed1], tmp_path / "combined")
 
@@ -76,3 +82,33 @@ def test_combined_runs_equal_the_trained_ensemble(
     with pytest.raises(ArtifactMismatchError, match="featurizer hash"):
         combine_models([tiny_model, other], tmp_path / "mismatch")
     assert not (tmp_path / "mismatch").exists()
+
+
+def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(
+    tiny_fsmol: Path, tiny_model: Path, seed1: Path, tiny_policy: Path, tmp_path: Path
+) -> None:
+    from metascreen.models.serving.policy import PolicyRunner
+    from metascreen.models.workflows.molecules import combine_models
+    from metascreen.models.workflows.policy import train_policy_model
+
+    torch.set_num_threads(1)
+    ensemble = combine_models([tiny_model, seed1], tmp_path / "ens")
+    policy = train_policy_model(
+        tiny_fsmol,
+        tmp_path / "policy",
+        {"d_model": 16, "heads": 2},
+        {"warm_steps": 4, "rl_steps": 1, "pools_per_step": 2, "budget": 8, "eval_every": 4}
+        | {"warmup_steps": 0, "device": "cpu"},
+        model_dir=ensemble,
+        cache_dir=None,
+        run_dir=tmp_path / "run",
+        eval_repeats=1,
+        workers=1,
+        progress=False,
+    )
+    a = PolicyRunner.load(policy, device="cpu")
+    b = PolicyRunner.load(tiny_policy, device="cpu")  # trained on tiny_model, the first member
+    x = np.random.default_rng(1).random((7, a.featurizer.dim)).astype(np.float32)
+    emb = a.embed(x)
+    assert emb.shape == (7, 32)  # the first member's encoder, not the ensemble's identity
+    np.testing.assert_allclose(emb, b.embed(x), rtol=1e-5, atol=1e-6)
