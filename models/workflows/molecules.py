@@ -229,8 +229,15 @@ def train_model(
         learner = build_learner(learner_cfg, featurizer.dim)
     if init_from is not None and init_meta is not None:
         state = load_weights(Path(init_from), init_meta)
-        enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-        learner.encoder.load_state_dict(enc)
+        prefix = "encoder."
+        if not any(k.startswith(prefix) for k in state) and any(
+            k.startswith("members.0.encoder.") for k in state
+        ):
+            logger.warning("%s is an ensemble: starting from its first member's encoder", init_from)
+            prefix = "members.0.encoder."
+        enc = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        for target in getattr(learner, "members", [learner]):
+            target.encoder.load_state_dict(enc)
     run_dir = run_folder(run_dir, "molecules", learner_cfg.learner, f"seed{train_cfg.seed}")
     config = {
         "learner": learner_cfg.model_dump(mode="json"),

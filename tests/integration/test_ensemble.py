@@ -112,3 +112,32 @@ def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(
     emb = a.embed(x)
     assert emb.shape == (7, 32)  # the first member's encoder, not the ensemble's identity
     np.testing.assert_allclose(emb, b.embed(x), rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_an_ensemble_starts_from_its_first_member(
+    tiny_fsmol: Path, tiny_model: Path, seed1: Path, tmp_path: Path
+) -> None:
+    from metascreen.models.training.export import load_weights
+    from metascreen.models.workflows.molecules import combine_models, train_model
+
+    torch.set_num_threads(1)
+    ensemble = combine_models([tiny_model, seed1], tmp_path / "ens")
+    probe = train_model(
+        tiny_fsmol,
+        tmp_path / "probe",
+        {**LEARNER, "learner": "probe"},
+        {**TRAIN, "seed": 0},
+        init_from=ensemble,
+        cache_dir=None,
+        run_dir=tmp_path / "probe-run",
+        eval_support_sizes=(8,),
+        eval_repeats=1,
+        workers=1,
+        progress=False,
+    )
+    got = load_weights(probe, json.loads((probe / "metadata.json").read_text()))
+    want = load_weights(tiny_model, json.loads((tiny_model / "metadata.json").read_text()))
+    enc = [k for k in want if k.startswith("encoder.")]
+    assert enc
+    for k in enc:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
