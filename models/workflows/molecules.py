@@ -445,6 +445,10 @@ def combine_models(
                 f"{d}: featurizer hash {meta['featurizer']['hash'][:12]}… differs from {dirs[0]}'s "
                 f"({fz['hash'][:12]}…); members must read the same feature rows"
             )
+        if not meta.get("weights"):
+            raise ConfigError(
+                f"{d}: has no torch weights (an int8 copy?); combine the float models it came from"
+            )
         lc = LearnerConfig.model_validate(cfg["learner"])
         if lc.ensemble_size != 1:
             raise ConfigError(f"{d}: already an ensemble of {lc.ensemble_size}; combine its runs")

@@ -74,6 +74,13 @@ def test_combined_runs_equal_the_trained_ensemble(
         combine_models([tiny_model], tmp_path / "one")
     with pytest.raises(ConfigError, match="already an ensemble"):
         combine_models([tiny_model, trained], tmp_path / "nested")
+    weightless = tmp_path / "int8-like"
+    shutil.copytree(seed1, weightless)
+    doc = json.loads((weightless / "metadata.json").read_text())
+    del doc["weights"]
+    (weightless / "metadata.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="no torch weights"):
+        combine_models([tiny_model, weightless], tmp_path / "weightless")
     other = tmp_path / "other-featurizer"
     shutil.copytree(seed1, other)
     doc = json.loads((other / "metadata.json").read_text())
