@@ -19,7 +19,6 @@ torch is imported here only, after the scoring and featurization runs (never on 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import platform
@@ -129,17 +128,12 @@ def model_throughput(
     """Rows/s of torch, onnxruntime fp32 and int8 on the same (support, query) features."""
     import torch
 
-    from metascreen.models.learners.registry import LearnerConfig, build_learner
     from metascreen.models.serving.artifact import read_artifact
     from metascreen.models.serving.molecules import OnnxPredictor
-    from metascreen.models.training.export import load_weights
+    from metascreen.models.training.export import load_learner
 
     torch.set_num_threads(threads)
-    info = read_artifact(model_dir)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), q_x.shape[1])
-    learner.load_state_dict(load_weights(model_dir, info.metadata))
-    learner.eval()
+    learner = load_learner(model_dir, read_artifact(model_dir), q_x.shape[1])[0].eval()
     ts, ty, tq = (torch.as_tensor(a) for a in (s_x, s_y, q_x))
 
     def torch_run() -> np.ndarray:

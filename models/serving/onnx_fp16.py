@@ -30,7 +30,6 @@ def narrow_initializers(model: Any, min_elements: int = MIN_ELEMENTS) -> int:
 
     graph = model.graph
     casts = []
-    converted = 0
     for init in graph.initializer:
         if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
             continue
@@ -41,10 +40,9 @@ def narrow_initializers(model: Any, min_elements: int = MIN_ELEMENTS) -> int:
         name = init.name
         init.CopyFrom(numpy_helper.from_array(narrow, name + FP16_SUFFIX))
         casts.append(helper.make_node("Cast", [name + FP16_SUFFIX], [name], to=TensorProto.FLOAT))
-        converted += 1
     for node in reversed(casts):
         graph.node.insert(0, node)
-    return converted
+    return len(casts)
 
 
 def widen_initializers(model: Any) -> int:

@@ -23,6 +23,7 @@ from metascreen.models.serving.artifact import (
     MOLECULES_PREDICTOR,
     POLICY_INPUTS,
     POLICY_OUTPUTS,
+    ArtifactInfo,
     provenance,
     staged_dir,
     verify_sha256,
@@ -55,6 +56,19 @@ def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.T
     )
     # float16-stored weights (``weights_dtype="float16"``) are computed in float32
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+
+
+def load_learner(
+    model_dir: Path, info: ArtifactInfo, in_dim: int
+) -> tuple[EpisodicLearner, dict[str, Any]]:
+    """A molecule artifact's torch learner (rebuilt from its ``config.json``, verified weights
+    loaded) and that configuration."""
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
+
+    cfg: dict[str, Any] = json.loads((Path(model_dir) / "config.json").read_text())
+    learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), in_dim)
+    learner.load_state_dict(load_weights(Path(model_dir), info.metadata))
+    return learner, cfg
 
 
 def round_to_fp16(module: torch.nn.Module, min_elements: int = MIN_ELEMENTS) -> list[str]:

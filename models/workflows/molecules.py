@@ -382,15 +382,12 @@ def export_model(model_dir: Path, out_dir: Path, weights_dtype: WeightsDtype | N
 
     ``weights_dtype``: storage of the large weights (default: the source artifact's).
     """
-    from metascreen.models.learners.registry import LearnerConfig, build_learner
-    from metascreen.models.training.export import REGENERATED_KEYS, load_weights, write_artifact
+    from metascreen.models.training.export import REGENERATED_KEYS, load_learner, write_artifact
 
     info = read_artifact(Path(model_dir))
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
     fz = info.metadata["featurizer"]
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-    learner = build_learner(LearnerConfig.model_validate(cfg["learner"]), featurizer.dim)
-    learner.load_state_dict(load_weights(Path(model_dir), info.metadata))
+    learner, cfg = load_learner(Path(model_dir), info, featurizer.dim)
     keep = {k: v for k, v in info.metadata.items() if k not in REGENERATED_KEYS}
     keep["exported_from"] = str(model_dir)
     dtype = weights_dtype or info.metadata["weights"].get("dtype", "float32")
@@ -418,7 +415,7 @@ def combine_models(
     training data and selection slice; they differ by seed. The result is what ``train --ensemble
     N`` writes when its members are these runs: member k of that command is the run of
     ``--seed seed+k``, so members can be trained apart (in parallel, on several machines) and
-    combined. The artifact records every member's provenance and figures under ``members``; its
+    combined. The artifact records every member's provenance and figures under ``combined_from``; its
     own figures are measured afterwards (``bench model``, ``evaluate``).
 
     Raises:
@@ -428,8 +425,8 @@ def combine_models(
     """
     from metascreen.domains.errors import ArtifactMismatchError
     from metascreen.models.learners.ensemble import EnsembleLearner
-    from metascreen.models.learners.registry import LearnerConfig, build_learner
-    from metascreen.models.training.export import load_weights, write_artifact
+    from metascreen.models.learners.registry import LearnerConfig
+    from metascreen.models.training.export import load_learner, write_artifact
 
     dirs = [Path(d) for d in model_dirs]
     if len(dirs) < 2:
@@ -454,21 +451,15 @@ def combine_models(
             raise ConfigError(f"{d}: already an ensemble of {lc.ensemble_size}; combine its runs")
         if lc != first:
             raise ConfigError(f"{d}: learner configuration differs from {dirs[0]}'s")
-        for key in ("training_data", "selection"):
-            a, b = meta.get(key) or {}, infos[0].metadata.get(key) or {}
-            if key == "training_data":
-                a, b = a.get("train_sha256"), b.get("train_sha256")
-            else:
-                a = (a.get("split"), a.get("fraction"), a.get("slice_seed"), a.get("data_sha256"))
-                b = (b.get("split"), b.get("fraction"), b.get("slice_seed"), b.get("data_sha256"))
-            if a != b:
-                raise ConfigError(f"{d}: {key} differs from {dirs[0]}'s ({a} vs {b})")
+        if lineage(meta) != lineage(infos[0].metadata):
+            raise ConfigError(
+                f"{d}: training data or selection slice differs from {dirs[0]}'s "
+                f"({lineage(meta)} vs {lineage(infos[0].metadata)})"
+            )
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-    members = []
-    for d, info in zip(dirs, infos, strict=True):
-        member = build_learner(first, featurizer.dim)
-        member.load_state_dict(load_weights(d, info.metadata))
-        members.append(member)
+    members = [
+        load_learner(d, info, featurizer.dim)[0] for d, info in zip(dirs, infos, strict=True)
+    ]
     ensemble = EnsembleLearner(members)
     config = {
         "learner": first.model_copy(update={"ensemble_size": len(members)}).model_dump(mode="json"),
@@ -507,6 +498,19 @@ def combine_models(
         config,
         extra,
         weights_dtype=dtype,
+    )
+
+
+def lineage(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """What members of one ensemble share: the training data's hash and the selection slice."""
+    sel = metadata.get("selection") or {}
+    train = (metadata.get("training_data") or {}).get("train_sha256")
+    return (
+        train,
+        sel.get("split"),
+        sel.get("fraction"),
+        sel.get("slice_seed"),
+        sel.get("data_sha256"),
     )
 
 

@@ -123,18 +123,13 @@ def train_policy_model(
     """
     import torch
 
-    from metascreen.models.learners.registry import (
-        HEAD_LEARNERS,
-        LearnerConfig,
-        build_learner,
-        head_state,
-    )
+    from metascreen.models.learners.registry import HEAD_LEARNERS, head_state
     from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
     from metascreen.models.serving.artifact import staged_dir
     from metascreen.models.training.export import (
         export_encoder_onnx,
         export_policy_onnx,
-        load_weights,
+        load_learner,
         write_weights,
     )
     from metascreen.models.training.policy import PolicyTrainConfig, train_policy
@@ -148,9 +143,7 @@ def train_policy_model(
     from metascreen.domains.molecules.featurize import MoleculeFeaturizer
 
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-    pred_cfg = json.loads((model_dir / "config.json").read_text())
-    learner = build_learner(LearnerConfig.model_validate(pred_cfg["learner"]), featurizer.dim)
-    learner.load_state_dict(load_weights(model_dir, info.metadata))
+    learner, pred_cfg = load_learner(model_dir, info, featurizer.dim)
     from metascreen.models.learners.ensemble import EnsembleLearner
 
     if isinstance(learner, EnsembleLearner):

@@ -46,6 +46,14 @@ def seed1(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tiny_fsmol, tmp_path_factory.mktemp("seed1") / "seed1", LEARNER, 1)
 
 
+@pytest.fixture(scope="module")
+def combined(tiny_model: Path, seed1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model and its seed-1 run, combined (the first member is tiny_model)."""
+    from metascreen.models.workflows.molecules import combine_models
+
+    return combine_models([tiny_model, seed1], tmp_path_factory.mktemp("ens") / "combined")
+
+
 def test_combined_runs_equal_the_trained_ensemble(
     tiny_fsmol: Path, tiny_model: Path, seed1: Path, tmp_path: Path
 ) -> None:
@@ -54,8 +62,11 @@ def test_combined_runs_equal_the_trained_ensemble(
     from metascreen.models.workflows.molecules import combine_models
 
     torch.set_num_threads(1)
+    # Every run here trains at one thread (sums reduce in another order at two), so seed 0 is
+    # trained afresh rather than taken from tiny_model, whose thread count depends on test order.
+    seed0 = _train(tiny_fsmol, tmp_path / "seed0", LEARNER, 0)
     trained = _train(tiny_fsmol, tmp_path / "ens", {**LEARNER, "ensemble_size": 2}, 0)
-    combined = combine_models([tiny_model, seed1], tmp_path / "combined")
+    combined = combine_models([seed0, seed1], tmp_path / "combined")
 
     meta = json.loads((combined / "metadata.json").read_text())
     assert [m["seed"] for m in meta["combined_from"]] == [0, 1]
@@ -92,21 +103,19 @@ def test_combined_runs_equal_the_trained_ensemble(
 
 
 def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(
-    tiny_fsmol: Path, tiny_model: Path, seed1: Path, tiny_policy: Path, tmp_path: Path
+    tiny_fsmol: Path, combined: Path, tiny_policy: Path, tmp_path: Path
 ) -> None:
     from metascreen.models.serving.policy import PolicyRunner
-    from metascreen.models.workflows.molecules import combine_models
     from metascreen.models.workflows.policy import train_policy_model
 
     torch.set_num_threads(1)
-    ensemble = combine_models([tiny_model, seed1], tmp_path / "ens")
     policy = train_policy_model(
         tiny_fsmol,
         tmp_path / "policy",
         {"d_model": 16, "heads": 2},
         {"warm_steps": 4, "rl_steps": 1, "pools_per_step": 2, "budget": 8, "eval_every": 4}
         | {"warmup_steps": 0, "device": "cpu"},
-        model_dir=ensemble,
+        model_dir=combined,
         cache_dir=None,
         run_dir=tmp_path / "run",
         eval_repeats=1,
@@ -122,19 +131,18 @@ def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(
 
 
 def test_init_from_an_ensemble_starts_from_its_first_member(
-    tiny_fsmol: Path, tiny_model: Path, seed1: Path, tmp_path: Path
+    tiny_fsmol: Path, tiny_model: Path, combined: Path, tmp_path: Path
 ) -> None:
     from metascreen.models.training.export import load_weights
-    from metascreen.models.workflows.molecules import combine_models, train_model
+    from metascreen.models.workflows.molecules import train_model
 
     torch.set_num_threads(1)
-    ensemble = combine_models([tiny_model, seed1], tmp_path / "ens")
     probe = train_model(
         tiny_fsmol,
         tmp_path / "probe",
         {**LEARNER, "learner": "probe"},
         {**TRAIN, "seed": 0},
-        init_from=ensemble,
+        init_from=combined,
         cache_dir=None,
         run_dir=tmp_path / "probe-run",
         eval_support_sizes=(8,),
