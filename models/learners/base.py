@@ -48,6 +48,9 @@ class EpisodicLearner(nn.Module):
     name = "episodic"
     cache_embeddings = True
     """forward(s, y, q) == head(embed(s), y, embed(q)): evaluation may embed each task once."""
+    batched_training = False
+    """``batched_episode_loss`` is the mean of ``episode_loss`` over a batch of padded episodes:
+    the training loop runs a step's episodes through the encoder and heads in one call."""
 
     def __init__(self, encoder: nn.Module) -> None:
         """Wrap ``encoder``."""
@@ -79,6 +82,34 @@ class EpisodicLearner(nn.Module):
         """(n, E) embeddings."""
         return self.encoder(x)
 
+    def embed_episodes(
+        self, support_x: torch.Tensor, query_x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (B, S, E) and (B, Q, E) of B episodes' rows, in one encoder call."""
+        b, s, d = support_x.shape
+        q = query_x.shape[1]
+        emb = self.embed(torch.cat([support_x.reshape(b * s, d), query_x.reshape(b * q, d)]))
+        return emb[: b * s].reshape(b, s, -1), emb[b * s :].reshape(b, q, -1)
+
+    def batched_episode_loss(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
+        query_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean over B padded episodes of ``episode_loss`` (for ``batched_training`` learners).
+
+        Shapes: support_x (B, S, D), query_x (B, Q, D); labels and masks (B, S) and (B, Q), mask
+        0 on padded rows.
+        """
+        se, qe = self.embed_episodes(support_x, query_x)
+        return masked_episode_bce(
+            self.batched_head(se, support_y, support_mask, qe), query_y, query_mask
+        )
+
     def forward(
         self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor
     ) -> torch.Tensor:
@@ -97,6 +128,15 @@ class EpisodicLearner(nn.Module):
         """Binary cross-entropy of the query logits."""
         logits = self(support_x, support_y, query_x)
         return F.binary_cross_entropy_with_logits(logits.float(), query_y.float())
+
+
+def masked_episode_bce(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over episodes of each episode's mean query cross-entropy; (B, Q) inputs, mask 0 on
+    padded query rows."""
+    per_row = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    return ((per_row * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean()
 
 
 def class_prototypes(emb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,13 +123,13 @@ class ContextMultiHeadLearner(MultiHeadLearner):
         )
         return super().head_logits(s[0], support_y, q[0])
 
-    def batched_head(
+    def batched_head_logits(
         self,
         support_emb: torch.Tensor,
         support_y: torch.Tensor,
         support_mask: torch.Tensor,
         query_emb: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``)."""
+    ) -> list[torch.Tensor]:
+        """(B, Q) logits of every head on the context-adapted embeddings of B padded tasks."""
         s, q = self.context(support_emb, support_y, support_mask, query_emb)
-        return super().batched_head(s, support_y, support_mask, q)
+        return super().batched_head_logits(s, support_y, support_mask, q)

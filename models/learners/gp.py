@@ -54,6 +54,7 @@ class GPLearner(EpisodicLearner):
     """GP posterior mean on learned features; lengthscale, noise and output scale are meta-learned."""
 
     name = "gp"
+    batched_training = True
 
     def __init__(self, encoder: nn.Module, cg_iters: int = 40) -> None:
         """Wrap ``encoder`` with kernel hyper-parameters."""

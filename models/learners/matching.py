@@ -19,6 +19,7 @@ class MatchingNetLearner(EpisodicLearner):
     """
 
     name = "matching"
+    batched_training = True
 
     def __init__(self, encoder: nn.Module) -> None:
         """Wrap ``encoder`` with a learned log-temperature."""

@@ -12,7 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metascreen.models.learners.base import EpisodicLearner, mean_probability_logit
+from metascreen.models.learners.base import (
+    EpisodicLearner,
+    masked_episode_bce,
+    mean_probability_logit,
+)
 from metascreen.models.learners.gp import gp_head
 from metascreen.models.learners.matching import MatchingNetLearner
 from metascreen.models.learners.protonet import ProtoNetLearner
@@ -22,6 +26,7 @@ class MultiHeadLearner(EpisodicLearner):
     """ProtoNet + matching + GP heads over one encoder; logit of the heads' mean probability."""
 
     name = "multihead"
+    batched_training = True
 
     def __init__(self, encoder: nn.Module, gp_kernel: str = "global") -> None:
         """Attach the three heads to ``encoder`` (shared, not copied).
@@ -46,6 +51,16 @@ class MultiHeadLearner(EpisodicLearner):
         """(Q,) logit of the mean of the heads' probabilities."""
         return mean_probability_logit(self.head_logits(support_emb, support_y, query_emb))
 
+    def batched_head_logits(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """(B, Q) logits of every head for B tasks with padded supports."""
+        return [h.batched_head(support_emb, support_y, support_mask, query_emb) for h in self.heads]  # type: ignore[operator]
+
     def batched_head(
         self,
         support_emb: torch.Tensor,
@@ -55,8 +70,22 @@ class MultiHeadLearner(EpisodicLearner):
     ) -> torch.Tensor:
         """(B, Q) ``head`` of B tasks with padded supports (see ``EpisodicLearner.batched_head``)."""
         return mean_probability_logit(
-            [h.batched_head(support_emb, support_y, support_mask, query_emb) for h in self.heads]  # type: ignore[operator]
+            self.batched_head_logits(support_emb, support_y, support_mask, query_emb)
         )
+
+    def batched_episode_loss(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_x: torch.Tensor,
+        query_y: torch.Tensor,
+        query_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``episode_loss`` (mean of the heads' cross-entropies) averaged over B padded episodes."""
+        se, qe = self.embed_episodes(support_x, query_x)
+        logits = self.batched_head_logits(se, support_y, support_mask, qe)
+        return torch.stack([masked_episode_bce(z, query_y, query_mask) for z in logits]).mean()
 
     def episode_loss(
         self,

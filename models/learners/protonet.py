@@ -20,6 +20,7 @@ class ProtoNetLearner(EpisodicLearner):
     """
 
     name = "protonet"
+    batched_training = True
 
     def head(
         self, support_emb: torch.Tensor, support_y: torch.Tensor, query_emb: torch.Tensor

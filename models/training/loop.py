@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from metascreen.domains.episodes import EpisodeSampler, Task
+from metascreen.domains.episodes import Episode, EpisodeSampler, Task
 from metascreen.domains.errors import SamplingError
 from metascreen.domains.io import atomic_write_bytes
 from metascreen.domains.molecules.tasks import TrainingEpisodeSampler
@@ -61,6 +61,13 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
     max_minutes: float | None = Field(
         None, description="stop (keeping the best state) after this long"
+    )
+    batched_episodes: bool = Field(
+        True,
+        description="run a step's episodes through the encoder and heads in one padded batch "
+        "(learners with ``batched_training``; the same loss as one episode at a time, several "
+        "times faster on CPU); false trains one episode at a time, as artifacts before "
+        "2026-12-01 were",
     )
 
 
@@ -177,6 +184,43 @@ def trainable_tasks(tasks: list[Task], support_sizes: tuple[int, ...]) -> list[T
     return [t for t in tasks if len(t) >= need and t.n_positive >= 2 and len(t) - t.n_positive >= 2]
 
 
+def episode_loss(learner: EpisodicLearner, ep: Episode, x: torch.Tensor) -> torch.Tensor:
+    """``learner.episode_loss`` of one episode over the feature rows ``x``."""
+    sy = torch.as_tensor(ep.support_labels, device=x.device)
+    qy = torch.as_tensor(ep.query_labels, device=x.device)
+    return learner.episode_loss(x[ep.support_items], sy, x[ep.query_items], qy)
+
+
+def pad_episodes(episodes: list[Episode], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Episodes as ``batched_episode_loss`` arguments: support_x, support_y, support_mask,
+    query_x, query_y, query_mask, padded to the largest support and query (mask 0 there)."""
+    n_s = max(len(ep.support_items) for ep in episodes)
+    n_q = max(len(ep.query_items) for ep in episodes)
+    b = len(episodes)
+    idx = np.zeros((b, n_s + n_q), dtype=np.int64)
+    labels = np.zeros((b, n_s + n_q), dtype=np.float32)
+    mask = np.zeros((b, n_s + n_q), dtype=np.float32)
+    for i, ep in enumerate(episodes):
+        for off, items, y in (
+            (0, ep.support_items, ep.support_labels),
+            (n_s, ep.query_items, ep.query_labels),
+        ):
+            idx[i, off : off + len(items)] = items
+            labels[i, off : off + len(items)] = y
+            mask[i, off : off + len(items)] = 1.0
+    rows = x[torch.as_tensor(idx, device=x.device)]  # (B, S + Q, D)
+    y_t = torch.as_tensor(labels, device=x.device)
+    m_t = torch.as_tensor(mask, device=x.device)
+    return (
+        rows[:, :n_s],
+        y_t[:, :n_s],
+        m_t[:, :n_s],
+        rows[:, n_s:],
+        y_t[:, n_s:],
+        m_t[:, n_s:],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EpisodeHooks:
     """What a domain changes in the loop (the molecule defaults apply when none are given).
@@ -247,6 +291,7 @@ def meta_train(
         else [TrainingEpisodeSampler(n, cfg.query_size) for n in cfg.support_sizes]
     )
     use_amp = cfg.amp and device.type == "cuda"
+    batched = cfg.batched_episodes and learner.batched_training and hooks is None
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -320,25 +365,22 @@ def meta_train(
     while optimizer is not None and state["step"] < cfg.steps:
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, step])
-        losses = []
-        for i in range(cfg.tasks_per_step):
+        episodes = []
+        for _ in range(cfg.tasks_per_step):
             task = tasks[int(rng.integers(len(tasks)))]
             sampler = samplers[int(rng.integers(len(samplers)))]
             try:
-                ep = sampler.sample(task, seed=int(rng.integers(2**31)))
+                episodes.append(sampler.sample(task, seed=int(rng.integers(2**31))))
             except SamplingError:
                 state["skipped"] += 1
-                continue
-            del i
-            sx, qx = x_train[ep.support_items], x_train[ep.query_items]
-            sy = torch.as_tensor(ep.support_labels, device=device)
-            qy = torch.as_tensor(ep.query_labels, device=device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                losses.append(learner.episode_loss(sx, sy, qx, qy))
-        if not losses:
+        if not episodes:
             state["step"] += 1
             continue
-        loss = torch.stack(losses).mean()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            if batched:
+                loss = learner.batched_episode_loss(*pad_episodes(episodes, x_train))
+            else:
+                loss = torch.stack([episode_loss(learner, ep, x_train) for ep in episodes]).mean()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         optimizer.zero_grad(set_to_none=True)

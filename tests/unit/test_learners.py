@@ -63,6 +63,82 @@ def test_meta_training_learns_a_separable_family(name: str, tmp_path) -> None:
     assert after > before + 0.05
 
 
+@pytest.mark.parametrize(
+    "name", ["protonet", "matching", "gp", "multihead", "gp:per-task", "context"]
+)
+def test_batched_episode_loss_is_the_mean_of_the_episode_losses(name: str) -> None:
+    """Mixed support and query sizes, padded: the batched loss and its gradient are the mean of
+    the per-episode ones."""
+    from metascreen.domains.molecules.tasks import TrainingEpisodeSampler
+    from metascreen.models.training.loop import episode_loss, pad_episodes
+
+    learner_name, _, kernel = name.partition(":")
+    seed_everything(0)
+    learner = build_learner(
+        LearnerConfig(
+            learner=learner_name,  # type: ignore[arg-type]
+            encoder=EncoderConfig(hidden=(32,), out_dim=16),
+            gp_kernel=kernel or "global",  # type: ignore[arg-type]
+        ),
+        12,
+    ).eval()  # no dropout: both paths see the same function
+    if learner_name == "context":
+        from tests.unit.test_export import _wake_context
+
+        _wake_context(learner)
+    assert learner.batched_training
+    tasks, x = _separable_tasks(6, 0)
+    x_t = torch.as_tensor(x)
+    episodes = [
+        TrainingEpisodeSampler(n, q).sample(t, seed=i)
+        for i, (t, n, q) in enumerate(
+            zip(tasks, [8, 4, 8, 6, 8, 4], [16, 16, 30, 5, 16, 9], strict=True)
+        )
+    ]
+    assert len({len(ep.query_items) for ep in episodes}) > 1
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        learner.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in learner.parameters() if p.grad is not None]
+
+    want = torch.stack([episode_loss(learner, ep, x_t) for ep in episodes]).mean()
+    want_g = grads(want)
+    got = learner.batched_episode_loss(*pad_episodes(episodes, x_t))
+    got_g = grads(got)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_g, want_g, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_and_one_at_a_time_training_reach_the_same_weights(tmp_path) -> None:
+    """Without dropout the two paths of the loop train the same function to float precision."""
+    train, x_train = _separable_tasks(20, 0)
+    outs = []
+    for batched in (True, False):
+        seed_everything(0)
+        learner = build_learner(
+            LearnerConfig(
+                encoder=EncoderConfig(hidden=(16,), out_dim=8, dropout=0.0, input_dropout=0.0),
+                learner="multihead",
+            ),
+            12,
+        )
+        cfg = TrainConfig(
+            steps=15,
+            tasks_per_step=4,
+            support_sizes=(8, 4),
+            query_size=16,
+            device="cpu",
+            batched_episodes=batched,
+        )
+        meta_train(
+            learner, train, x_train, [], x_train, cfg, tmp_path / str(batched), progress=False
+        )
+        outs.append(torch.cat([p.detach().flatten() for p in learner.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
 def test_same_seed_same_result_on_cpu(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
     cfg = TrainConfig(
