@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from metascreen.domains.episodes import Task
+from metascreen.domains.episodes import Episode, Task
 from metascreen.domains.errors import SamplingError
 from metascreen.domains.molecules.tasks import StratifiedSupportSampler
 from metascreen.domains.types import FloatArray
@@ -28,6 +28,8 @@ PredictFn = Callable[[FloatArray, FloatArray, FloatArray], np.ndarray]
 """(support_x (S, D), support_y (S,), query_x (Q, D)) → (Q,) scores, higher = more active."""
 EmbedFn = Callable[[FloatArray], FloatArray]
 """(n, D) features → (n, E) task-independent embeddings, computed once per task when given."""
+PredictDrawsFn = Callable[[FloatArray, list[Episode]], list[np.ndarray]]
+"""(a task's rows (n, D), its draws) → one (Q,) score array per draw: every draw in one call."""
 
 
 @dataclass(slots=True)
@@ -76,11 +78,14 @@ def evaluate_tasks(
     seed: int = 0,
     progress: bool = False,
     embed: EmbedFn | None = None,
+    predict_draws: PredictDrawsFn | None = None,
 ) -> EvalResult:
     """Run the FS-Mol protocol with ``predict`` on every task (features indexed by item row).
 
     With ``embed``, each task's rows are embedded once and ``predict`` receives embeddings: the
-    same result for learners whose encoder does not adapt, at a fraction of the cost.
+    same result for learners whose encoder does not adapt, at a fraction of the cost. With
+    ``predict_draws``, a task's draws are scored in one call (e.g. a batched head) instead of
+    ``predict`` per draw.
     """
     start = time.perf_counter()
     sampler = StratifiedSupportSampler(support_size)
@@ -96,16 +101,22 @@ def evaluate_tasks(
         x_task = features[task.item_idx]
         if embed is not None:
             x_task = embed(x_task)
-        values = []
+        draws = []
         for r in range(repeats):
             try:
-                ep = sampler.sample(task, seed + r)
+                draws.append(sampler.sample(task, seed + r))
             except SamplingError:
                 n_skipped += 1
-                continue
-            n_draws += 1
-            scores = predict(x_task[ep.support], ep.support_labels, x_task[ep.query])
-            values.append(delta_auprc(ep.query_labels, scores))
+        n_draws += len(draws)
+        if predict_draws is not None and draws:
+            all_scores = predict_draws(x_task, draws)
+        else:
+            all_scores = [
+                predict(x_task[ep.support], ep.support_labels, x_task[ep.query]) for ep in draws
+            ]
+        values = [
+            delta_auprc(ep.query_labels, sc) for ep, sc in zip(draws, all_scores, strict=True)
+        ]
         if values:
             per_task[task.task_id] = float(np.mean(values))
         else:

@@ -154,10 +154,24 @@ class TorchEvaluator:
                 out = self.learner(self._t(sx), self._t(sy), self._t(qx))
         return out.float().cpu().numpy()
 
+    def predict_draws(self, emb: FloatArray, draws: list[Episode]) -> list[np.ndarray]:
+        """(Q,) logits of each draw of one task from its embedded rows, one batched-head call."""
+        if len({(len(ep.support), len(ep.query)) for ep in draws}) > 1:
+            return [self.predict(emb[ep.support], ep.support_labels, emb[ep.query]) for ep in draws]
+        idx = torch.as_tensor(np.stack([np.concatenate([ep.support, ep.query]) for ep in draws]))
+        n_s = len(draws[0].support)
+        rows = self._t(emb)[idx.to(self.device)]  # (B, S + Q, E)
+        sy = self._t(np.stack([ep.support_labels for ep in draws]).astype(np.float32))
+        with torch.no_grad():
+            out = self.learner.batched_head(rows[:, :n_s], sy, torch.ones_like(sy), rows[:, n_s:])
+        return list(out.float().cpu().numpy())
+
     def evaluate(
         self, tasks: list[Task], x: FloatArray, support_size: int, repeats: int, seed: int = 0
     ) -> Any:
-        """``evaluate_tasks`` with this learner."""
+        """``evaluate_tasks`` with this learner (a task's draws batched through the head when it
+        has a batched head: every draw of a task has the same support and query sizes)."""
+        batched = self.cached and self.learner.batched_training
         return evaluate_tasks(
             tasks,
             x,
@@ -166,6 +180,7 @@ class TorchEvaluator:
             repeats,
             seed,
             embed=self.embed if self.cached else None,
+            predict_draws=self.predict_draws if batched else None,
         )
 
 

@@ -234,6 +234,7 @@ def test_cached_embeddings_give_the_same_evaluation(name: str) -> None:
     cached = ev.evaluate(tasks, x, 8, 3)
     plain = evaluate_tasks(tasks, x, torch_predict_fn(learner), 8, 3, 0)
     assert cached.per_task == pytest.approx(plain.per_task, abs=1e-6)
+    assert (cached.n_draws, cached.n_skipped_draws) == (plain.n_draws, plain.n_skipped_draws)
 
 
 def test_cosine_schedule_warms_up_and_decays() -> None:
