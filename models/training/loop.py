@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from metascreen.domains.episodes import Episode, EpisodeSampler, Task
 from metascreen.domains.errors import SamplingError
@@ -61,6 +62,13 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on CPU)")
     max_minutes: float | None = Field(
         None, description="stop (keeping the best state) after this long"
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (torch swa_utils); it is "
+        "what is validated, kept and returned",
     )
     batched_episodes: bool = Field(
         True,
@@ -318,6 +326,12 @@ def meta_train(
         "bad_evals": 0,
         "skipped": 0,
     }
+    ema = (
+        AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay is not None and optimizer is not None
+        else None
+    )
+    kept: EpisodicLearner = ema.module if ema is not None else learner  # validated and returned
     best_state = copy.deepcopy(learner.state_dict())
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -325,6 +339,12 @@ def meta_train(
         if optimizer is not None and ckpt.get("optimizer"):
             optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_model"]
+        if ema is not None:
+            if "ema" not in ckpt:
+                from metascreen.domains.errors import ConfigError
+
+                raise ConfigError(f"{ckpt_path} was written without ema_decay; cannot resume")
+            ema.load_state_dict(ckpt["ema"])
         state.update(
             {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
         )
@@ -341,6 +361,7 @@ def meta_train(
                 "model": learner.state_dict(),
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
+                **({"ema": ema.state_dict()} if ema is not None else {}),
                 **history_fields(state["history"], ["step", "loss", "selection"]),
                 "torch_rng": torch.get_rng_state(),
                 **{
@@ -351,11 +372,11 @@ def meta_train(
 
     def validate() -> float:
         if hooks is not None:
-            score = hooks.validate(learner, device)
+            score = hooks.validate(kept, device)
             learner.train()
             return float(score)
         score = (
-            TorchEvaluator(learner, device)
+            TorchEvaluator(kept, device)
             .evaluate(valid_tasks, valid_x, cfg.valid_support_size, cfg.valid_repeats)
             .mean
         )
@@ -402,6 +423,8 @@ def meta_train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(learner)
         running = 0.95 * running + 0.05 * loss.item() if step else loss.item()
         state["step"] += 1
         if bar is not None:
@@ -425,7 +448,7 @@ def meta_train(
             )
             if score > state["best_score"]:
                 state.update(best_score=score, best_step=state["step"], bad_evals=0)
-                best_state = copy.deepcopy(learner.state_dict())
+                best_state = copy.deepcopy(kept.state_dict())
             else:
                 state["bad_evals"] += 1
                 if state["bad_evals"] >= cfg.patience:
@@ -437,7 +460,7 @@ def meta_train(
                     )
                     stopped_early = True
         elif not valid_tasks:
-            best_state = copy.deepcopy(learner.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
             state["best_step"] = state["step"]
         if state["step"] % cfg.checkpoint_every == 0 or done or stopped_early or timed_out:
             save_checkpoint()

@@ -139,6 +139,15 @@ def train_molecules(
             help="train this many members (seeds seed, seed+1, …) and average them", min=1, max=64
         ),
     ] = 1,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="validate, keep and export an exponential moving average of the weights "
+            "(e.g. 0.999)",
+            min=0,
+            max=1,
+        ),
+    ] = None,
     batched_episodes: Annotated[
         bool,
         typer.Option(
@@ -176,6 +185,11 @@ def train_molecules(
         ),
         slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
+        (
+            ema_decay is None or 0 < ema_decay < 1,
+            "--ema-decay",
+            f"{ema_decay} must be between 0 and 1, exclusive",
+        ),
     )
     from metascreen.domains.molecules.featurize import DESCRIPTOR_SETS
 
@@ -208,6 +222,7 @@ def train_molecules(
         "eval_every": eval_every,
         "patience": patience,
         "max_minutes": max_minutes,
+        "ema_decay": ema_decay,
     }
     train_cfg: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if support_sizes:

@@ -192,6 +192,32 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_weight_ema_is_what_training_returns_and_resumes(tmp_path) -> None:
+    train, x_train = _separable_tasks(20, 0)
+
+    def run(steps: int, folder: str, ema: float | None) -> torch.Tensor:
+        seed_everything(0)
+        learner = build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
+        cfg = TrainConfig(
+            steps=steps,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+            ema_decay=ema,
+        )
+        meta_train(learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False)
+        return torch.cat([p.detach().flatten() for p in learner.parameters()])
+
+    plain = run(20, "plain", None)
+    averaged = run(20, "ema", 0.9)
+    assert not torch.allclose(plain, averaged, atol=1e-4)  # the average, not the last weights
+    torch.testing.assert_close(run(20, "ema0", 1e-9), plain)  # no memory: the last weights
+    run(10, "resumed", 0.9)
+    torch.testing.assert_close(run(20, "resumed", 0.9), averaged)
+
+
 def test_anil_adaptation_lowers_support_loss() -> None:
     torch.manual_seed(0)
     learner = build_learner(
