@@ -207,6 +207,22 @@ def trainable_tasks(tasks: list[Task], support_sizes: tuple[int, ...]) -> list[T
     return [t for t in tasks if len(t) >= need and t.n_positive >= 2 and len(t) - t.n_positive >= 2]
 
 
+def weight_ema(module: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``module``'s weights and buffers (None without decay)."""
+    if decay is None:
+        return None
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def load_ema(ema: AveragedModel, ckpt: dict[str, Any], ckpt_path: Path) -> None:
+    """Restore ``ema`` from a checkpoint, refusing one written without an average."""
+    if "ema" not in ckpt:
+        from metascreen.domains.errors import ConfigError
+
+        raise ConfigError(f"{ckpt_path} was written without --ema-decay; cannot resume")
+    ema.load_state_dict(ckpt["ema"])
+
+
 def episode_loss(learner: EpisodicLearner, ep: Episode, x: torch.Tensor) -> torch.Tensor:
     """``learner.episode_loss`` of one episode over the feature rows ``x``."""
     sy = torch.as_tensor(ep.support_labels, device=x.device)
@@ -326,11 +342,7 @@ def meta_train(
         "bad_evals": 0,
         "skipped": 0,
     }
-    ema = (
-        AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay is not None and optimizer is not None
-        else None
-    )
+    ema = weight_ema(learner, cfg.ema_decay) if optimizer is not None else None
     kept: EpisodicLearner = ema.module if ema is not None else learner  # validated and returned
     best_state = copy.deepcopy(learner.state_dict())
     if ckpt_path.exists():
@@ -340,11 +352,7 @@ def meta_train(
             optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_model"]
         if ema is not None:
-            if "ema" not in ckpt:
-                from metascreen.domains.errors import ConfigError
-
-                raise ConfigError(f"{ckpt_path} was written without ema_decay; cannot resume")
-            ema.load_state_dict(ckpt["ema"])
+            load_ema(ema, ckpt, ckpt_path)
         state.update(
             {k: ckpt[k] for k in ("step", "best_score", "best_step", "bad_evals", "skipped")}
         )

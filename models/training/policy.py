@@ -22,7 +22,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from metascreen.domains.episodes import Task
 from metascreen.domains.errors import ConfigError
@@ -39,7 +38,9 @@ from metascreen.models.training.loop import (
     HISTORY_RENAMED,
     history_fields,
     history_from,
+    load_ema,
     save_checkpoint_atomic,
+    weight_ema,
 )
 from metascreen.models.training.seeding import resolve_device, seed_everything
 
@@ -280,11 +281,7 @@ def train_policy(
     ckpt_path = run_dir / "policy_checkpoint.pt"
     state: dict[str, Any] = {"step": 0, "best_score": -math.inf, "best_step": 0}
     history: list[dict[str, Any]] = []
-    ema = (
-        AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay is not None
-        else None
-    )
+    ema = weight_ema(policy, cfg.ema_decay)
     # the weights that are validated and kept: the running average when there is one
     evaluated: ScreeningPolicy = ema.module if ema is not None else policy
     best = copy.deepcopy(policy.state_dict())
@@ -293,9 +290,7 @@ def train_policy(
         policy.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if ema is not None:
-            if "ema" not in ck:
-                raise ConfigError(f"{ckpt_path} was written without --ema-decay; cannot resume")
-            ema.load_state_dict(ck["ema"])
+            load_ema(ema, ck, ckpt_path)
         best = ck["best_model"]
         state.update(
             step=int(ck["step"]), best_score=float(ck["best_score"]), best_step=int(ck["best_step"])
