@@ -106,8 +106,21 @@ class EpisodicLearner(nn.Module):
         0 on padded rows.
         """
         se, qe = self.embed_episodes(support_x, query_x)
+        return self.batched_embedded_loss(se, support_y, support_mask, qe, query_y, query_mask)
+
+    def batched_embedded_loss(
+        self,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+        query_y: torch.Tensor,
+        query_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``batched_episode_loss`` from the episodes' embeddings (``embed_episodes``), so that
+        the training loop can add losses of its own on the same embeddings."""
         return masked_episode_bce(
-            self.batched_head(se, support_y, support_mask, qe), query_y, query_mask
+            self.batched_head(support_emb, support_y, support_mask, query_emb), query_y, query_mask
         )
 
     def forward(

@@ -73,18 +73,17 @@ class MultiHeadLearner(EpisodicLearner):
             self.batched_head_logits(support_emb, support_y, support_mask, query_emb)
         )
 
-    def batched_episode_loss(
+    def batched_embedded_loss(
         self,
-        support_x: torch.Tensor,
+        support_emb: torch.Tensor,
         support_y: torch.Tensor,
         support_mask: torch.Tensor,
-        query_x: torch.Tensor,
+        query_emb: torch.Tensor,
         query_y: torch.Tensor,
         query_mask: torch.Tensor,
     ) -> torch.Tensor:
         """``episode_loss`` (mean of the heads' cross-entropies) averaged over B padded episodes."""
-        se, qe = self.embed_episodes(support_x, query_x)
-        logits = self.batched_head_logits(se, support_y, support_mask, qe)
+        logits = self.batched_head_logits(support_emb, support_y, support_mask, query_emb)
         return torch.stack([masked_episode_bce(z, query_y, query_mask) for z in logits]).mean()
 
     def episode_loss(

@@ -27,7 +27,7 @@ from metascreen.domains.io import atomic_write_bytes
 from metascreen.domains.molecules.tasks import TrainingEpisodeSampler
 from metascreen.domains.types import FloatArray
 from metascreen.models.evaluation.molecules import evaluate_tasks
-from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.learners.base import EpisodicLearner, masked_episode_bce
 from metascreen.models.training.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,19 @@ class TrainConfig(BaseModel):
         lt=1,
         description="keep an exponential moving average of the weights (torch swa_utils); it is "
         "what is validated, kept and returned",
+    )
+    multitask_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an auxiliary multitask loss: a logistic head per training task on "
+        "the shared embedding, fitted to all of the episode's rows (support and query); the "
+        "heads exist only during training and are not exported (needs batched episodes)",
+    )
+    multitask_lr_scale: float = Field(
+        100.0,
+        gt=0,
+        description="learning rate of the multitask heads relative to the encoder's (each head "
+        "is updated only on the steps that draw its task)",
     )
     batched_episodes: bool = Field(
         True,
@@ -230,6 +243,38 @@ def episode_loss(learner: EpisodicLearner, ep: Episode, x: torch.Tensor) -> torc
     return learner.episode_loss(x[ep.support_items], sy, x[ep.query_items], qy)
 
 
+class MultitaskHeads(torch.nn.Module):
+    """One logistic-regression head per training task on the shared embedding (training only).
+
+    The FS-Mol multitask baseline's signal inside the episodic loop: every row of an episode,
+    support and query, is classified by its task's own head, so the encoder is also asked to
+    make each training task linearly separable. Heads start at zero (logit 0).
+    """
+
+    def __init__(self, n_tasks: int, dim: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(n_tasks, dim))
+        self.bias = torch.nn.Parameter(torch.zeros(n_tasks))
+
+    def loss(
+        self,
+        task_ids: torch.Tensor,
+        support_emb: torch.Tensor,
+        support_y: torch.Tensor,
+        support_mask: torch.Tensor,
+        query_emb: torch.Tensor,
+        query_y: torch.Tensor,
+        query_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean over episodes of the cross-entropy of each episode's rows under its task's head."""
+        rows = torch.cat([support_emb, query_emb], dim=1)  # (B, S + Q, E)
+        logits = torch.einsum("bne,be->bn", rows.float(), self.weight[task_ids])
+        logits = logits + self.bias[task_ids].unsqueeze(1)
+        return masked_episode_bce(
+            logits, torch.cat([support_y, query_y], 1), torch.cat([support_mask, query_mask], 1)
+        )
+
+
 def pad_episodes(episodes: list[Episode], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Episodes as ``batched_episode_loss`` arguments: support_x, support_y, support_mask,
     query_x, query_y, query_mask, padded to the largest support and query (mask 0 there)."""
@@ -331,6 +376,26 @@ def meta_train(
     )
     use_amp = cfg.amp and device.type == "cuda"
     batched = cfg.batched_episodes and learner.batched_training and hooks is None
+    multitask: MultitaskHeads | None = None
+    if cfg.multitask_weight > 0 and optimizer is not None:
+        if not batched:
+            from metascreen.domains.errors import ConfigError
+
+            raise ConfigError(
+                "the multitask loss needs batched episodes and a learner with batched training "
+                f"({learner.name}, batched_episodes={cfg.batched_episodes})"
+            )
+        learner.eval()  # no dropout draw: the embedding width only
+        with torch.no_grad():
+            dim = learner.embed(x_train[:1]).shape[-1]
+        multitask = MultitaskHeads(len(tasks), dim).to(device)
+        optimizer.add_param_group(
+            {
+                "params": list(multitask.parameters()),
+                "weight_decay": 0.0,
+                "lr_scale": cfg.multitask_lr_scale,
+            }
+        )
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -348,6 +413,14 @@ def meta_train(
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         learner.load_state_dict(ckpt["model"])
+        if multitask is not None:
+            if "multitask" not in ckpt:
+                from metascreen.domains.errors import ConfigError
+
+                raise ConfigError(
+                    f"{ckpt_path} was written without the multitask loss; cannot resume"
+                )
+            multitask.load_state_dict(ckpt["multitask"])
         if optimizer is not None and ckpt.get("optimizer"):
             optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_model"]
@@ -370,6 +443,7 @@ def meta_train(
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
                 **({"ema": ema.state_dict()} if ema is not None else {}),
+                **({"multitask": multitask.state_dict()} if multitask is not None else {}),
                 **history_fields(state["history"], ["step", "loss", "selection"]),
                 "torch_rng": torch.get_rng_state(),
                 **{
@@ -401,7 +475,7 @@ def meta_train(
             total=cfg.steps, initial=state["step"], desc=f"meta-train {learner.name}", unit="step"
         )
     learner.train()
-    running = 0.0
+    running = running_mt = 0.0
     if optimizer is None:  # nothing to learn (e.g. a probe on a frozen encoder): validate once
         score = validate() if valid_tasks else math.nan
         state["history"].append({"step": 0, "loss": math.nan, "selection": score})
@@ -410,25 +484,38 @@ def meta_train(
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, step])
         episodes = []
+        task_ids = []
         for _ in range(cfg.tasks_per_step):
-            task = tasks[int(rng.integers(len(tasks)))]
+            task_id = int(rng.integers(len(tasks)))
             sampler = samplers[int(rng.integers(len(samplers)))]
             try:
-                episodes.append(sampler.sample(task, seed=int(rng.integers(2**31))))
+                episodes.append(sampler.sample(tasks[task_id], seed=int(rng.integers(2**31))))
+                task_ids.append(task_id)
             except SamplingError:
                 state["skipped"] += 1
         if not episodes:
             state["step"] += 1
             continue
+        mt_loss: torch.Tensor | None = None
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             if batched:
-                loss = learner.batched_episode_loss(*pad_episodes(episodes, x_train))
+                padded = pad_episodes(episodes, x_train)
+                se, qe = learner.embed_episodes(padded[0], padded[3])
+                embedded = (se, padded[1], padded[2], qe, padded[4], padded[5])
+                loss = learner.batched_embedded_loss(*embedded)
+                if multitask is not None:
+                    ids = torch.as_tensor(task_ids, device=device)
+                    mt_loss = multitask.loss(ids, *embedded)
             else:
                 loss = torch.stack([episode_loss(learner, ep, x_train) for ep in episodes]).mean()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if mt_loss is not None:  # the logged loss stays the episodes' own
+            (loss + cfg.multitask_weight * mt_loss).backward()
+            running_mt = 0.95 * running_mt + 0.05 * mt_loss.item() if step else mt_loss.item()
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
         if ema is not None:
@@ -446,9 +533,10 @@ def meta_train(
             score = validate()
             state["history"].append({"step": state["step"], "loss": running, "selection": score})
             logger.info(
-                "step %d loss %.4f %s %.4f",
+                "step %d loss %.4f%s %s %.4f",
                 state["step"],
                 running,
+                f" (multitask {running_mt:.4f})" if multitask is not None else "",
                 hooks.metric
                 if hooks is not None
                 else f"{select_label} ΔAUPRC@{cfg.valid_support_size}",

@@ -88,6 +88,20 @@ def train_molecules(
         str | None, typer.Option(help="comma-separated training support sizes, e.g. 16,32,64")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate", min=0)] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay (default 1e-4)", min=0)
+    ] = None,
+    query_size: Annotated[
+        int | None, typer.Option(help="query rows per training episode (default 64)", min=2)
+    ] = None,
+    multitask_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="weight of an auxiliary multitask loss (a logistic head per training task on "
+            "the shared embedding, training only; needs batched episodes)",
+            min=0,
+        ),
+    ] = None,
     lr_schedule: Annotated[
         Literal["constant", "cosine"] | None,
         typer.Option(help="constant | cosine (warm-up, then decay to lr/10)"),
@@ -186,6 +200,11 @@ def train_molecules(
         slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
         (
+            not (multitask_weight and not batched_episodes),
+            "--multitask-weight",
+            "needs batched episodes (drop --sequential-episodes)",
+        ),
+        (
             ema_decay is None or 0 < ema_decay < 1,
             "--ema-decay",
             f"{ema_decay} must be between 0 and 1, exclusive",
@@ -223,6 +242,9 @@ def train_molecules(
         "patience": patience,
         "max_minutes": max_minutes,
         "ema_decay": ema_decay,
+        "weight_decay": weight_decay,
+        "query_size": query_size,
+        "multitask_weight": multitask_weight,
     }
     train_cfg: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if support_sizes:

@@ -378,3 +378,69 @@ def test_older_checkpoints_resume_with_the_selection_key() -> None:
     )
     (rec,) = history_from(old, HISTORY_RENAMED)
     assert rec == {"step": 250.0, "loss": 0.6, "selection": 0.25, "selection_f1": 24.0}
+
+
+def test_multitask_heads_score_every_row_with_its_own_task_head() -> None:
+    from metascreen.models.training.loop import MultitaskHeads
+
+    heads = MultitaskHeads(5, 3)
+    torch.nn.init.normal_(heads.weight)
+    torch.nn.init.normal_(heads.bias)
+    g = torch.Generator().manual_seed(0)
+    se, qe = torch.randn(2, 4, 3, generator=g), torch.randn(2, 6, 3, generator=g)
+    sy, qy = (
+        (torch.rand(2, 4, generator=g) > 0.5).float(),
+        (torch.rand(2, 6, generator=g) > 0.5).float(),
+    )
+    sm, qm = torch.ones(2, 4), torch.ones(2, 6)
+    sm[1, 3] = 0.0  # a padded support row and two padded query rows of the second episode
+    qm[1, 4:] = 0.0
+    ids = torch.tensor([4, 1])
+    got = heads.loss(ids, se, sy, sm, qe, qy, qm)
+    want = []
+    for b, t in enumerate(ids.tolist()):
+        rows = torch.cat([se[b][sm[b] > 0], qe[b][qm[b] > 0]])
+        y = torch.cat([sy[b][sm[b] > 0], qy[b][qm[b] > 0]])
+        z = rows @ heads.weight[t] + heads.bias[t]
+        want.append(torch.nn.functional.binary_cross_entropy_with_logits(z, y))
+    torch.testing.assert_close(got, torch.stack(want).mean())
+
+
+def test_multitask_loss_trains_task_heads_and_resumes(tmp_path) -> None:
+    from metascreen.domains.errors import ConfigError
+
+    train, x_train = _separable_tasks(20, 0)
+
+    def run(steps: int, folder: str, weight: float, batched: bool = True) -> torch.Tensor:
+        seed_everything(0)
+        learner = build_learner(
+            LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8), learner="multihead"), 12
+        )
+        cfg = TrainConfig(
+            steps=steps,
+            tasks_per_step=4,
+            support_sizes=(8,),
+            query_size=16,
+            checkpoint_every=10,
+            device="cpu",
+            multitask_weight=weight,
+            batched_episodes=batched,
+        )
+        meta_train(learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False)
+        return torch.cat([p.detach().flatten() for p in learner.parameters()])
+
+    plain = run(20, "plain", 0.0)
+    with_heads = run(20, "mt", 1.0)
+    assert not torch.allclose(
+        plain, with_heads, atol=1e-4
+    )  # the auxiliary loss reaches the encoder
+    ckpt = torch.load(tmp_path / "mt" / "checkpoint.pt", weights_only=True)
+    heads = ckpt["multitask"]["weight"]
+    assert heads.shape == (20, 8)
+    assert int((heads.abs().sum(1) > 0).sum()) >= 10  # the heads of the tasks drawn moved
+    run(10, "resumed", 1.0)
+    torch.testing.assert_close(run(20, "resumed", 1.0), with_heads)
+    with pytest.raises(ConfigError, match="batched episodes"):
+        run(2, "sequential", 1.0, batched=False)
+    with pytest.raises(ConfigError, match="without the multitask loss"):
+        run(20, "plain", 1.0)  # a plain run's checkpoint cannot resume with heads
