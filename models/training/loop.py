@@ -80,8 +80,8 @@ class TrainConfig(BaseModel):
     multitask_lr_scale: float = Field(
         100.0,
         gt=0,
-        description="learning rate of the multitask heads relative to the encoder's (each head "
-        "is updated only on the steps that draw its task)",
+        description="learning rate of the multitask heads (SparseAdam) relative to the "
+        "encoder's (a head is updated only on the steps that draw its task)",
     )
     batched_episodes: bool = Field(
         True,
@@ -248,13 +248,16 @@ class MultitaskHeads(torch.nn.Module):
 
     The FS-Mol multitask baseline's signal inside the episodic loop: every row of an episode,
     support and query, is classified by its task's own head, so the encoder is also asked to
-    make each training task linearly separable. Heads start at zero (logit 0).
+    make each training task linearly separable. Heads start at zero (logit 0). They are one
+    sparse embedding table (weights and bias per task) for ``torch.optim.SparseAdam``: a step
+    updates the heads of the tasks it drew and leaves the others, whose moments would otherwise
+    keep moving them on stale gradients.
     """
 
     def __init__(self, n_tasks: int, dim: int) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(n_tasks, dim))
-        self.bias = torch.nn.Parameter(torch.zeros(n_tasks))
+        self.table = torch.nn.Embedding(n_tasks, dim + 1, sparse=True)
+        torch.nn.init.zeros_(self.table.weight)
 
     def loss(
         self,
@@ -267,9 +270,9 @@ class MultitaskHeads(torch.nn.Module):
         query_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Mean over episodes of the cross-entropy of each episode's rows under its task's head."""
-        rows = torch.cat([support_emb, query_emb], dim=1)  # (B, S + Q, E)
-        logits = torch.einsum("bne,be->bn", rows.float(), self.weight[task_ids])
-        logits = logits + self.bias[task_ids].unsqueeze(1)
+        rows = torch.cat([support_emb, query_emb], dim=1).float()  # (B, S + Q, E)
+        head = self.table(task_ids)  # (B, E + 1)
+        logits = torch.einsum("bne,be->bn", rows, head[:, :-1]) + head[:, -1:]
         return masked_episode_bce(
             logits, torch.cat([support_y, query_y], 1), torch.cat([support_mask, query_mask], 1)
         )
@@ -377,6 +380,7 @@ def meta_train(
     use_amp = cfg.amp and device.type == "cuda"
     batched = cfg.batched_episodes and learner.batched_training and hooks is None
     multitask: MultitaskHeads | None = None
+    mt_optimizer: torch.optim.SparseAdam | None = None
     if cfg.multitask_weight > 0 and optimizer is not None:
         if not batched:
             from metascreen.domains.errors import ConfigError
@@ -389,13 +393,7 @@ def meta_train(
         with torch.no_grad():
             dim = learner.embed(x_train[:1]).shape[-1]
         multitask = MultitaskHeads(len(tasks), dim).to(device)
-        optimizer.add_param_group(
-            {
-                "params": list(multitask.parameters()),
-                "weight_decay": 0.0,
-                "lr_scale": cfg.multitask_lr_scale,
-            }
-        )
+        mt_optimizer = torch.optim.SparseAdam(list(multitask.parameters()), lr=cfg.lr)
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -421,6 +419,8 @@ def meta_train(
                     f"{ckpt_path} was written without the multitask loss; cannot resume"
                 )
             multitask.load_state_dict(ckpt["multitask"])
+            assert mt_optimizer is not None
+            mt_optimizer.load_state_dict(ckpt["multitask_optimizer"])
         if optimizer is not None and ckpt.get("optimizer"):
             optimizer.load_state_dict(ckpt["optimizer"])
         best_state = ckpt["best_model"]
@@ -443,7 +443,14 @@ def meta_train(
                 "optimizer": optimizer.state_dict() if optimizer is not None else {},
                 "best_model": best_state,
                 **({"ema": ema.state_dict()} if ema is not None else {}),
-                **({"multitask": multitask.state_dict()} if multitask is not None else {}),
+                **(
+                    {
+                        "multitask": multitask.state_dict(),
+                        "multitask_optimizer": mt_optimizer.state_dict(),
+                    }
+                    if multitask is not None and mt_optimizer is not None
+                    else {}
+                ),
                 **history_fields(state["history"], ["step", "loss", "selection"]),
                 "torch_rng": torch.get_rng_state(),
                 **{
@@ -509,7 +516,11 @@ def meta_train(
             else:
                 loss = torch.stack([episode_loss(learner, ep, x_train) for ep in episodes]).mean()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
+            group["lr"] = lr_at(step, cfg)
+        if mt_optimizer is not None:
+            for group in mt_optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg) * cfg.multitask_lr_scale
+            mt_optimizer.zero_grad(set_to_none=True)
         optimizer.zero_grad(set_to_none=True)
         if mt_loss is not None:  # the logged loss stays the episodes' own
             (loss + cfg.multitask_weight * mt_loss).backward()
@@ -518,6 +529,8 @@ def meta_train(
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
+        if mt_optimizer is not None:
+            mt_optimizer.step()
         if ema is not None:
             ema.update_parameters(learner)
         running = 0.95 * running + 0.05 * loss.item() if step else loss.item()

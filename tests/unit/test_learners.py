@@ -384,8 +384,7 @@ def test_multitask_heads_score_every_row_with_its_own_task_head() -> None:
     from metascreen.models.training.loop import MultitaskHeads
 
     heads = MultitaskHeads(5, 3)
-    torch.nn.init.normal_(heads.weight)
-    torch.nn.init.normal_(heads.bias)
+    torch.nn.init.normal_(heads.table.weight)
     g = torch.Generator().manual_seed(0)
     se, qe = torch.randn(2, 4, 3, generator=g), torch.randn(2, 6, 3, generator=g)
     sy, qy = (
@@ -401,7 +400,8 @@ def test_multitask_heads_score_every_row_with_its_own_task_head() -> None:
     for b, t in enumerate(ids.tolist()):
         rows = torch.cat([se[b][sm[b] > 0], qe[b][qm[b] > 0]])
         y = torch.cat([sy[b][sm[b] > 0], qy[b][qm[b] > 0]])
-        z = rows @ heads.weight[t] + heads.bias[t]
+        w = heads.table.weight[t]
+        z = rows @ w[:-1] + w[-1]
         want.append(torch.nn.functional.binary_cross_entropy_with_logits(z, y))
     torch.testing.assert_close(got, torch.stack(want).mean())
 
@@ -435,8 +435,8 @@ def test_multitask_loss_trains_task_heads_and_resumes(tmp_path) -> None:
         plain, with_heads, atol=1e-4
     )  # the auxiliary loss reaches the encoder
     ckpt = torch.load(tmp_path / "mt" / "checkpoint.pt", weights_only=True)
-    heads = ckpt["multitask"]["weight"]
-    assert heads.shape == (20, 8)
+    heads = ckpt["multitask"]["table.weight"]
+    assert heads.shape == (20, 9)
     assert int((heads.abs().sum(1) > 0).sum()) >= 10  # the heads of the tasks drawn moved
     run(10, "resumed", 1.0)
     torch.testing.assert_close(run(20, "resumed", 1.0), with_heads)
