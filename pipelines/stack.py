@@ -271,16 +271,37 @@ class LocalStack:
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+        """SIGTERM ``proc``, its process group and every process it started, SIGKILL after
+        ``grace`` seconds. The tree matters, not only the group: Prefect starts each flow run in a
+        session of its own, which a group signal misses; a flow run left behind outlives the
+        stack (a CI run once found one still busy on a core half an hour after its server had
+        gone)."""
         if proc is None or proc.poll() is not None:
             return
+        import psutil
+
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # the group: flow-run children included
+            os.killpg(proc.pid, signal.SIGTERM)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        deadline = time.monotonic() + grace
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        _, alive = psutil.wait_procs(tree, timeout=max(0.0, deadline - time.monotonic()))
+        for child in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                logger.warning("pid %d (%s) ignored SIGTERM; killing it", child.pid, child.name())
+                child.kill()
+        psutil.wait_procs(alive, timeout=10)
 
     def stop(self) -> None:
         """Stop the worker, then the server (SIGTERM, SIGKILL after a grace period)."""

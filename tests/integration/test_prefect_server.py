@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 
 from metascreen.pipelines.stack import api_json, free_port, http_status, run_deployment_and_wait
@@ -96,6 +97,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_fsmol: Path) -> Iterato
         "METASCREEN_FSMOL_DIR": str(tiny_fsmol),
         "METASCREEN_REGISTRY": str(registry),
         "METASCREEN_RESULTS": str(results),
+        # The nightly retrain's cron must not fire mid-suite: a CI run that spanned 02:00 UTC
+        # got a 4,500-step training flow run from the scheduler.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
     serve = subprocess.Popen(
@@ -118,6 +122,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_fsmol: Path) -> Iterato
         assert b"127.0.0.1" in line
         yield Stack(f"http://127.0.0.1:{port}/api", port, root, results, registry, seen.decode())
     finally:
+        started = psutil.Process(serve.pid).children(recursive=True)  # server, worker, flow runs
         serve.send_signal(signal.SIGTERM)
         try:
             serve.wait(60)
@@ -126,6 +131,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_fsmol: Path) -> Iterato
             serve.wait(10)
             pytest.fail("metascreen serve did not stop on SIGTERM")
     assert serve.returncode == 0
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert not alive, f"processes of the stack outlived it: {[p.pid for p in alive]}"
     time.sleep(0.5)
     assert not _listening(port)
 
