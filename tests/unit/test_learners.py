@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +27,33 @@ def _separable_tasks(n_tasks: int, seed: int, dim: int = 12) -> tuple[list[Task]
         j = t % 4
         tasks.append(Task(f"T{t}", rows, (x[rows, j] > 0).astype(np.float32)))
     return tasks, x
+
+
+def _train_small(
+    train: list[Task],
+    x_train: np.ndarray,
+    run_dir: Path,
+    steps: int,
+    learner: str = "protonet",
+    **cfg: Any,
+) -> torch.Tensor:
+    """Seed 0, a small encoder, ``steps`` steps of 4 episodes (8 + 16 rows), checkpoints every 10
+    steps in ``run_dir`` (so a rerun resumes); the trained weights as one flat tensor."""
+    seed_everything(0)
+    model = build_learner(
+        LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8), learner=learner), 12
+    )
+    config = TrainConfig(
+        steps=steps,
+        tasks_per_step=4,
+        support_sizes=(8,),
+        query_size=16,
+        checkpoint_every=10,
+        device="cpu",
+        **cfg,
+    )
+    meta_train(model, train, x_train, [], x_train, config, run_dir, progress=False)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 @pytest.mark.parametrize(
@@ -196,19 +226,7 @@ def test_weight_ema_is_what_training_returns_and_resumes(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
 
     def run(steps: int, folder: str, ema: float | None) -> torch.Tensor:
-        seed_everything(0)
-        learner = build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
-        cfg = TrainConfig(
-            steps=steps,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
-            ema_decay=ema,
-        )
-        meta_train(learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False)
-        return torch.cat([p.detach().flatten() for p in learner.parameters()])
+        return _train_small(train, x_train, tmp_path / folder, steps, ema_decay=ema)
 
     plain = run(20, "plain", None)
     averaged = run(20, "ema", 0.9)
@@ -412,22 +430,15 @@ def test_multitask_loss_trains_task_heads_and_resumes(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
 
     def run(steps: int, folder: str, weight: float, batched: bool = True) -> torch.Tensor:
-        seed_everything(0)
-        learner = build_learner(
-            LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8), learner="multihead"), 12
-        )
-        cfg = TrainConfig(
-            steps=steps,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
+        return _train_small(
+            train,
+            x_train,
+            tmp_path / folder,
+            steps,
+            learner="multihead",
             multitask_weight=weight,
             batched_episodes=batched,
         )
-        meta_train(learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False)
-        return torch.cat([p.detach().flatten() for p in learner.parameters()])
 
     plain = run(20, "plain", 0.0)
     with_heads = run(20, "mt", 1.0)
