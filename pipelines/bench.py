@@ -43,6 +43,46 @@ SUPPORT = DATA_DIR / "library" / "support.csv"
 DEFAULT_INT8_DIR = DATA_DIR / "artifacts" / "molecules-default-int8"
 
 
+#: CPU flags that decide int8 and fp32 matrix throughput (onnxruntime's MLAS, torch's oneDNN/MKL).
+#: Without a VNNI-class int8 dot product (``avx512_vnni``, ``avx_vnni``, ``amx_int8``), int8
+#: matrix products are barely faster than fp32 ones, so ``onnx_vs_torch`` depends on them.
+CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU model and its matrix-relevant flags (from ``/proc/cpuinfo`` where it exists).
+
+    ``cpuinfo`` is the file's text (for tests); elsewhere than Linux the flags are unknown.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = platform.processor() or platform.machine(), set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break  # the first core describes them all
+    if not cpuinfo:
+        return {"cpu_model": model, "cpu_flags": None, "int8_dot_product": None}
+    return {
+        "cpu_model": model,
+        "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
+        "int8_dot_product": any(f in flags for f in INT8_DOT_FLAGS),
+    }
+
+
+def cpu_line(r: dict[str, Any]) -> str:
+    """``CPU model (flags)`` for the Markdown footers."""
+    flags = r.get("cpu_flags")
+    return f"{r.get('cpu_model', '?')} ({', '.join(flags) if flags else 'flags unknown'})"
+
+
 def smiles_pool() -> list[str]:
     """Distinct valid SMILES from the bundled library and FS-Mol sample (sorted: deterministic)."""
     from metascreen.domains.molecules.load import load_fsmol_dir
@@ -256,6 +296,7 @@ def run_score_bench(
         "distinct_smiles_in_pool": len(pool),
         "seed": seed,
         "cpu_count": os.cpu_count(),
+        **cpu_info(),
         "loadavg_start": [round(v, 2) for v in load_start],
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
     }
@@ -292,7 +333,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Library: {r['n']:,} SMILES sampled with replacement (seed {r['seed']}) from "
         f"{r['distinct_smiles_in_pool']:,} distinct bundled SMILES; model `{r['score_model']}`; "
-        f"{r['cpu_count']} CPUs, load average {r['loadavg_start']} at start, {r['loadavg_end']} at end.",
+        f"{r['cpu_count']} CPUs, {cpu_line(r)}, load average {r['loadavg_start']} at start, "
+        f"{r['loadavg_end']} at end.",
         "",
     ]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from metascreen.domains.molecules.descriptors import (
 from metascreen.domains.molecules.featurize import MoleculeFeaturizer, parse_smiles
 from metascreen.domains.molecules.load import find_task_files, read_fsmol_file
 from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR, read_artifact
+from metascreen.pipelines.bench import cpu_info, cpu_line
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def run_featurize_bench(
         "chunk": chunk,
         "seconds": round(time.perf_counter() - t_all, 1),
         "cpu_count": os.cpu_count(),
+        **cpu_info(),
         "loadavg_start": [round(v, 2) for v in load_start],
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
     }
@@ -225,7 +227,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"descriptors: {r['rdkit_functions_descriptors_us_per_mol']:,.1f} |",
         "",
         f"{r['n']:,} distinct SMILES (seed {r['seed']}) from `{r['smiles_source']}`; model "
-        f"`{r['model']}`; {r['cpu_count']} CPUs, load average {r['loadavg_start']} at start, "
+        f"`{r['model']}`; {r['cpu_count']} CPUs, {cpu_line(r)}, load average {r['loadavg_start']} at start, "
         f"{r['loadavg_end']} at end; {r['seconds']} s.",
         "",
     ]

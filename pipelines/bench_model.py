@@ -19,6 +19,7 @@ import numpy as np
 
 from metascreen.domains.io import atomic_write_json, atomic_write_text, temp_path
 from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
+from metascreen.pipelines.bench import cpu_info, cpu_line
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def run_model_bench(
         }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["cpu_count"] = os.cpu_count()
+    report.update(cpu_info())
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +209,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += ["", "Scoring: " + ", ".join(f"{k} {s[k]}" for k in keys) + "."]
     if "png" in r:
         lines += ["", f"![ΔAUPRC and per-task scatter]({Path(r['png']).name})"]
-    lines += ["", f"{r['cpu_count']} CPUs, {r['seconds']} s."]
+    lines += ["", f"{r['cpu_count']} CPUs, {cpu_line(r)}, {r['seconds']} s."]
     return "\n".join(lines) + "\n"
 
 

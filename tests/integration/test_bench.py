@@ -53,6 +53,7 @@ def test_bench_score_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         r["score_mol_per_s"] / r["featurize_mol_per_s"], rel=1e-2
     )
     assert r["onnx_fp32_max_abs_logit_diff_vs_torch"] < 1e-3  # same model, two engines
+    assert {"cpu_model", "cpu_flags", "int8_dot_product"} <= set(r)  # onnx_vs_torch hinges on them
     assert "| ratio scoring / featurization |" in out.with_suffix(".md").read_text()
 
 
