@@ -321,24 +321,50 @@ def train_model(
         extra,
         weights_dtype=weights_dtype,
     )
-    # Figures of the artifact as served (the evaluate command's own code path: onnxruntime on
-    # the exported graph), recorded in the metadata: the selection slice (3 repeats, ~10x the
-    # tasks of valid), then valid, read once.
-    if held_files:
-        slice_opts = f"--train-slice {holdout_slice} --slice-seed {slice_seed} "
+    slice_of = (
+        (train_dir, holdout_slice, slice_seed, held_files) if held_files and holdout_slice else None
+    )
+    metrics = record_figures(
+        path, metrics, slice_of, valid_dir, eval_support_sizes, eval_repeats, cache_dir, workers
+    )
+    if held_files or valid_dir is not None:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    return path
+
+
+def record_figures(
+    path: Path,
+    metrics: dict[str, Any],
+    slice_of: tuple[Path, float, int, Sequence[Path]] | None,
+    valid_dir: Path | None,
+    support_sizes: Sequence[int],
+    repeats: int,
+    cache_dir: Path | None,
+    workers: int,
+) -> dict[str, Any]:
+    """Measure an artifact as served and record the figures in its metadata (atomic rewrite).
+
+    The evaluate command's own code path (onnxruntime on the exported graph): on the selection
+    slice ``slice_of`` = (train folder, fraction, slice seed, its task files), 3 repeats, ~10x
+    the tasks of valid, under ``metrics.selection``; then on ``valid_dir``, read once, with
+    ``repeats``, under ``metrics.valid``. Returns ``metrics`` with them.
+    """
+    metrics = dict(metrics)
+    if slice_of is not None:
+        train_dir, fraction, slice_seed, files = slice_of
+        opts = f"--train-slice {fraction} --slice-seed {slice_seed} "
         metrics["selection"] = artifact_figures(
-            train_dir, path, eval_support_sizes, 3, cache_dir, workers, held_files, slice_opts
+            train_dir, path, support_sizes, 3, cache_dir, workers, files, opts
         )
     if valid_dir is not None:
         metrics["valid"] = artifact_figures(
-            valid_dir, path, eval_support_sizes, eval_repeats, cache_dir, workers
+            valid_dir, path, support_sizes, repeats, cache_dir, workers
         )
-    if held_files or valid_dir is not None:
+    if slice_of is not None or valid_dir is not None:
         meta = json.loads((path / "metadata.json").read_text())
         meta["metrics"] = metrics
         atomic_write_json(path / "metadata.json", meta)
-        atomic_write_json(run_dir / "metrics.json", metrics)
-    return path
+    return metrics
 
 
 def artifact_figures(
@@ -408,6 +434,11 @@ def combine_models(
     out_dir: Path,
     weights_dtype: WeightsDtype | None = None,
     command: str | None = None,
+    data_dir: Path | None = None,
+    eval_support_sizes: tuple[int, ...] = (16, 32, 64),
+    eval_repeats: int = 10,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    workers: int = 2,
 ) -> Path:
     """Average trained artifacts into one ensemble artifact (mean probability, one ONNX graph).
 
@@ -415,12 +446,18 @@ def combine_models(
     training data and selection slice; they differ by seed. The result is what ``train --ensemble
     N`` writes when its members are these runs: member k of that command is the run of
     ``--seed seed+k``, so members can be trained apart (in parallel, on several machines) and
-    combined. The artifact records every member's provenance and figures under ``combined_from``; its
-    own figures are measured afterwards (``bench model``, ``evaluate``).
+    combined. The artifact records every member's provenance and figures under ``combined_from``.
+
+    ``data_dir`` (train's ``DATA_DIR``: a train folder, or a folder with ``train/`` and
+    ``valid/``): the ensemble's own figures are measured and recorded as ``train`` records them —
+    on the members' held-out train slice (``metrics.selection``; the folder must hold the very
+    files the members kept out) and, where the folder has a valid split, on valid
+    (``metrics.valid``). Without it, ``metrics`` stays empty (measure with ``bench model``).
 
     Raises:
         ConfigError: fewer than two members, a member that is itself an ensemble, or members
-            whose learner configuration, training data or selection slice differ.
+            whose learner configuration, training data or selection slice differ; a
+            ``data_dir`` whose slice is not the members'.
         ArtifactMismatchError: members on different featurizers.
     """
     from metascreen.domains.errors import ArtifactMismatchError
@@ -488,8 +525,12 @@ def combine_models(
         "init_from": None,
         "metrics": {},
     }
+    slice_of, valid_dir = None, None
+    if data_dir is not None:  # checked before the export, so a mismatch writes nothing
+        train_dir, valid_dir = resolve_splits(Path(data_dir))
+        slice_of = members_slice(train_dir, base)
     dtype = weights_dtype or base["weights"].get("dtype", "float32")
-    return write_artifact(
+    path = write_artifact(
         out_dir,
         ensemble,
         featurizer.dim,
@@ -499,6 +540,34 @@ def combine_models(
         extra,
         weights_dtype=dtype,
     )
+    if data_dir is not None:
+        record_figures(
+            path, {}, slice_of, valid_dir, eval_support_sizes, eval_repeats, cache_dir, workers
+        )
+    return path
+
+
+def members_slice(
+    train_dir: Path, metadata: dict[str, Any]
+) -> tuple[Path, float, int, list[Path]] | None:
+    """(train folder, fraction, slice seed, files) of the slice an artifact's training kept out.
+
+    ``None`` for an artifact selected on valid. Raises ``ConfigError`` when ``train_dir`` does not
+    hold that slice's files, byte for byte (another folder, or changed files).
+    """
+    sel = metadata.get("selection") or {}
+    if sel.get("split") != "train slice":
+        return None
+    fraction, slice_seed = float(sel["fraction"]), int(sel["slice_seed"])
+    held = split_holdout(train_dir, fraction, slice_seed)[1]
+    if [f.name for f in held] != sel.get("task_files") or sha256_files(held) != sel.get(
+        "data_sha256"
+    ):
+        raise ConfigError(
+            f"{train_dir}: its --holdout-slice {fraction} --slice-seed {slice_seed} files are not "
+            "the ones the models kept out of training (another train folder, or changed files)"
+        )
+    return train_dir, fraction, slice_seed, held
 
 
 def lineage(metadata: dict[str, Any]) -> tuple[Any, ...]:

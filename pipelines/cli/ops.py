@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from metascreen.models.registry.store import DEFAULT_NAME
+from metascreen.models.workflows.common import DEFAULT_CACHE_DIR
 from metascreen.pipelines.cli.common import (
     SEED_MAX,
     SliceSeed,
@@ -230,6 +231,17 @@ def models_combine(
         Literal["float16", "float32"] | None,
         typer.Option(help="storage of the large weight tensors (default: the first model's)"),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="measure and record the ensemble's figures as train does: on the members' "
+            "held-out slice of this train folder (or DIR/train), and on DIR/valid if present"
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="feature cache for --data-dir")
+    ] = DEFAULT_CACHE_DIR,
+    workers: Annotated[int, typer.Option(min=1, help="featurizer processes")] = 2,
 ) -> None:
     """Average molecule models into one ensemble artifact (one ONNX graph, mean probability).
 
@@ -241,7 +253,9 @@ def models_combine(
     def body() -> Path:
         from metascreen.models.workflows.molecules import combine_models
 
-        return combine_models(model_dirs, out, weights_dtype)
+        return combine_models(
+            model_dirs, out, weights_dtype, data_dir=data_dir, cache_dir=cache_dir, workers=workers
+        )
 
     typer.echo(f"ensemble artifact: {run(body)}")
 

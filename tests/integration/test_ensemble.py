@@ -21,7 +21,7 @@ LEARNER = {"learner": "protonet", "encoder": EncoderConfig(hidden=(64,), out_dim
 TRAIN = {"steps": 30, "tasks_per_step": 4, "eval_every": 15, "device": "cpu"}
 
 
-def _train(root: Path, out: Path, learner: dict, seed: int) -> Path:
+def _train(root: Path, out: Path, learner: dict, seed: int, **kwargs: object) -> Path:
     from metascreen.models.workflows.molecules import train_model
 
     return train_model(
@@ -36,6 +36,7 @@ def _train(root: Path, out: Path, learner: dict, seed: int) -> Path:
         eval_repeats=2,
         workers=1,
         progress=False,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -156,3 +157,46 @@ def test_init_from_an_ensemble_starts_from_its_first_member(
     assert enc
     for k in enc:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
+
+
+def test_combine_records_the_ensembles_figures_on_the_members_slice_and_valid(
+    tiny_fsmol: Path, tmp_path: Path
+) -> None:
+    """``models combine --data-dir`` measures the ensemble as train measures a model."""
+    from typer.testing import CliRunner
+
+    from metascreen.models.workflows.molecules import combine_models, split_holdout
+    from metascreen.pipelines.cli.main import app
+
+    torch.set_num_threads(1)
+    held = {"holdout_slice": 0.4, "slice_seed": 1}
+    a, b = (_train(tiny_fsmol, tmp_path / f"s{k}", LEARNER, k, **held) for k in (0, 1))
+    out = tmp_path / "ens"
+    res = CliRunner().invoke(
+        app,
+        ["models", "combine", str(a), str(b), "--out", str(out), "--data-dir", str(tiny_fsmol)]
+        + ["--cache-dir", str(tmp_path / "cache"), "--workers", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metadata.json").read_text())["metrics"]
+    slice_files = split_holdout(tiny_fsmol / "train", 0.4, 1)[1]
+    sel, valid = metrics["selection"]["16"], metrics["valid"]["16"]
+    assert 0 < sel["n_tasks"] <= len(slice_files) and sel["repeats"] == 3
+    assert "--train-slice 0.4 --slice-seed 1 " in sel["measured_with"]
+    assert valid["n_tasks"] == 3 and valid["repeats"] == 10
+    assert "64" not in metrics["selection"]  # 48-row tasks serve no support of 64
+    # the members' own figures (support 8, as they were trained) stay under combined_from
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [m["metrics"]["selection"] for m in meta["combined_from"]] == [
+        json.loads((d / "metadata.json").read_text())["metrics"]["selection"] for d in (a, b)
+    ]
+    assert set(meta["combined_from"][0]["metrics"]["selection"]) == {"8"}
+
+    # a train folder whose slice is not the members' is refused before anything is written
+    other = tmp_path / "other"
+    shutil.copytree(tiny_fsmol, other)
+    changed = other / "train" / slice_files[0].name
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    with pytest.raises(ConfigError, match="not the ones the models kept out"):
+        combine_models([a, b], tmp_path / "mismatch", data_dir=other, cache_dir=None, workers=1)
+    assert not (tmp_path / "mismatch").exists()
