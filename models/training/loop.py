@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,19 @@ from metascreen.models.learners.base import EpisodicLearner, masked_episode_bce
 from metascreen.models.training.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
+
+
+#: ``ema_decay`` of the training configurations (``TrainConfig``, the policy's): keep an EMA of
+#: the weights, which is then what is validated, kept and returned.
+EmaDecay = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (torch swa_utils); it is "
+        "what is validated, kept and returned",
+    ),
+]
 
 
 class TrainConfig(BaseModel):
@@ -63,13 +76,7 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = Field(
         None, description="stop (keeping the best state) after this long"
     )
-    ema_decay: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="keep an exponential moving average of the weights (torch swa_utils); it is "
-        "what is validated, kept and returned",
-    )
+    ema_decay: EmaDecay = None
     multitask_weight: float = Field(
         0.0,
         ge=0,

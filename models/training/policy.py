@@ -36,6 +36,7 @@ from metascreen.models.screening.simulator import (
 )
 from metascreen.models.training.loop import (
     HISTORY_RENAMED,
+    EmaDecay,
     history_fields,
     history_from,
     load_ema,
@@ -125,13 +126,7 @@ class PolicyTrainConfig(BaseModel):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="warm-start LR after the warm-up: constant, or cosine decay to 1%"
     )
-    ema_decay: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="keep an exponential moving average of the weights (torch swa_utils); it is "
-        "what is validated, kept and returned",
-    )
+    ema_decay: EmaDecay = None
     rl_lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     entropy: float = Field(0.01, ge=0)
