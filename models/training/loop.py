@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -285,9 +285,20 @@ class MultitaskHeads(torch.nn.Module):
         )
 
 
-def pad_episodes(episodes: list[Episode], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Episodes as ``batched_episode_loss`` arguments: support_x, support_y, support_mask,
-    query_x, query_y, query_mask, padded to the largest support and query (mask 0 there)."""
+class PaddedEpisodes(NamedTuple):
+    """A step's episodes padded to the largest support and query (mask 0 on padded rows), in
+    the argument order of ``EpisodicLearner.batched_episode_loss``."""
+
+    support_x: torch.Tensor  # (B, S, D)
+    support_y: torch.Tensor  # (B, S)
+    support_mask: torch.Tensor  # (B, S)
+    query_x: torch.Tensor  # (B, Q, D)
+    query_y: torch.Tensor  # (B, Q)
+    query_mask: torch.Tensor  # (B, Q)
+
+
+def pad_episodes(episodes: list[Episode], x: torch.Tensor) -> PaddedEpisodes:
+    """Episodes as ``batched_episode_loss`` arguments (``PaddedEpisodes``), rows taken from ``x``."""
     n_s = max(len(ep.support_items) for ep in episodes)
     n_q = max(len(ep.query_items) for ep in episodes)
     b = len(episodes)
@@ -305,13 +316,8 @@ def pad_episodes(episodes: list[Episode], x: torch.Tensor) -> tuple[torch.Tensor
     rows = x[torch.as_tensor(idx, device=x.device)]  # (B, S + Q, D)
     y_t = torch.as_tensor(labels, device=x.device)
     m_t = torch.as_tensor(mask, device=x.device)
-    return (
-        rows[:, :n_s],
-        y_t[:, :n_s],
-        m_t[:, :n_s],
-        rows[:, n_s:],
-        y_t[:, n_s:],
-        m_t[:, n_s:],
+    return PaddedEpisodes(
+        rows[:, :n_s], y_t[:, :n_s], m_t[:, :n_s], rows[:, n_s:], y_t[:, n_s:], m_t[:, n_s:]
     )
 
 
@@ -513,9 +519,9 @@ def meta_train(
         mt_loss: torch.Tensor | None = None
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             if batched:
-                padded = pad_episodes(episodes, x_train)
-                se, qe = learner.embed_episodes(padded[0], padded[3])
-                embedded = (se, padded[1], padded[2], qe, padded[4], padded[5])
+                p = pad_episodes(episodes, x_train)
+                se, qe = learner.embed_episodes(p.support_x, p.query_x)
+                embedded = (se, p.support_y, p.support_mask, qe, p.query_y, p.query_mask)
                 loss = learner.batched_embedded_loss(*embedded)
                 if multitask is not None:
                     ids = torch.as_tensor(task_ids, device=device)
