@@ -288,6 +288,11 @@ HoldoutSlice = Annotated[
 ]
 SliceSeed = Annotated[int, typer.Option(help="seed of the slice draw", min=0, max=SEED_MAX)]
 
+Workers = Annotated[
+    int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
+]
+"""``--workers`` of the commands that load and featurize FS-Mol task folders."""
+
 
 def slice_check(fraction: float | None, option: str, whole: bool) -> tuple[bool, str, str]:
     """``check_options`` entry for a slice fraction: (0, 1] when the whole set may be read

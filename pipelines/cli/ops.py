@@ -21,6 +21,7 @@ from metascreen.pipelines.cli.common import (
     SEED_MAX,
     SliceSeed,
     TrainSlice,
+    Workers,
     check_options,
     int_list,
     progress_enabled,
@@ -239,9 +240,9 @@ def models_combine(
         ),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="feature cache for --data-dir")
+        Path, typer.Option(help="feature cache for --data-dir")
     ] = DEFAULT_CACHE_DIR,
-    workers: Annotated[int, typer.Option(min=1, help="featurizer processes")] = 2,
+    workers: Workers = 2,
 ) -> None:
     """Average molecule models into one ensemble artifact (one ONNX graph, mean probability).
 

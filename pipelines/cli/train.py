@@ -14,6 +14,7 @@ from metascreen.pipelines.cli.common import (
     Device,
     HoldoutSlice,
     SliceSeed,
+    Workers,
     check_options,
     command_line,
     int_list,
@@ -23,10 +24,6 @@ from metascreen.pipelines.cli.common import (
 )
 
 app = typer.Typer(help="Meta-train a model.", no_args_is_help=True)
-
-Workers = Annotated[
-    int, typer.Option(help="featurizer processes for loading the task files", min=1, max=256)
-]
 
 CACHE_DIR = DEFAULT_CACHE_DIR
 """Default feature cache of the training commands."""

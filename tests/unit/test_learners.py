@@ -35,10 +35,12 @@ def _train_small(
     run_dir: Path,
     steps: int,
     learner: str = "protonet",
+    result: list[Any] | None = None,
     **cfg: Any,
 ) -> torch.Tensor:
     """Seed 0, a small encoder, ``steps`` steps of 4 episodes (8 + 16 rows), checkpoints every 10
-    steps in ``run_dir`` (so a rerun resumes); the trained weights as one flat tensor."""
+    steps in ``run_dir`` (so a rerun resumes); the trained weights as one flat tensor
+    (``meta_train``'s result is appended to ``result`` when given)."""
     seed_everything(0)
     model = build_learner(
         LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8), learner=learner), 12
@@ -52,7 +54,9 @@ def _train_small(
         device="cpu",
         **cfg,
     )
-    meta_train(model, train, x_train, [], x_train, config, run_dir, progress=False)
+    res = meta_train(model, train, x_train, [], x_train, config, run_dir, progress=False)
+    if result is not None:
+        result.append(res)
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
@@ -194,32 +198,12 @@ def test_same_seed_same_result_on_cpu(tmp_path) -> None:
 
 def test_resume_continues_from_checkpoint(tmp_path) -> None:
     train, x_train = _separable_tasks(20, 0)
-
-    def mk():  # noqa: ANN202
-        seed_everything(0)
-        return build_learner(LearnerConfig(encoder=EncoderConfig(hidden=(16,), out_dim=8)), 12)
-
-    def run(learner, steps: int, folder: str):  # noqa: ANN001, ANN202
-        cfg = TrainConfig(
-            steps=steps,
-            tasks_per_step=4,
-            support_sizes=(8,),
-            query_size=16,
-            checkpoint_every=10,
-            device="cpu",
-        )
-        return meta_train(
-            learner, train, x_train, [], x_train, cfg, tmp_path / folder, progress=False
-        )
-
-    full = mk()
-    run(full, 20, "a")
-    run(mk(), 10, "b")  # stops after the step-10 checkpoint
-    resumed = mk()
-    res = run(resumed, 20, "b")
-    assert res.steps_done == 20
-    for a, b in zip(full.parameters(), resumed.parameters(), strict=True):
-        torch.testing.assert_close(a, b)
+    full = _train_small(train, x_train, tmp_path / "a", 20)
+    _train_small(train, x_train, tmp_path / "b", 10)  # stops after the step-10 checkpoint
+    res: list[Any] = []
+    resumed = _train_small(train, x_train, tmp_path / "b", 20, result=res)
+    assert res[0].steps_done == 20
+    torch.testing.assert_close(full, resumed)
 
 
 def test_weight_ema_is_what_training_returns_and_resumes(tmp_path) -> None:
