@@ -188,13 +188,37 @@ def export_onnx(
         ({0: s_dim}, {0: s_dim}, {0: q_dim}),
     )
     if narrow:
-        import onnx
-
-        graph = onnx.load(str(path))
-        n = narrow_initializers(graph)
-        onnx.save(graph, str(path))
-        logger.info("stored %d weight tensors of %s as float16", n, Path(path).name)
+        narrow_onnx_file(Path(path))
     return check_parity(learner, Path(path), in_dim, atol=atol, seed=seed + 1)
+
+
+def narrow_onnx_file(path: Path) -> int:
+    """Store the graph's float16-exact large weights as float16 (``narrow_initializers``), in
+    place; lossless: a weight that is not exactly a float16 value stays float32.
+
+    Returns:
+        The number of weight tensors stored as float16.
+    """
+    import onnx
+
+    graph = onnx.load(str(path))
+    n = narrow_initializers(graph)
+    if n:
+        onnx.save(graph, str(path))
+    logger.info("stored %d weight tensors of %s as float16", n, Path(path).name)
+    return n
+
+
+def fp16_exact(state: dict[str, torch.Tensor], min_elements: int = MIN_ELEMENTS) -> frozenset[str]:
+    """Names of the float32 tensors of ``state`` (at least ``min_elements``) whose every value is
+    exactly a float16 value: ``write_weights`` can store them as float16 without loss."""
+    return frozenset(
+        name
+        for name, t in state.items()
+        if t.dtype == torch.float32
+        and t.numel() >= min_elements
+        and torch.equal(t.detach().cpu().half().float(), t.detach().cpu())
+    )
 
 
 def sparse_rows(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -324,8 +348,14 @@ def policy_parity_cases(in_dim: int, seed: int = 1) -> list[tuple[torch.Tensor, 
     return cases
 
 
-def export_policy_onnx(policy: ScreeningPolicy, path: Path, atol: float = 1e-4) -> float:
-    """Export with dynamic B, N, H and check parity; returns the largest |diff| seen."""
+def export_policy_onnx(
+    policy: ScreeningPolicy, path: Path, atol: float = 1e-4, narrow: bool = False
+) -> float:
+    """Export with dynamic B, N, H and check parity; returns the largest |diff| seen.
+
+    ``narrow``: store the float16-exact large weights as float16 (``narrow_onnx_file``) before
+    the parity check.
+    """
 
     policy = policy.cpu().eval()
     d = policy.in_dim
@@ -340,16 +370,24 @@ def export_policy_onnx(policy: ScreeningPolicy, path: Path, atol: float = 1e-4) 
         POLICY_OUTPUTS,
         ({0: b, 1: n}, {0: b, 1: n}, {0: b, 1: h}, {0: b, 1: h}, {0: b, 1: h}, {0: b}),
     )
+    if narrow:
+        narrow_onnx_file(path)
     return check_graph_parity(policy, path, names, policy_parity_cases(d, seed=1), atol)
 
 
 def export_encoder_onnx(
-    encoder: torch.nn.Module, in_dim: int, path: Path, atol: float = 1e-4
+    encoder: torch.nn.Module, in_dim: int, path: Path, atol: float = 1e-4, narrow: bool = False
 ) -> float:
-    """Export a frozen encoder (rows → embeddings, dynamic rows) and check parity."""
+    """Export a frozen encoder (rows → embeddings, dynamic rows) and check parity.
+
+    ``narrow``: as in ``export_policy_onnx`` (an encoder from a float16-stored predictor is
+    float16-exact, so its file halves).
+    """
     encoder = encoder.cpu().eval()
     gen = torch.Generator().manual_seed(0)
     n = torch.export.Dim("n", min=1)
     export_graph(encoder, (sparse_rows(8, in_dim, gen),), path, ("x",), ("embedding",), ({0: n},))
+    if narrow:
+        narrow_onnx_file(path)
     cases: list[tuple[torch.Tensor, ...]] = [(sparse_rows(k, in_dim, gen),) for k in (1, 37, 300)]
     return check_graph_parity(encoder, path, ("x",), cases, atol)

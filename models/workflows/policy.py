@@ -129,6 +129,7 @@ def train_policy_model(
     from metascreen.models.training.export import (
         export_encoder_onnx,
         export_policy_onnx,
+        fp16_exact,
         load_learner,
         write_weights,
     )
@@ -250,11 +251,14 @@ def train_policy_model(
     )
     name = out_dir.name
     with staged_dir(out_dir) as tmp:
-        enc_parity = export_encoder_onnx(encoder, featurizer.dim, tmp / "encoder.onnx")
-        pol_parity = export_policy_onnx(policy, tmp / "policy.onnx")
+        # Weights that are exactly float16 values (the encoder and head of a float16-stored
+        # predictor) are stored as float16 in all three files, losslessly; the rest stay float32.
+        enc_parity = export_encoder_onnx(encoder, featurizer.dim, tmp / "encoder.onnx", narrow=True)
+        pol_parity = export_policy_onnx(policy, tmp / "policy.onnx", narrow=True)
         state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
         state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
-        write_weights(tmp / "weights.pt.gz", state)
+        halves = fp16_exact(state)
+        write_weights(tmp / "weights.pt.gz", state, halves)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         meta: dict[str, Any] = {
             **provenance(MOLECULES_POLICY),
@@ -276,7 +280,11 @@ def train_policy_model(
                 "from_model_onnx_sha256": info.metadata["onnx"]["sha256"],
                 "parity_max_abs_diff": enc_parity,
             },
-            "weights": {"file": "weights.pt.gz", "sha256": sha256_file(tmp / "weights.pt.gz")},
+            "weights": {
+                "file": "weights.pt.gz",
+                "sha256": sha256_file(tmp / "weights.pt.gz"),
+                "float16_tensors": len(halves),
+            },
             "featurizer": fz,
             "seed": tcfg.seed,
             "command": command_line(command),
