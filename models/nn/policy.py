@@ -23,6 +23,7 @@ from metascreen.models.learners.registry import build_head
 
 N_SIM = 9  # similarity features per candidate (see ScreeningPolicy.similarity_features)
 N_HEAD = 3  # predictor-head features per candidate (see ScreeningPolicy.head_features)
+N_PRIOR = 2  # activity-prior features per candidate (see ScreeningPolicy.prior_features)
 NEG = -1e4  # logit of a candidate that cannot be picked (finite: exports and softmaxes cleanly)
 
 
@@ -39,6 +40,11 @@ class PolicyConfig(BaseModel):
         None,
         description="a frozen few-shot head (the predictor's, on the same embeddings) whose "
         "adapted logit on the history is a candidate feature",
+    )
+    prior: bool = Field(
+        False,
+        description="a frozen task-agnostic activity prior (a logistic model on the embedding, "
+        "set by set_prior) whose logit is a candidate feature",
     )
 
 
@@ -75,6 +81,9 @@ class ScreeningPolicy(nn.Module):
         t_frac (B,) spent budget fraction → logits (B, N) (``NEG`` where masked), value (B,)
     """
 
+    prior_w: torch.Tensor  # buffers, only with PolicyConfig.prior
+    prior_b: torch.Tensor
+
     def __init__(self, in_dim: int, cfg: PolicyConfig | None = None) -> None:
         """Build the projections, attention blocks and heads."""
         super().__init__()
@@ -94,22 +103,51 @@ class ScreeningPolicy(nn.Module):
         self.head: nn.Module | None = None
         if cfg.predictor_head is not None:
             self.head = build_head(cfg.predictor_head).requires_grad_(False)
+        if cfg.prior:
+            self.register_buffer("prior_w", torch.zeros(in_dim))
+            self.register_buffer("prior_b", torch.zeros(()))
         n_feat = N_SIM + (N_HEAD if self.head is not None else 0)
+        n_feat += N_PRIOR if cfg.prior else 0
         self.sim_in = nn.Sequential(nn.Linear(n_feat, d), nn.GELU(), nn.Linear(d, d))
         self.sim_out = nn.Linear(n_feat, 1)
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.value = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
+    @property
+    def keeps_raw(self) -> bool:
+        """Whether tokens carry the raw embedding (for the predictor head or the prior)."""
+        return self.head is not None or self.cfg.prior
+
+    def set_prior(self, weights: torch.Tensor, bias: float) -> None:
+        """Fix the activity prior: ``prior(e) = e @ weights + bias`` (frozen, a buffer)."""
+        if not self.cfg.prior:
+            raise ConfigError("this policy was built without a prior (PolicyConfig.prior)")
+        w = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+        if w.numel() != self.in_dim:
+            raise ConfigError(f"{w.numel()} prior weights for {self.in_dim}-d embeddings")
+        self.prior_w.copy_(w)
+        self.prior_b.fill_(float(bias))
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) embeddings → tokens: learned projection ‖ L2-normalised input (‖ the input
-        itself when there is a predictor head, which works on raw embeddings).
+        itself when there is a predictor head or a prior, which work on raw embeddings).
 
         Candidates are projected once per episode; history tokens are gathered from them.
         """
         parts = [self.proj(x), F.normalize(x.float(), dim=-1).to(x.dtype)]
-        if self.head is not None:
+        if self.keeps_raw:
             parts.append(x)
         return torch.cat(parts, -1)
+
+    def prior_features(self, cand_raw: torch.Tensor, cand_mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, N_PRIOR): the activity prior's logit, and the same standardised over the
+        available candidates — what ``greedy-prior`` starts from, in-graph."""
+        p = cand_raw.float() @ self.prior_w + self.prior_b  # (B, N)
+        cm = cand_mask.to(p.dtype)
+        n = cm.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (p * cm).sum(1, keepdim=True) / n
+        std = (((p - mean) ** 2 * cm).sum(1, keepdim=True) / n).sqrt()
+        return torch.stack([p, (p - mean) / (std + 1e-3)], -1)
 
     def head_features(
         self,
@@ -194,10 +232,12 @@ class ScreeningPolicy(nn.Module):
                 [torch.ones(b, 1, dtype=torch.bool, device=hist.device), hist_mask > 0.5], 1
             )
         else:
-            n_feat = self.sim_out.in_features
+            n_feat = self.sim_out.in_features - (N_PRIOR if self.cfg.prior else 0)
             feats = torch.zeros(*cand.shape[:2], n_feat, dtype=cand.dtype, device=cand.device)
             kv = self.empty.expand(b, 1, -1).to(cand.dtype)
             ok = torch.ones(b, 1, dtype=torch.bool, device=cand.device)
+        if self.cfg.prior:
+            feats = torch.cat([feats, self.prior_features(cand_raw, cand_mask).to(feats.dtype)], -1)
         h = h + self.sim_in(feats)
         for block in self.blocks:
             h = block(h, kv, ok)

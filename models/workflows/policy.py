@@ -159,6 +159,8 @@ def train_policy_model(
         pred_cfg = {**pred_cfg, "learner": {**pred_cfg["learner"], "ensemble_size": 1}}
     encoder = learner.encoder.eval()
     raw_cfg = dict(policy_cfg or {})
+    prior_file = raw_cfg.pop("prior_file", None)
+    raw_cfg["prior"] = prior_file is not None
     raw_cfg.setdefault("predictor_head", True)
     if raw_cfg["predictor_head"] is True:  # "the predictor's own head", where it has one
         name = pred_cfg["learner"]["learner"]
@@ -181,6 +183,11 @@ def train_policy_model(
         )
 
     train_dir, valid_dir = resolve_splits(Path(data_dir), valid_dir)
+    prior = prior_doc = None
+    if prior_file is not None:
+        prior, prior_doc = _load_policy_prior(
+            Path(prior_file), info.metadata, holdout_slice, slice_seed
+        )
     train_files = None
     held: list[Path] = []
     held_out: dict[str, Any] | None = None
@@ -220,17 +227,23 @@ def train_policy_model(
 
     e_train = embed(train.x)
     e_select = embed(select.x) if select is not None else None
+    if prior is not None:
+        _check_prior_embedding(prior, info, train.x, e_train)
     logger.info("tasks featurized and embedded in %.0fs", time.perf_counter() - t0)
     seed_everything(tcfg.seed)
     policy = ScreeningPolicy(e_train.shape[1], pcfg)
     if policy.head is not None:
         policy.head.load_state_dict(head_state(learner))
+    if prior is not None:
+        policy.set_prior(torch.as_tensor(prior.weights), prior.bias)
     run_dir = run_folder(run_dir, "policy", f"seed{tcfg.seed}")
     config = {
         "policy": pcfg.model_dump(mode="json"),
         "train": tcfg.model_dump(mode="json"),
         "encoder_from": str(model_dir),
     }
+    if prior_file is not None:
+        config["prior_file"] = str(prior_file)
     atomic_write_json(run_dir / "config.json", config)
     result = train_policy(
         policy,
@@ -286,6 +299,7 @@ def train_policy_model(
                 "float16_tensors": len(halves),
             },
             "featurizer": fz,
+            "prior": prior_doc,
             "seed": tcfg.seed,
             "command": command_line(command),
             "trained_on": device_info(tcfg.device, tcfg.amp),
@@ -364,6 +378,53 @@ def train_policy_model(
             )
         atomic_write_json(out_dir / "metadata.json", meta)
     return out_dir
+
+
+def _load_policy_prior(
+    path: Path, predictor_metadata: dict[str, Any], holdout_slice: float | None, slice_seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """The activity prior a policy takes as a feature, checked against the predictor and slice.
+
+    Refused when it was fitted on another predictor (``ActivityPrior.load``) or, when the policy
+    keeps a slice out, on rows of that slice (a prior fitted without the same ``--holdout-slice``
+    and ``--slice-seed`` has seen the tasks the policy is selected on).
+    """
+    from metascreen.models.serving.policy import ActivityPrior
+
+    prior = ActivityPrior.load(path, predictor_metadata)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    data = doc.get("training_data", {})
+    if holdout_slice is not None and (
+        data.get("holdout_slice") != holdout_slice or data.get("slice_seed") != slice_seed
+    ):
+        raise ConfigError(
+            f"{path}: the prior was fitted with holdout_slice {data.get('holdout_slice')} and "
+            f"slice_seed {data.get('slice_seed')}, the policy keeps --holdout-slice "
+            f"{holdout_slice} --slice-seed {slice_seed} out: it would have seen the selection "
+            "slice (refit it: metascreen train prior … --holdout-slice F --slice-seed S)"
+        )
+    return prior, {
+        "file": str(path),
+        "sha256": sha256_file(path),
+        "command": doc.get("command"),
+        "embedding_tensor": doc.get("embedding_tensor"),
+        "training_data": data,
+    }
+
+
+def _check_prior_embedding(prior: Any, info: Any, x: np.ndarray, emb: np.ndarray) -> None:
+    """Refuse a prior whose embedding (the predictor graph's) is not the policy's encoder's."""
+    from metascreen.models.serving.policy import PredictorEmbedder
+
+    rows = slice(0, min(256, len(x)))
+    theirs = PredictorEmbedder(info, "cpu").embed(x[rows])
+    if theirs is None or theirs.shape != emb[rows].shape:
+        raise ConfigError(f"{prior.path}: the prior's embedding is not the policy encoder's")
+    gap = float(np.abs(theirs - emb[rows]).max())
+    if gap > 1e-3:
+        raise ConfigError(
+            f"{prior.path}: the prior's embedding differs from the policy encoder's by {gap:.3g}"
+        )
 
 
 def fit_activity_prior(

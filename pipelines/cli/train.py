@@ -481,6 +481,14 @@ def train_policy_cmd(
             help="feed the predictor's few-shot head, adapted on the history, to the policy",
         ),
     ] = True,
+    prior: Annotated[
+        Path | None,
+        typer.Option(
+            help="an activity prior (metascreen train prior, fitted on this predictor and, with "
+            "--holdout-slice, without the same slice) frozen into the policy as a candidate "
+            "feature, e.g. data/artifacts/activity-prior-default.json",
+        ),
+    ] = None,
     d_model: Annotated[int, typer.Option(help="policy width", min=1, max=4096)] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps", min=1)] = 100,
     check_repeats: Annotated[
@@ -530,6 +538,8 @@ def train_policy_cmd(
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
+    if prior is not None:
+        policy_cfg["prior_file"] = str(prior)
     train_cfg: dict[str, Any] = {
         "warm_steps": warm_steps,
         "rl_steps": rl_steps,

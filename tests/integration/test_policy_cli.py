@@ -429,19 +429,44 @@ def test_simulate_report_regimes_and_merge(
 def test_train_policy_holds_out_the_simulate_train_slice(
     tiny_fsmol: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    """``holdout_slice`` keeps exactly the files ``simulate --train-slice`` draws out of training."""
+    """``holdout_slice`` keeps exactly the files ``simulate --train-slice`` draws out of training;
+    an activity prior fitted without that slice becomes a frozen feature of the policy."""
     import json
 
     import torch
 
+    from metascreen.domains.errors import ConfigError
     from metascreen.domains.molecules.load import find_task_files
-    from metascreen.models.workflows.policy import train_policy_model, train_slice_files
+    from metascreen.models.workflows.policy import (
+        fit_activity_prior,
+        train_policy_model,
+        train_slice_files,
+    )
 
     torch.set_num_threads(1)
+    prior = tmp_path / "prior.json"
+    fit_activity_prior(
+        tiny_fsmol / "train", prior, tiny_model, 0.5, 3, cache_dir=None, workers=1, progress=False
+    )
+    # a prior that has seen the selection slice is refused before any training
+    leaky = json.loads(prior.read_text())
+    leaky["training_data"]["slice_seed"] = 4
+    (tmp_path / "leaky.json").write_text(json.dumps(leaky))
+    with pytest.raises(ConfigError, match="leaky.json.*selection slice"):
+        train_policy_model(
+            tiny_fsmol,
+            tmp_path / "leaky-policy",
+            {"prior_file": str(tmp_path / "leaky.json")},
+            model_dir=tiny_model,
+            cache_dir=None,
+            holdout_slice=0.5,
+            slice_seed=3,
+        )
+    assert not (tmp_path / "leaky-policy").exists()
     out = train_policy_model(
         tiny_fsmol,
         tmp_path / "held-policy",
-        {"d_model": 16, "heads": 2},
+        {"d_model": 16, "heads": 2, "prior_file": str(prior)},
         {
             "warm_steps": 4,
             "rl_steps": 0,
@@ -480,6 +505,17 @@ def test_train_policy_holds_out_the_simulate_train_slice(
     n_all = len(find_task_files(train_dir))
     assert 0 < len(want) < n_all
     assert meta["training_data"]["n_train_tasks"] <= n_all - len(want)
+    # the prior is recorded and frozen into the policy's weights (and so into policy.onnx)
+    assert meta["prior"]["file"] == str(prior) and len(meta["prior"]["sha256"]) == 64
+    assert json.loads((out / "config.json").read_text())["policy"]["prior"] is True
+    import gzip
+    import io
+
+    with gzip.open(out / "weights.pt.gz") as fh:
+        state = torch.load(io.BytesIO(fh.read()), weights_only=True)
+    doc = json.loads(prior.read_text())
+    assert torch.allclose(state["policy.prior_w"].float(), torch.tensor(doc["weights"]))
+    assert float(state["policy.prior_b"]) == pytest.approx(doc["bias"])
 
 
 def test_train_policy_passes_the_selection_options(
@@ -491,7 +527,7 @@ def test_train_policy_passes_the_selection_options(
     seen: dict = {}
 
     def fake(data_dir, out, policy_cfg, train_cfg, *args, **kwargs):
-        seen.update(train_cfg=train_cfg, **kwargs)
+        seen.update(train_cfg=train_cfg, policy_cfg=policy_cfg, **kwargs)
         out.mkdir(parents=True)
         (out / "metadata.json").write_text(json.dumps({"metrics": {}}))
         return out
@@ -499,8 +535,11 @@ def test_train_policy_passes_the_selection_options(
     monkeypatch.setattr(workflow, "train_policy_model", fake)
     args = ["train", "policy", str(tiny_fsmol), "--out", str(tmp_path / "p")]
     opts = ["--check-repeats", "4", "--holdout-slice", "0.2", "--slice-seed", "5", "--workers", "3"]
-    res = runner.invoke(app, [*args, *opts, "--slice-min-task-size", "64"])
+    res = runner.invoke(
+        app, [*args, *opts, "--slice-min-task-size", "64", "--prior", str(tmp_path / "p.json")]
+    )
     assert res.exit_code == 0, res.output
+    assert seen["policy_cfg"]["prior_file"] == str(tmp_path / "p.json")
     assert seen["train_cfg"]["valid_repeats"] == 4 and seen["workers"] == 3
     assert (seen["holdout_slice"], seen["slice_seed"], seen["slice_min_task_size"]) == (0.2, 5, 64)
     res = runner.invoke(app, [*args, "--holdout-slice", "1"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from metascreen.domains.episodes import Task
+from metascreen.domains.errors import ConfigError
 from metascreen.models.nn.policy import NEG, PolicyConfig, ScreeningPolicy
 from metascreen.models.training.export import export_policy_onnx, policy_parity_cases
 from metascreen.models.training.policy import (
@@ -26,15 +27,22 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # tiny models: threads only add overhead
 
 
-def _policy(use_history: bool = True, head: str | None = None) -> ScreeningPolicy:
+def _policy(
+    use_history: bool = True, head: str | None = None, prior: bool = False
+) -> ScreeningPolicy:
     torch.manual_seed(0)
-    cfg = PolicyConfig(d_model=16, heads=2, use_history=use_history, predictor_head=head)
-    return ScreeningPolicy(24, cfg).eval()
+    cfg = PolicyConfig(
+        d_model=16, heads=2, use_history=use_history, predictor_head=head, prior=prior
+    )
+    pol = ScreeningPolicy(24, cfg).eval()
+    if prior:
+        pol.set_prior(torch.linspace(-1.0, 1.0, 24), 0.5)
+    return pol
 
 
-@pytest.mark.parametrize("head", [None, "multihead"])
-def test_masks_symmetries_and_empty_history(head: str | None) -> None:
-    pol = _policy(head=head)
+@pytest.mark.parametrize(("head", "prior"), [(None, False), ("multihead", False), (None, True)])
+def test_masks_symmetries_and_empty_history(head: str | None, prior: bool) -> None:
+    pol = _policy(head=head, prior=prior)
     cand, cm, hist, hl, hm, t = policy_parity_cases(24, seed=3)[1]
     with torch.no_grad():
         logits, value = pol(cand, cm, hist, hl, hm, t)
@@ -54,15 +62,15 @@ def test_masks_symmetries_and_empty_history(head: str | None) -> None:
         # the history does matter when attention is on, and does not when it is off
         l3, _ = pol(cand, cm, hist, 1.0 - hl, hm, t)
         assert not torch.allclose(l3[1:], logits[1:], atol=1e-4)
-        off = _policy(use_history=False, head=head)
+        off = _policy(use_history=False, head=head, prior=prior)
         a, _ = off(cand, cm, hist, hl, hm, t)
         b, _ = off(cand, cm, hist, 1.0 - hl, hm * 0, t)
         assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("head", [None, "multihead"])
-def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None) -> None:
-    worst = export_policy_onnx(_policy(head=head), tmp_path / "p.onnx")
+@pytest.mark.parametrize(("head", "prior"), [(None, False), ("multihead", False), (None, True)])
+def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None, prior: bool) -> None:
+    worst = export_policy_onnx(_policy(head=head, prior=prior), tmp_path / "p.onnx")
     assert worst <= 1e-4
     import onnxruntime as ort
 
@@ -71,8 +79,35 @@ def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None) -> None:
     names = [i.name for i in sess.get_inputs()]
     got = sess.run(None, {n: x.numpy() for n, x in zip(names, case, strict=True)})[0]
     with torch.no_grad():
-        want = _policy(head=head)(*case)[0].numpy()
+        want = _policy(head=head, prior=prior)(*case)[0].numpy()
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_prior_feature_is_the_frozen_prior_logit() -> None:
+    """With a prior, the policy sees what greedy-prior starts from; the prior is not trained."""
+    pol = _policy(prior=True)
+    cand, cm, *_ = policy_parity_cases(24, seed=5)[1]
+    feats = pol.prior_features(cand, cm)
+    want = cand @ torch.linspace(-1.0, 1.0, 24) + 0.5
+    assert torch.allclose(feats[..., 0], want, atol=1e-5)
+    # the second feature ranks the available candidates as the first does, centred on them
+    ok = cm[0] > 0.5
+    assert torch.equal(feats[0, ok, 1].argsort(), want[0, ok].argsort())
+    assert abs(float(feats[0, ok, 1].mean())) < 1e-4
+    # a buffer, saved with the weights and never trained
+    names = dict(pol.named_buffers())
+    assert {"prior_w", "prior_b"} <= set(names)
+    assert all("prior" not in n for n, _ in pol.named_parameters())
+    # changing the prior changes the scores of a policy with history off, too
+    off = _policy(use_history=False, prior=True)
+    a = off(*policy_parity_cases(24, seed=5)[1])[0]
+    off.set_prior(-torch.linspace(-1.0, 1.0, 24), 0.5)
+    b = off(*policy_parity_cases(24, seed=5)[1])[0]
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="24-d"):
+        off.set_prior(torch.zeros(5), 0.0)
+    with pytest.raises(ConfigError, match="without a prior"):
+        _policy().set_prior(torch.zeros(24), 0.0)
 
 
 def test_predictor_head_feature_is_the_heads_adapted_logit() -> None:
