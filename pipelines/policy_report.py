@@ -95,29 +95,82 @@ def regime_summary(
     }
 
 
-def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report from ``--report`` JSONs of disjoint regimes with the same policy and baselines."""
+POOL_KEYS = ("budget", "batch", "active_fraction", "n_tasks", "repeats", "seed", "min_task_size")
+
+
+def _same_pools(regime: str, a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Refuse results of one regime that were not simulated on the same pools."""
+    from metascreen.domains.errors import ConfigError
+
+    for key in POOL_KEYS:
+        if a.get(key) != b.get(key):
+            raise ConfigError(
+                f"regime {regime}: {a['policy']} and {b['policy']} differ in {key} "
+                f"({a.get(key)} vs {b.get(key)}): not the same pools"
+            )
+    pools_a = {t: (v["pool_size"], v["pool_hits"]) for t, v in a["per_task"].items()}
+    pools_b = {t: (v["pool_size"], v["pool_hits"]) for t, v in b["per_task"].items()}
+    if pools_a != pools_b:
+        raise ConfigError(
+            f"regime {regime}: {a['policy']} and {b['policy']} were simulated on other tasks or "
+            "pools (per-task pool sizes or actives differ)"
+        )
+
+
+def merge_reports(parts: list[dict[str, Any]], main: str | None = None) -> dict[str, Any]:
+    """One report from ``--report`` JSONs.
+
+    Parts of disjoint regimes are joined. Parts that share a regime must have been simulated on
+    the same pools (same seed, repeats, fractions and per-task pools: checked); their policies
+    are joined, so a new policy is compared with baselines simulated before without running them
+    again. A policy in two parts of a regime must have the same per-task hits in both. ``main``
+    (default: the first part's) is compared with every other policy, and with the best of the
+    parts' baselines.
+    """
     from metascreen.domains.errors import ConfigError
 
     if not parts:
         raise ConfigError("nothing to merge")
     first = parts[0]
-    merged = {**first, "regimes": {}, "results": {}, "commands": []}
-    merged.pop("command", None)
-    order = [r[0] for r in REGIMES]
+    main = main or first["main"]
+    baselines: list[str] = []
     for part in parts:
-        if part["main"] != first["main"] or part["baselines"] != first["baselines"]:
-            raise ConfigError(
-                "reports to merge must compare the same policy with the same baselines"
-            )
+        baselines += [b for b in part["baselines"] if b not in baselines]
+    baselines = [b for b in baselines if b != main]
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for part in parts:
         for name in part["regimes"]:
-            if name in merged["regimes"]:
-                raise ConfigError(f"regime {name} is in two of the reports")
-            merged["regimes"][name] = part["regimes"][name]
-            merged["results"][name] = part["results"][name]
-        merged["commands"].append(part.get("command"))
-    for key in ("regimes", "results"):
-        merged[key] = dict(sorted(merged[key].items(), key=lambda kv: order.index(kv[0])))
+            have = results.setdefault(name, {})
+            new = part["results"][name]
+            if have and set(new) <= set(have):
+                raise ConfigError(
+                    f"regime {name} is in two of the reports and the second adds no policy"
+                )
+            for pol, res in new.items():
+                if have:
+                    _same_pools(name, next(iter(have.values())), res)
+                if pol in have and (
+                    {t: v["hits"] for t, v in have[pol]["per_task"].items()}
+                    != {t: v["hits"] for t, v in res["per_task"].items()}
+                ):
+                    raise ConfigError(
+                        f"regime {name}: two different results for {pol} in the reports"
+                    )
+                have.setdefault(pol, res)
+    order = [r[0] for r in REGIMES]
+    results = dict(sorted(results.items(), key=lambda kv: order.index(kv[0])))
+    regimes = {}
+    for name, res in results.items():
+        if main not in res:
+            raise ConfigError(f"regime {name}: no results for {main} in the reports")
+        if not any(b in res for b in baselines):
+            raise ConfigError(f"regime {name}: no baseline to compare {main} with")
+        regimes[name] = regime_summary(res, main, baselines)
+    merged = {k: v for k, v in first.items() if k not in ("command", "regimes", "results")}
+    merged.update(main=main, baselines=baselines, regimes=regimes, results=results)
+    merged["commands"] = [
+        c for part in parts for c in (part.get("commands") or [part.get("command")])
+    ]
     return merged
 
 

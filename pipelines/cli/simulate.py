@@ -252,8 +252,13 @@ def merge_reports_cmd(
     out: Annotated[Path, typer.Argument(help="prefix of the merged OUT.json/.md/.png")],
     parts: Annotated[list[Path], typer.Argument(help="report JSONs written by --report")],
     title: Annotated[str | None, typer.Option(help="first line of the Markdown")] = None,
+    main: Annotated[
+        str | None,
+        typer.Option(help="the policy compared with the others (default: the first report's)"),
+    ] = None,
 ) -> None:
-    """Join ``--report`` JSONs of different regimes (same policy and baselines) into one report."""
+    """Join ``--report`` JSONs into one report: different regimes, or more policies on the same
+    pools (a new policy against baselines simulated before, checked to be the same pools)."""
     import json
 
     from metascreen.domains.io import atomic_write_text
@@ -264,7 +269,7 @@ def merge_reports_cmd(
         regimes_markdown,
     )
 
-    merged = run(lambda: merge_reports([json.loads(p.read_text()) for p in parts]))
+    merged = run(lambda: merge_reports([json.loads(p.read_text()) for p in parts], main))
     if title:
         merged["title"] = title
     order = [r[0] for r in REGIMES]

@@ -424,6 +424,28 @@ def test_simulate_report_regimes_and_merge(
     assert (tmp_path / "merged.png").stat().st_size > 1000
     res = runner.invoke(app, ["simulate", "merge", str(out), str(b) + ".json", str(b) + ".json"])
     assert res.exit_code == 2 and "two of the reports" in res.output
+    # another policy on the same pools joins the comparison without re-running the baselines
+    other = [*base[:4], "knn", *base[5:-1], "random"]
+    c = tmp_path / "c"
+    res = runner.invoke(app, [*other, "--report", str(c), "--regimes", "f1-batch1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        ["simulate", "merge", str(out), str(b) + ".json", str(c) + ".json"] + ["--main", "knn"],
+    )
+    assert res.exit_code == 0, res.output
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    r1 = merged["regimes"]["f1-batch1"]
+    assert merged["main"] == "knn" and "tiny-policy" in r1["paired"]
+    jb = json.loads((Path(str(b) + ".json")).read_text())["results"]["f1-batch1"]
+    assert r1["mean_hits"]["tiny-policy"] == round(jb["tiny-policy"]["mean_hits"], 4)
+    assert r1["best_baseline"] != "knn"
+    # other pools (another seed) are refused, by regime and field
+    d = tmp_path / "d"
+    res = runner.invoke(app, [*other, "--seed", "1", "--report", str(d), "--regimes", "f1-batch1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["simulate", "merge", str(out), str(b) + ".json", str(d) + ".json"])
+    assert res.exit_code == 2 and "f1-batch1" in res.output and "seed" in res.output
 
 
 def test_train_policy_holds_out_the_simulate_train_slice(
