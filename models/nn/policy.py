@@ -48,6 +48,15 @@ class PolicyConfig(BaseModel):
     )
 
 
+def _standardise_over_pool(z: torch.Tensor, cand_mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) scores centred and scaled by their mean and std over the available candidates."""
+    cm = cand_mask.to(z.dtype)
+    n = cm.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (z * cm).sum(1, keepdim=True) / n
+    std = (((z - mean) ** 2 * cm).sum(1, keepdim=True) / n).sqrt()
+    return (z - mean) / (std + 1e-3)
+
+
 class _CrossBlock(nn.Module):
     def __init__(self, d: int, heads: int) -> None:
         super().__init__()
@@ -143,11 +152,7 @@ class ScreeningPolicy(nn.Module):
         """(B, N, N_PRIOR): the activity prior's logit, and the same standardised over the
         available candidates — what ``greedy-prior`` starts from, in-graph."""
         p = cand_raw.float() @ self.prior_w + self.prior_b  # (B, N)
-        cm = cand_mask.to(p.dtype)
-        n = cm.sum(1, keepdim=True).clamp_min(1.0)
-        mean = (p * cm).sum(1, keepdim=True) / n
-        std = (((p - mean) ** 2 * cm).sum(1, keepdim=True) / n).sqrt()
-        return torch.stack([p, (p - mean) / (std + 1e-3)], -1)
+        return torch.stack([p, _standardise_over_pool(p, cand_mask)], -1)
 
     def head_features(
         self,
@@ -168,11 +173,7 @@ class ScreeningPolicy(nn.Module):
         has_pos = (known & (hist_labels > 0.5)).any(1)
         has_neg = (known & (hist_labels <= 0.5)).any(1)
         both = (has_pos & has_neg).to(z.dtype).unsqueeze(1)  # (B, 1)
-        cm = cand_mask.to(z.dtype)
-        n = cm.sum(1, keepdim=True).clamp_min(1.0)
-        mean = (z * cm).sum(1, keepdim=True) / n
-        std = (((z - mean) ** 2 * cm).sum(1, keepdim=True) / n).sqrt()
-        zs = (z - mean) / (std + 1e-3)
+        zs = _standardise_over_pool(z, cand_mask)
         return torch.stack([z * both, zs * both, both.expand_as(z)], -1)
 
     def similarity_features(

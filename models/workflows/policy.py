@@ -418,7 +418,7 @@ def _check_prior_embedding(prior: Any, info: Any, x: np.ndarray, emb: np.ndarray
 
     rows = slice(0, min(256, len(x)))
     theirs = PredictorEmbedder(info, "cpu").embed(x[rows])
-    if theirs is None or theirs.shape != emb[rows].shape:
+    if theirs.shape != emb[rows].shape:
         raise ConfigError(f"{prior.path}: the prior's embedding is not the policy encoder's")
     gap = float(np.abs(theirs - emb[rows]).max())
     if gap > 1e-3:
