@@ -98,6 +98,29 @@ def regime_summary(
 POOL_KEYS = ("budget", "batch", "active_fraction", "n_tasks", "repeats", "seed", "min_task_size")
 
 
+def read_report(path: Path) -> dict[str, Any]:
+    """A ``simulate --report`` JSON, or an ``InputError`` naming the file and what is wrong."""
+    import json
+
+    from metascreen.domains.errors import InputError
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable report JSON ({err})") from err
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: not a simulate --report JSON (not an object)")
+    missing = [k for k in ("main", "baselines", "regimes", "results") if k not in doc]
+    if missing:
+        raise InputError(f"{path}: not a simulate --report JSON (missing {', '.join(missing)})")
+    for regime, results in doc["results"].items():
+        for name, res in results.items():
+            lacking = [k for k in ("policy", "per_task", *POOL_KEYS[:-1]) if k not in res]
+            if lacking:
+                raise InputError(f"{path}: results.{regime}.{name} lacks {', '.join(lacking)}")
+    return doc
+
+
 def _same_pools(regime: str, a: dict[str, Any], b: dict[str, Any]) -> None:
     """Refuse results of one regime that were not simulated on the same pools."""
     from metascreen.domains.errors import ConfigError

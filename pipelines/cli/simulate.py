@@ -259,17 +259,16 @@ def merge_reports_cmd(
 ) -> None:
     """Join ``--report`` JSONs into one report: different regimes, or more policies on the same
     pools (a new policy against baselines simulated before, checked to be the same pools)."""
-    import json
-
     from metascreen.domains.io import atomic_write_text
     from metascreen.pipelines.policy_report import (
         REGIMES,
         merge_reports,
         plot_regimes,
+        read_report,
         regimes_markdown,
     )
 
-    merged = run(lambda: merge_reports([json.loads(p.read_text()) for p in parts], main))
+    merged = run(lambda: merge_reports([read_report(p) for p in parts], main))
     if title:
         merged["title"] = title
     order = [r[0] for r in REGIMES]

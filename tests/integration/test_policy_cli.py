@@ -446,6 +446,10 @@ def test_simulate_report_regimes_and_merge(
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["simulate", "merge", str(out), str(b) + ".json", str(d) + ".json"])
     assert res.exit_code == 2 and "f1-batch1" in res.output and "seed" in res.output
+    # a file that is not a report is refused by name, not with a traceback
+    (tmp_path / "not_a_report.json").write_text('{"a": 1}')
+    res = runner.invoke(app, ["simulate", "merge", str(out), str(tmp_path / "not_a_report.json")])
+    assert res.exit_code == 2 and "not_a_report.json" in res.output and "missing main" in res.output
 
 
 def test_train_policy_holds_out_the_simulate_train_slice(
