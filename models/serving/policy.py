@@ -271,6 +271,11 @@ class ActivityPrior:
     @classmethod
     def load(cls, path: Path, predictor_metadata: dict[str, Any]) -> ActivityPrior:
         """Read ``path`` and check it was fitted on the predictor with ``predictor_metadata``."""
+        return cls.from_doc(cls.read(path), path, predictor_metadata)
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any]:
+        """The prior file's JSON document (a clear error when missing or not JSON)."""
         import json
 
         if not path.is_file():
@@ -279,6 +284,18 @@ class ActivityPrior:
             )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ArtifactMismatchError(f"{path}: not a prior file ({err})") from err
+        if not isinstance(doc, dict):
+            raise ArtifactMismatchError(f"{path}: not a prior file (not a JSON object)")
+        return doc
+
+    @classmethod
+    def from_doc(
+        cls, doc: dict[str, Any], path: Path, predictor_metadata: dict[str, Any]
+    ) -> ActivityPrior:
+        """The prior in ``doc`` (read from ``path``), checked against the predictor."""
+        try:
             weights = np.asarray(doc["weights"], np.float64)
             bias = float(doc["bias"])
             source = str(doc["predictor_onnx_sha256"])

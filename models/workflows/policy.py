@@ -391,8 +391,8 @@ def _load_policy_prior(
     """
     from metascreen.models.serving.policy import ActivityPrior
 
-    prior = ActivityPrior.load(path, predictor_metadata)
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = ActivityPrior.read(path)
+    prior = ActivityPrior.from_doc(doc, path, predictor_metadata)
     data = doc.get("training_data", {})
     if holdout_slice is not None and (
         data.get("holdout_slice") != holdout_slice or data.get("slice_seed") != slice_seed

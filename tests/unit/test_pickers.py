@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -228,3 +229,27 @@ def test_train_slice_is_seeded_and_nested() -> None:
     assert len(slice_task_files(files, 0.001, seed=0)) == 1
     with pytest.raises(ConfigError):
         slice_task_files(files, 0.0, seed=0)
+
+
+def test_activity_prior_file_is_checked_naming_the_file(tmp_path: Path) -> None:
+    from metascreen.domains.errors import ArtifactMismatchError, InputError
+    from metascreen.models.serving.policy import ActivityPrior
+
+    meta = {"onnx": {"sha256": "a" * 64}}
+    path = tmp_path / "prior.json"
+    with pytest.raises(InputError, match="prior.json: prior file not found"):
+        ActivityPrior.load(path, meta)
+    path.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ArtifactMismatchError, match="prior.json: not a prior file"):
+        ActivityPrior.load(path, meta)
+    path.write_text('{"weights": [1.0, 2.0], "bias": 0.5}', encoding="utf-8")
+    with pytest.raises(ArtifactMismatchError, match="predictor_onnx_sha256"):
+        ActivityPrior.load(path, meta)
+    doc = {"weights": [1.0, 2.0], "bias": 0.5, "predictor_onnx_sha256": "b" * 64}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ArtifactMismatchError, match="not on this one"):
+        ActivityPrior.load(path, meta)
+    doc["predictor_onnx_sha256"] = "a" * 64
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    prior = ActivityPrior.load(path, meta)
+    np.testing.assert_allclose(prior.scores(np.array([[1.0, 1.0]])), [3.5])
