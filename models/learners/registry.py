@@ -50,6 +50,13 @@ class LearnerConfig(BaseModel):
         256, ge=1, le=65_536, description="context: stored patterns of the Hopfield layer"
     )
     context_dim: int = Field(64, ge=1, le=4096, description="context: attention width")
+    context_refs: int = Field(
+        0,
+        ge=0,
+        le=65_536,
+        description="context: retrieve from this many reference training molecules, re-encoded "
+        "by the shared encoder (MHNfs's reference set), instead of learned patterns (0)",
+    )
 
 
 HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")
@@ -111,6 +118,8 @@ def build_single_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
             gp_kernel=cfg.gp_kernel,
             memory=cfg.context_memory,
             attn_dim=cfg.context_dim,
+            refs=cfg.context_refs,
+            in_dim=in_dim,
         )
     if cfg.learner == "maml":
         return AnilLearner(encoder, cfg.encoder.out_dim, cfg.inner_steps, cfg.inner_lr)

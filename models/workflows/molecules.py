@@ -238,6 +238,8 @@ def train_model(
         enc = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         for target in getattr(learner, "members", [learner]):
             target.encoder.load_state_dict(enc)
+    if learner_cfg.context_refs > 0:
+        _set_context_references(learner, train.x, learner_cfg.context_refs)
     run_dir = run_folder(run_dir, "molecules", learner_cfg.learner, f"seed{train_cfg.seed}")
     config = {
         "learner": learner_cfg.model_dump(mode="json"),
@@ -648,3 +650,21 @@ def evaluate_model(
                 "class); use a smaller support size or larger tasks"
             )
     return results, label, data.taskset.n_invalid
+
+
+def _set_context_references(learner: Any, x: FloatArray, n: int) -> None:
+    """Give each ``context`` member the features of ``n`` training molecules as its references.
+
+    The rows are a sample seeded by ``FEATURIZER_SEED``, not the run's seed, so members trained
+    apart share them (and can be combined). Only training rows: the selection slice and valid
+    never reach the graph.
+    """
+    import torch
+
+    if n > len(x):
+        raise ConfigError(f"--context-refs {n}: only {len(x)} training molecules")
+    rows = np.sort(np.random.default_rng(FEATURIZER_SEED).choice(len(x), size=n, replace=False))
+    refs = torch.as_tensor(np.asarray(x[rows], np.float32))
+    for member in getattr(learner, "members", [learner]):
+        member.set_references(refs)
+    logger.info("context stage: %d reference training molecules", n)

@@ -64,6 +64,15 @@ def train_molecules(
     context_dim: Annotated[
         int | None, typer.Option(help="context: attention width", min=1, max=4096)
     ] = None,
+    context_refs: Annotated[
+        int | None,
+        typer.Option(
+            help="context: retrieve from this many reference training molecules (MHNfs's "
+            "reference set, re-encoded by the shared encoder) instead of learned patterns",
+            min=1,
+            max=65_536,
+        ),
+    ] = None,
     gp_kernel: Annotated[
         Literal["global", "per-task"],
         typer.Option(
@@ -216,6 +225,8 @@ def train_molecules(
         learner_cfg["context_memory"] = context_memory
     if context_dim is not None:
         learner_cfg["context_dim"] = context_dim
+    if context_refs is not None:
+        learner_cfg["context_refs"] = context_refs
     enc: dict[str, Any] = {}
     if hidden:
         enc["hidden"] = int_list(hidden, "--hidden")

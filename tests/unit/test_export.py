@@ -30,19 +30,24 @@ def _wake_context(learner: torch.nn.Module) -> None:
         "gp:per-task",
         "multihead:per-task",
         "context",
+        "context:refs",
     ],
 )
 def test_onnx_parity_at_new_shapes(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     learner_name, _, kernel = name.partition(":")
+    refs = 24 if kernel == "refs" else 0
     learner = build_learner(
         LearnerConfig(
             learner=learner_name,  # type: ignore[arg-type]
             encoder=EncoderConfig(hidden=(32,), out_dim=16),
-            gp_kernel=kernel or "global",  # type: ignore[arg-type]
+            gp_kernel="global" if kernel in ("", "refs") else kernel,  # type: ignore[arg-type]
+            context_refs=refs,
         ),
         40,
     )
+    if refs:
+        learner.set_references(torch.rand(refs, 40))  # type: ignore[operator]
     _wake_context(learner)
     worst = export_onnx(
         learner, tmp_path / "m.onnx", 40

@@ -356,6 +356,39 @@ def test_context_batched_head_matches_the_head_and_queries_stay_independent() ->
             assert not torch.allclose(plain.head(sup[i][keep], y[i][keep], qry[i]), want)
 
 
+def test_context_references_are_encoded_by_the_shared_encoder_and_saved() -> None:
+    """With ``context_refs`` the Hopfield stage retrieves from encoder(reference features)."""
+    from tests.unit.test_export import _wake_context
+
+    seed_everything(0)
+    cfg = LearnerConfig(
+        learner="context", encoder=EncoderConfig(hidden=(16,), out_dim=16), context_refs=10
+    )
+    learner = build_learner(cfg, 12).eval()
+    assert not hasattr(learner.context, "patterns_k")  # no learned patterns in this mode
+    with pytest.raises(ValueError, match="shape"):
+        learner.set_references(torch.rand(9, 12))  # type: ignore[operator]
+    gen = torch.Generator().manual_seed(4)
+    refs = torch.rand(10, 12, generator=gen)
+    learner.set_references(refs)  # type: ignore[operator]
+    _wake_context(learner)
+    sx, qx = torch.rand(8, 12, generator=gen), torch.rand(5, 12, generator=gen)
+    sy = torch.tensor([1.0, 0, 1, 0, 1, 0, 0, 0])
+    with torch.no_grad():
+        before = learner(sx, sy, qx)
+        # Other references give other scores: the stage reads them ...
+        learner.set_references(torch.rand(10, 12, generator=gen))  # type: ignore[operator]
+        assert not torch.allclose(learner(sx, sy, qx), before)
+        learner.set_references(refs)  # type: ignore[operator]
+        # ... through the shared encoder: moving an encoder weight moves the retrieval too.
+        copy = build_learner(cfg, 12).eval()
+        copy.load_state_dict(learner.state_dict())  # the references travel in the weights
+        torch.testing.assert_close(copy(sx, sy, qx), before)
+        ref_emb = learner.encoder(refs)
+        k, _ = learner.context.memory(ref_emb)
+        torch.testing.assert_close(k, learner.context.ref_k(learner.context.norm_ref(ref_emb)))
+
+
 class ContextFree:
     """The same heads without the context stage."""
 
