@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from metascreen.models.learners.base import EpisodicLearner
 from metascreen.models.learners.context import ContextMultiHeadLearner
@@ -57,6 +57,14 @@ class LearnerConfig(BaseModel):
         description="context: retrieve from this many reference training molecules, re-encoded "
         "by the shared encoder (MHNfs's reference set), instead of learned patterns (0)",
     )
+
+    @model_validator(mode="after")
+    def _refs_need_context(self) -> LearnerConfig:
+        if self.context_refs > 0 and self.learner != "context":
+            raise ValueError(
+                f"context_refs is an option of the context learner, not {self.learner}"
+            )
+        return self
 
 
 HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")

@@ -364,6 +364,8 @@ def test_context_references_are_encoded_by_the_shared_encoder_and_saved() -> Non
     cfg = LearnerConfig(
         learner="context", encoder=EncoderConfig(hidden=(16,), out_dim=16), context_refs=10
     )
+    with pytest.raises(ValueError, match="context_refs is an option of the context learner"):
+        LearnerConfig(learner="multihead", context_refs=10)
     learner = build_learner(cfg, 12).eval()
     assert not hasattr(learner.context, "patterns_k")  # no learned patterns in this mode
     with pytest.raises(ValueError, match="shape"):
@@ -380,11 +382,13 @@ def test_context_references_are_encoded_by_the_shared_encoder_and_saved() -> Non
         learner.set_references(torch.rand(10, 12, generator=gen))  # type: ignore[operator]
         assert not torch.allclose(learner(sx, sy, qx), before)
         learner.set_references(refs)  # type: ignore[operator]
-        # ... through the shared encoder: moving an encoder weight moves the retrieval too.
+        # ... saved with the weights ...
         copy = build_learner(cfg, 12).eval()
         copy.load_state_dict(learner.state_dict())  # the references travel in the weights
         torch.testing.assert_close(copy(sx, sy, qx), before)
+        # ... and embedded by the learner's own (shared) encoder.
         ref_emb = learner.encoder(refs)
+        torch.testing.assert_close(learner._ref_emb(), ref_emb)
         k, _ = learner.context.memory(ref_emb)
         torch.testing.assert_close(k, learner.context.ref_k(learner.context.norm_ref(ref_emb)))
 
