@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -46,6 +46,22 @@ class PolicyConfig(BaseModel):
         description="a frozen task-agnostic activity prior (a logistic model on the embedding, "
         "set by set_prior) whose logit is a candidate feature",
     )
+    anchor: bool = Field(
+        False,
+        description="the output is greedy-prior's score (the head's adapted logit plus the prior's "
+        "logit; the prior alone until both classes are known) plus a learned correction that "
+        "starts at zero; needs predictor_head, prior and use_history",
+    )
+
+    @model_validator(mode="after")
+    def _anchor_needs_its_parts(self) -> PolicyConfig:
+        if self.anchor and (self.predictor_head is None or not self.prior or not self.use_history):
+            raise ValueError(
+                "anchor needs the predictor head, an activity prior and the history "
+                f"(predictor_head={self.predictor_head!r}, prior={self.prior}, "
+                f"use_history={self.use_history})"
+            )
+        return self
 
 
 def _standardise_over_pool(z: torch.Tensor, cand_mask: torch.Tensor) -> torch.Tensor:
@@ -121,6 +137,11 @@ class ScreeningPolicy(nn.Module):
         self.sim_out = nn.Linear(n_feat, 1)
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.value = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        if cfg.anchor:  # the learned correction starts at zero: the policy starts as greedy-prior
+            for layer in (self.out[-1], self.sim_out):
+                assert isinstance(layer, nn.Linear)
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     @property
     def keeps_raw(self) -> bool:
@@ -221,11 +242,13 @@ class ScreeningPolicy(nn.Module):
         pool_mean = (cand * cm).sum(1) / cm.sum(1).clamp_min(1.0)  # (B, d)
         ctx = self.context(torch.cat([pool_mean, t], -1))
         h = cand + ctx.unsqueeze(1)
+        base: torch.Tensor | None = None  # greedy-prior's score, with PolicyConfig.anchor
         if self.cfg.use_history:
             feats = self.similarity_features(cand_n, hist_n, hist_labels, hist_mask)
             if self.head is not None:
                 head = self.head_features(cand_raw, cand_mask, hist_raw, hist_labels, hist_mask)
                 feats = torch.cat([feats, head.to(feats.dtype)], -1)
+                base = head[..., 0] if self.cfg.anchor else None  # 0 until both classes known
             feats = feats.to(cand.dtype)
             tokens = hist + self.label(hist_labels.long().clamp(0, 1))
             kv = torch.cat([self.empty.expand(b, 1, -1).to(tokens.dtype), tokens], 1)
@@ -238,11 +261,16 @@ class ScreeningPolicy(nn.Module):
             kv = self.empty.expand(b, 1, -1).to(cand.dtype)
             ok = torch.ones(b, 1, dtype=torch.bool, device=cand.device)
         if self.cfg.prior:
-            feats = torch.cat([feats, self.prior_features(cand_raw, cand_mask).to(feats.dtype)], -1)
+            prior = self.prior_features(cand_raw, cand_mask)
+            feats = torch.cat([feats, prior.to(feats.dtype)], -1)
+            if base is not None:
+                base = base + prior[..., 0]
         h = h + self.sim_in(feats)
         for block in self.blocks:
             h = block(h, kv, ok)
         logits = self.out(h).squeeze(-1) + self.sim_out(feats).squeeze(-1)
+        if base is not None:
+            logits = logits + base.to(logits.dtype)
         logits = torch.where(cand_mask > 0.5, logits, torch.full_like(logits, NEG))
         pooled = (h * cm).sum(1) / cm.sum(1).clamp_min(1.0)
         return logits, self.value(pooled).squeeze(-1)

@@ -482,6 +482,10 @@ def train_policy_cmd(
         float,
         typer.Option(help="weight of the listwise loss (softmax over candidates → actives)", min=0),
     ] = 1.0,
+    aux_bce: Annotated[
+        float,
+        typer.Option(help="weight of the supervised label loss kept during REINFORCE", min=0),
+    ] = 0.5,
     no_history: Annotated[
         bool, typer.Option("--no-history", help="ablation: no attention over the history")
     ] = False,
@@ -500,6 +504,15 @@ def train_policy_cmd(
             "feature, e.g. data/artifacts/activity-prior-default.json",
         ),
     ] = None,
+    anchor: Annotated[
+        bool,
+        typer.Option(
+            "--anchor/--no-anchor",
+            help="score = greedy-prior's score (the head's adapted logit + the prior's logit) + a "
+            "learned correction that starts at zero, so training starts from the strongest "
+            "baseline; needs --prior and the predictor head",
+        ),
+    ] = False,
     d_model: Annotated[int, typer.Option(help="policy width", min=1, max=4096)] = 128,
     eval_every: Annotated[int, typer.Option(help="validate every N steps", min=1)] = 100,
     check_repeats: Annotated[
@@ -546,11 +559,18 @@ def train_policy_cmd(
         ),
         slice_check(holdout_slice, "--holdout-slice", whole=False),
         (not (flow and holdout_slice), "--holdout-slice", "is not supported with --flow"),
+        (
+            not anchor or (prior is not None and predictor_head and not no_history),
+            "--anchor",
+            "needs --prior, the predictor head and the history (greedy-prior's score is its base)",
+        ),
     )
     policy_cfg: dict[str, Any] = {"d_model": d_model, "use_history": not no_history}
     policy_cfg["predictor_head"] = predictor_head  # True: the predictor's head, if batched
     if prior is not None:
         policy_cfg["prior_file"] = str(prior)
+    if anchor:
+        policy_cfg["anchor"] = True
     train_cfg: dict[str, Any] = {
         "warm_steps": warm_steps,
         "rl_steps": rl_steps,
@@ -564,6 +584,7 @@ def train_policy_cmd(
         "pools_per_step": pools_per_step,
         "budget": budget,
         "rank_loss": rank_loss,
+        "aux_bce": aux_bce,
         "active_fractions": _fractions(active_fractions),
         "eval_every": eval_every,
         "valid_repeats": check_repeats,

@@ -561,12 +561,19 @@ def test_train_policy_passes_the_selection_options(
     monkeypatch.setattr(workflow, "train_policy_model", fake)
     args = ["train", "policy", str(tiny_fsmol), "--out", str(tmp_path / "p")]
     opts = ["--check-repeats", "4", "--holdout-slice", "0.2", "--slice-seed", "5", "--workers", "3"]
+    prior = ["--prior", str(tmp_path / "p.json")]
     res = runner.invoke(
-        app, [*args, *opts, "--slice-min-task-size", "64", "--prior", str(tmp_path / "p.json")]
+        app,
+        [*args, *opts, "--slice-min-task-size", "64", *prior, "--anchor", "--aux-bce", "0"],
     )
     assert res.exit_code == 0, res.output
     assert seen["policy_cfg"]["prior_file"] == str(tmp_path / "p.json")
+    assert seen["policy_cfg"]["anchor"] is True and seen["train_cfg"]["aux_bce"] == 0
     assert seen["train_cfg"]["valid_repeats"] == 4 and seen["workers"] == 3
     assert (seen["holdout_slice"], seen["slice_seed"], seen["slice_min_task_size"]) == (0.2, 5, 64)
     res = runner.invoke(app, [*args, "--holdout-slice", "1"])
     assert res.exit_code == 2 and "must be in (0, 1)" in res.output
+    # the anchor is greedy-prior's score: without the prior or the head it is refused up front
+    for extra in ([], [*prior, "--no-predictor-head"], [*prior, "--no-history"]):
+        res = runner.invoke(app, [*args, "--anchor", *extra])
+        assert res.exit_code == 2 and "'--anchor'" in res.output and "needs --prior" in res.output

@@ -28,11 +28,16 @@ def _one_thread() -> None:
 
 
 def _policy(
-    use_history: bool = True, head: str | None = None, prior: bool = False
+    use_history: bool = True, head: str | None = None, prior: bool = False, anchor: bool = False
 ) -> ScreeningPolicy:
     torch.manual_seed(0)
     cfg = PolicyConfig(
-        d_model=16, heads=2, use_history=use_history, predictor_head=head, prior=prior
+        d_model=16,
+        heads=2,
+        use_history=use_history,
+        predictor_head=head,
+        prior=prior,
+        anchor=anchor,
     )
     pol = ScreeningPolicy(24, cfg).eval()
     if prior:
@@ -68,9 +73,20 @@ def test_masks_symmetries_and_empty_history(head: str | None, prior: bool) -> No
         assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize(("head", "prior"), [(None, False), ("multihead", False), (None, True)])
-def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None, prior: bool) -> None:
-    worst = export_policy_onnx(_policy(head=head, prior=prior), tmp_path / "p.onnx")
+@pytest.mark.parametrize(
+    ("head", "prior", "anchor"),
+    [(None, False, False), ("multihead", False, False), (None, True, False), ("gp", True, True)],
+)
+def test_onnx_parity_at_new_shapes(
+    tmp_path: Path, head: str | None, prior: bool, anchor: bool
+) -> None:
+    pol = _policy(head=head, prior=prior, anchor=anchor)
+    if anchor:  # a trained correction, not the zero it starts at
+        with torch.no_grad():
+            for p in pol.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))
+    worst = export_policy_onnx(pol, tmp_path / "p.onnx")
     assert worst <= 1e-4
     import onnxruntime as ort
 
@@ -79,8 +95,43 @@ def test_onnx_parity_at_new_shapes(tmp_path: Path, head: str | None, prior: bool
     names = [i.name for i in sess.get_inputs()]
     got = sess.run(None, {n: x.numpy() for n, x in zip(names, case, strict=True)})[0]
     with torch.no_grad():
-        want = _policy(head=head, prior=prior)(*case)[0].numpy()
+        want = pol(*case)[0].numpy()
     assert np.abs(got - want).max() <= 1e-4
+
+
+def test_anchored_policy_starts_as_greedy_prior_and_learns_a_correction() -> None:
+    """``anchor``: at initialisation the score is greedy-prior's (head logit + prior once both
+    classes are known, the prior alone before); training moves it through the correction."""
+    pol = _policy(head="protonet", prior=True, anchor=True)
+    cand, cm, hist, hl, hm, t = policy_parity_cases(24, seed=5)[1]
+    hl[1] = torch.tensor([1.0, 0.0] * (hl.shape[1] // 2) + [1.0] * (hl.shape[1] % 2))
+    hm[1] = 1.0
+    hl[2], hm[2] = 0.0, 1.0  # inactives only: the prior alone
+    logits, _ = pol(cand, cm, hist, hl, hm, t)
+    from metascreen.models.learners.registry import build_head
+
+    prior = cand @ torch.linspace(-1.0, 1.0, 24) + 0.5
+    head = build_head("protonet").head(hist[1], hl[1], cand[1])
+    ok = cm > 0.5
+    assert torch.allclose(logits[1][ok[1]], (head + prior[1])[ok[1]], atol=1e-4)
+    for b in (0, 2):  # empty history, inactives only
+        assert torch.allclose(logits[b][ok[b]], prior[b][ok[b]], atol=1e-4)
+    assert (logits[~ok] == NEG).all()
+    # the correction is trainable: one gradient step moves the scores
+    opt = torch.optim.SGD([p for p in pol.parameters() if p.requires_grad], lr=0.1)
+    loss = -(logits[ok] * torch.linspace(-1, 1, int(ok.sum()))).sum()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after, _ = pol(cand, cm, hist, hl, hm, t)
+    assert not torch.allclose(after[ok], logits[ok].detach(), atol=1e-4)
+    for bad in (
+        {"prior": True},
+        {"predictor_head": "gp"},
+        {"predictor_head": "gp", "prior": True, "use_history": False},
+    ):
+        with pytest.raises(ValueError, match="anchor needs"):
+            PolicyConfig(anchor=True, **bad)  # type: ignore[arg-type]
 
 
 def test_prior_feature_is_the_frozen_prior_logit() -> None:
