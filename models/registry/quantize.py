@@ -16,7 +16,7 @@ from typing import Any
 
 from metascreen.domains.io import atomic_write_json, sha256_file
 from metascreen.models.serving.artifact import package_versions, read_artifact, staged_dir, utc_now
-from metascreen.models.serving.onnx_fp16 import widen_initializers
+from metascreen.models.serving.weight_storage import widen_initializers
 
 logger = logging.getLogger(__name__)
 

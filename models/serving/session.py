@@ -73,6 +73,11 @@ def _session(model: str | bytes, path: Path, device: str, threads: int | None) -
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    # Fold the DequantizeLinear of int8-stored weights (``serving/weight_storage.py``) into
+    # float32 constants when the session opens, as Cast is folded for float16 ones; by default
+    # onnxruntime keeps it to fuse QDQ pairs, and would dequantize the weights on every call.
+    # Graphs quantized by ``models quantize`` (dynamic, no QDQ pairs) are not affected.
+    opts.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
         return ort.InferenceSession(model, sess_options=opts, providers=available_providers(device))
     except Exception as err:  # onnxruntime raises its own (non-ValueError) types

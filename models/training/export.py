@@ -28,8 +28,14 @@ from metascreen.models.serving.artifact import (
     staged_dir,
     verify_sha256,
 )
-from metascreen.models.serving.onnx_fp16 import MIN_ELEMENTS, WeightsDtype, narrow_initializers
 from metascreen.models.serving.session import open_session
+from metascreen.models.serving.weight_storage import (
+    MIN_ELEMENTS,
+    WeightsDtype,
+    int8_codes,
+    int8_round,
+    narrow_initializers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ OPSET = 18
 INPUT_NAMES = ("support_x", "support_y", "query_x")
 OUTPUT_NAMES = ("logit",)
 WEIGHTS_FILE = "weights.pt.gz"
+SCALE_KEY = "::int8_scale"  # weights file key of an int8-stored tensor's per-row scales
 # metadata keys ``write_artifact`` writes afresh; a re-export keeps every other key
 REGENERATED_KEYS = frozenset(
     {"schema_version", "kind", "created_at", "git_sha", "versions"}
@@ -54,7 +61,12 @@ def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.T
     state: dict[str, torch.Tensor] = torch.load(
         io.BytesIO(raw), map_location="cpu", weights_only=True
     )
-    # float16-stored weights (``weights_dtype="float16"``) are computed in float32
+    # int8-stored weights (codes + a scale per row) and float16-stored ones are computed in
+    # float32; codes · scale is exact in float32, so this is the graph's DequantizeLinear
+    scales = {k[: -len(SCALE_KEY)]: state.pop(k) for k in list(state) if k.endswith(SCALE_KEY)}
+    for name, scale in scales.items():
+        codes = state[name]
+        state[name] = codes.float() * scale.reshape(-1, *([1] * (codes.dim() - 1)))
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
@@ -71,22 +83,48 @@ def load_learner(
     return learner, cfg
 
 
-def round_to_fp16(module: torch.nn.Module, min_elements: int = MIN_ELEMENTS) -> list[str]:
+def round_to_fp16(
+    module: torch.nn.Module, min_elements: int = MIN_ELEMENTS, skip: frozenset[str] = frozenset()
+) -> list[str]:
     """Round ``module``'s large float32 tensors to float16 values (kept float32), in place.
 
     Afterwards the torch model computes exactly what its float16-stored artifact computes, so the
     parity check still compares like with like. A tensor that would overflow float16 is left as
-    it is. Returns the names of the rounded tensors.
+    it is, and so are the tensors named in ``skip``. Returns the names of the rounded tensors.
     """
     rounded = []
     with torch.no_grad():
         for name, t in module.state_dict(keep_vars=True).items():
-            if t.dtype != torch.float32 or t.numel() < min_elements:
+            if t.dtype != torch.float32 or t.numel() < min_elements or name in skip:
                 continue
             narrow = t.detach().half()
             if not torch.isfinite(narrow).all():
                 continue
             t.data.copy_(narrow.float())
+            rounded.append(name)
+    return rounded
+
+
+def round_to_int8(module: torch.nn.Module, min_elements: int = MIN_ELEMENTS) -> list[str]:
+    """Round ``module``'s large float32 matrices to int8 codes times one scale per row (kept
+    float32), in place: weight-only per-output-channel quantization.
+
+    Afterwards the torch model computes exactly what its int8-stored artifact computes (the
+    graph's ``DequantizeLinear`` gives the same float32 values), so the parity check compares
+    like with like. Tensors of one dimension stay as they are. Returns the rounded names.
+    """
+    rounded = []
+    with torch.no_grad():
+        for name, t in module.state_dict(keep_vars=True).items():
+            if t.dtype != torch.float32 or t.numel() < min_elements or t.dim() < 2:
+                continue
+            values = t.detach().cpu().numpy()
+            if not np.isfinite(values).all():
+                continue
+            q, s = int8_round(values, axis=0)
+            shape = (-1,) + (1,) * (t.dim() - 1)
+            exact = torch.from_numpy(q).float() * torch.from_numpy(s).reshape(shape)
+            t.data.copy_(exact.to(t.device))
             rounded.append(name)
     return rounded
 
@@ -162,8 +200,9 @@ def export_onnx(
 ) -> float:
     """Export ``learner`` (dynamic support and query sizes) and check parity with onnxruntime.
 
-    ``narrow``: store the float16-exact large weights as float16 (``serving/onnx_fp16.py``);
-    round the learner first (``round_to_fp16``) for them to be exact.
+    ``narrow``: store the int8- or float16-exact large weights compactly
+    (``serving/weight_storage.py``); round the learner first (``round_to_int8`` or
+    ``round_to_fp16``) for them to be exact.
 
     Returns:
         The largest absolute difference seen on shapes unlike the export example.
@@ -193,32 +232,52 @@ def export_onnx(
 
 
 def narrow_onnx_file(path: Path) -> int:
-    """Store the graph's float16-exact large weights as float16 (``narrow_initializers``), in
-    place; lossless: a weight that is not exactly a float16 value stays float32.
+    """Store the graph's int8- or float16-exact large weights compactly
+    (``narrow_initializers``), in place; lossless: any other weight stays float32.
 
     Returns:
-        The number of weight tensors stored as float16.
+        The number of weight tensors stored compactly.
     """
     import onnx
 
     graph = onnx.load(str(path))
-    n = narrow_initializers(graph)
+    counts = narrow_initializers(graph)
+    n = sum(counts.values())
     if n:
         onnx.save(graph, str(path))
-    logger.info("stored %d weight tensors of %s as float16", n, Path(path).name)
+    logger.info(
+        "stored weight tensors of %s as int8 (%d) and float16 (%d)",
+        Path(path).name,
+        counts["int8"],
+        counts["float16"],
+    )
     return n
 
 
 def fp16_exact(state: dict[str, torch.Tensor], min_elements: int = MIN_ELEMENTS) -> frozenset[str]:
-    """Names of the float32 tensors of ``state`` (at least ``min_elements``) whose every value is
-    exactly a float16 value: ``write_weights`` can store them as float16 without loss."""
-    return frozenset(
-        name
-        for name, t in state.items()
-        if t.dtype == torch.float32
-        and t.numel() >= min_elements
-        and torch.equal(t.detach().cpu().half().float(), t.detach().cpu())
+    """Names of the float32 tensors of ``state`` (at least ``min_elements``) that ``write_weights``
+    can store compactly without loss: exactly int8 codes times row scales (the matrices of an
+    int8-stored predictor), or exactly float16 values."""
+    names = set()
+    for name, t in state.items():
+        if t.dtype != torch.float32 or t.numel() < min_elements:
+            continue
+        values = t.detach().cpu()
+        if (t.dim() >= 2 and int8_codes(values.numpy(), axis=0) is not None) or torch.equal(
+            values.half().float(), values
+        ):
+            names.add(name)
+    return frozenset(names)
+
+
+def compact_counts(state: dict[str, torch.Tensor], names: frozenset[str]) -> dict[str, int]:
+    """How ``write_weights`` stores the tensors ``names`` of ``state``: metadata counts."""
+    n_int8 = sum(
+        1
+        for k in names
+        if state[k].dim() >= 2 and int8_codes(state[k].detach().cpu().numpy()) is not None
     )
+    return {"float16_tensors": len(names) - n_int8, **({"int8_tensors": n_int8} if n_int8 else {})}
 
 
 def sparse_rows(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -244,22 +303,34 @@ def write_weights(
 ) -> None:
     """gzip'd ``torch.save`` of a state dict (float32 weights shrink ~8%, losslessly).
 
-    The tensors named in ``narrow`` (already float16 values) are stored as float16; tensors that
-    share memory (a learner's heads hold its encoder) still share it in the file.
+    The tensors named in ``narrow`` are stored compactly, losslessly: as int8 codes plus a
+    ``<name>::int8_scale`` row-scale tensor when they are exactly codes times row scales
+    (``round_to_int8``), else as float16 (they must then be float16 values). Tensors that share
+    memory (a learner's heads hold its encoder) still share it in the file.
     """
-    halves: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
+    packed: dict[tuple[int, tuple[int, ...], tuple[int, ...]], dict[str, torch.Tensor]] = {}
 
-    def stored(name: str, t: torch.Tensor) -> torch.Tensor:
+    def stored(name: str, t: torch.Tensor) -> dict[str, torch.Tensor]:
         t = t.detach().cpu()
         if name not in narrow:
-            return t
+            return {name: t}
         key = (t.data_ptr(), tuple(t.shape), t.stride())
-        if key not in halves:
-            halves[key] = t.half()
-        return halves[key]
+        if key not in packed:
+            codes = int8_codes(t.numpy(), axis=0) if t.dim() >= 2 else None
+            if codes is None:
+                packed[key] = {"": t.half()}
+            else:
+                packed[key] = {
+                    "": torch.from_numpy(codes[0]),
+                    SCALE_KEY: torch.from_numpy(codes[1]),
+                }
+        return {name + suffix: v for suffix, v in packed[key].items()}
 
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        out.update(stored(k, v))
     buf = io.BytesIO()
-    torch.save({k: stored(k, v) for k, v in state.items()}, buf)
+    torch.save(out, buf)
     Path(path).write_bytes(gzip.compress(buf.getvalue(), compresslevel=6, mtime=0))
 
 
@@ -282,11 +353,16 @@ def write_artifact(
     ``metadata["files"]`` (e.g. the recommendation item table).
 
     ``weights_dtype="float16"`` rounds the learner's large weight tensors to float16 values in
-    place and stores them as float16 in both files (about half the size); the graph still
+    place and stores them as float16 in both files (about half the size); ``"int8"`` rounds its
+    large matrices to int8 codes times one scale per row (weight-only quantization) and stores
+    them so (about a quarter), its other large tensors as float16. Either way the graph still
     computes in float32, and the parity check runs on the stored graph.
     """
     out_dir = Path(out_dir)
-    narrow = frozenset(round_to_fp16(learner)) if weights_dtype == "float16" else frozenset()
+    int8 = frozenset(round_to_int8(learner)) if weights_dtype == "int8" else frozenset()
+    narrow = int8
+    if weights_dtype in ("float16", "int8"):
+        narrow |= frozenset(round_to_fp16(learner, skip=int8))
     with staged_dir(out_dir, overwrite) as tmp:
         parity = export_onnx(learner, tmp / "model.onnx", in_dim, narrow=bool(narrow))
         write_weights(tmp / WEIGHTS_FILE, learner.state_dict(), narrow)
@@ -315,7 +391,8 @@ def write_artifact(
                 "file": WEIGHTS_FILE,
                 "sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "dtype": weights_dtype,
-                "float16_tensors": len(narrow),
+                "float16_tensors": len(narrow - int8),
+                **({"int8_tensors": len(int8)} if weights_dtype == "int8" else {}),
             },
             "featurizer": {"spec": featurizer_spec, "hash": featurizer_hash},
             **({"files": files} if files else {}),

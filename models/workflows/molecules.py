@@ -28,7 +28,7 @@ from metascreen.models.serving.artifact import (
     read_artifact,
     refuse_existing,
 )
-from metascreen.models.serving.onnx_fp16 import WeightsDtype
+from metascreen.models.serving.weight_storage import WeightsDtype
 from metascreen.models.workflows.common import DEFAULT_CACHE_DIR, command_line, run_folder
 
 logger = logging.getLogger(__name__)
@@ -445,7 +445,9 @@ def combine_models(
     """Average trained artifacts into one ensemble artifact (mean probability, one ONNX graph).
 
     The members must share the learner configuration, the featurizer (spec and hash) and the
-    training data and selection slice; they differ by seed. The result is what ``train --ensemble
+    training data and selection slice; they differ by seed. A model that is itself an ensemble
+    contributes its members (so a shipped ensemble can take one more run); all members weigh the
+    same in the mean. The result is what ``train --ensemble
     N`` writes when its members are these runs: member k of that command is the run of
     ``--seed seed+k``, so members can be trained apart (in parallel, on several machines) and
     combined. The artifact records every member's provenance and figures under ``combined_from``.
@@ -457,12 +459,13 @@ def combine_models(
     (``metrics.valid``). Without it, ``metrics`` stays empty (measure with ``bench model``).
 
     Raises:
-        ConfigError: fewer than two members, a member that is itself an ensemble, or members
-            whose learner configuration, training data or selection slice differ; a
+        ConfigError: fewer than two models, or models whose learner configuration (ensemble
+            size aside), training data or selection slice differ; a
             ``data_dir`` whose slice is not the members'.
         ArtifactMismatchError: members on different featurizers.
     """
     from metascreen.domains.errors import ArtifactMismatchError
+    from metascreen.models.learners.base import EpisodicLearner
     from metascreen.models.learners.ensemble import EnsembleLearner
     from metascreen.models.learners.registry import LearnerConfig
     from metascreen.models.training.export import load_learner, write_artifact
@@ -473,7 +476,8 @@ def combine_models(
     out_dir = refuse_existing(out_dir)
     infos = [read_artifact(d) for d in dirs]
     cfgs = [json.loads((d / "config.json").read_text()) for d in dirs]
-    first, fz = LearnerConfig.model_validate(cfgs[0]["learner"]), infos[0].metadata["featurizer"]
+    first = LearnerConfig.model_validate(cfgs[0]["learner"]).model_copy(update={"ensemble_size": 1})
+    fz = infos[0].metadata["featurizer"]
     for d, info, cfg in zip(dirs, infos, cfgs, strict=True):
         meta = info.metadata
         if meta["featurizer"]["hash"] != fz["hash"]:
@@ -485,9 +489,7 @@ def combine_models(
             raise ConfigError(
                 f"{d}: has no torch weights (an int8 copy?); combine the float models it came from"
             )
-        lc = LearnerConfig.model_validate(cfg["learner"])
-        if lc.ensemble_size != 1:
-            raise ConfigError(f"{d}: already an ensemble of {lc.ensemble_size}; combine its runs")
+        lc = LearnerConfig.model_validate(cfg["learner"]).model_copy(update={"ensemble_size": 1})
         if lc != first:
             raise ConfigError(f"{d}: learner configuration differs from {dirs[0]}'s")
         if lineage(meta) != lineage(infos[0].metadata):
@@ -496,14 +498,23 @@ def combine_models(
                 f"({lineage(meta)} vs {lineage(infos[0].metadata)})"
             )
     featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
-    members = [
-        load_learner(d, info, featurizer.dim)[0] for d, info in zip(dirs, infos, strict=True)
-    ]
+    members: list[EpisodicLearner] = []
+    members_train: list[Any] = []
+    for d, info, cfg in zip(dirs, infos, cfgs, strict=True):
+        learner = load_learner(d, info, featurizer.dim)[0]
+        if isinstance(learner, EnsembleLearner):  # an ensemble contributes its members
+            members.extend(learner.members)
+            members_train.extend(
+                cfg.get("members_train") or [cfg.get("train")] * len(learner.members)
+            )
+        else:
+            members.append(learner)
+            members_train.append(cfg.get("train"))
     ensemble = EnsembleLearner(members)
     config = {
         "learner": first.model_copy(update={"ensemble_size": len(members)}).model_dump(mode="json"),
         "train": cfgs[0].get("train"),
-        "members_train": [c.get("train") for c in cfgs],
+        "members_train": members_train,
     }
     base = infos[0].metadata
     extra = {
@@ -519,6 +530,11 @@ def combine_models(
                 "git_sha": info.metadata.get("git_sha"),
                 "trained_on": info.metadata.get("trained_on"),
                 "metrics": info.metadata.get("metrics"),
+                **(
+                    {"combined_from": info.metadata["combined_from"]}
+                    if info.metadata.get("combined_from")
+                    else {}
+                ),
             }
             for d, info in zip(dirs, infos, strict=True)
         ],

@@ -127,6 +127,7 @@ def train_policy_model(
     from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
     from metascreen.models.serving.artifact import staged_dir
     from metascreen.models.training.export import (
+        compact_counts,
         export_encoder_onnx,
         export_policy_onnx,
         fp16_exact,
@@ -264,8 +265,9 @@ def train_policy_model(
     )
     name = out_dir.name
     with staged_dir(out_dir) as tmp:
-        # Weights that are exactly float16 values (the encoder and head of a float16-stored
-        # predictor) are stored as float16 in all three files, losslessly; the rest stay float32.
+        # Weights that are exactly int8 codes × row scales or float16 values (the encoder and head
+        # of an int8- or float16-stored predictor) are stored so in all three files, losslessly;
+        # the rest stay float32.
         enc_parity = export_encoder_onnx(encoder, featurizer.dim, tmp / "encoder.onnx", narrow=True)
         pol_parity = export_policy_onnx(policy, tmp / "policy.onnx", narrow=True)
         state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
@@ -296,7 +298,7 @@ def train_policy_model(
             "weights": {
                 "file": "weights.pt.gz",
                 "sha256": sha256_file(tmp / "weights.pt.gz"),
-                "float16_tensors": len(halves),
+                **compact_counts(state, halves),
             },
             "featurizer": fz,
             "prior": prior_doc,

@@ -15,7 +15,7 @@ def export(
     model_dir: Annotated[Path, typer.Argument(help="existing model artifact folder")],
     out: Annotated[Path, typer.Option(help="new artifact folder")],
     weights_dtype: Annotated[
-        Literal["float16", "float32"] | None,
+        Literal["float16", "int8", "float32"] | None,
         typer.Option(
             help="molecule models: storage of the large weight tensors (default: the source's)"
         ),

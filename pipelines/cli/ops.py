@@ -229,7 +229,7 @@ def models_combine(
     ],
     out: Annotated[Path, typer.Option(help="new ensemble artifact folder")],
     weights_dtype: Annotated[
-        Literal["float16", "float32"] | None,
+        Literal["float16", "int8", "float32"] | None,
         typer.Option(help="storage of the large weight tensors (default: the first model's)"),
     ] = None,
     data_dir: Annotated[

@@ -177,10 +177,12 @@ def train_molecules(
         ),
     ] = True,
     weights_dtype: Annotated[
-        Literal["float16", "float32"],
+        Literal["float16", "int8", "float32"],
         typer.Option(
             help="storage of the artifact's large weight tensors: float16 halves the files "
-            "(weights rounded to float16 values; the graph computes in float32) or float32"
+            "(weights rounded to float16 values), int8 quarters the weight matrices (int8 codes "
+            "times one scale per row; other large tensors float16), float32 keeps them; the "
+            "graph computes in float32 either way"
         ),
     ] = "float16",
     seed: Annotated[int, typer.Option(help="seed for every RNG", min=0, max=SEED_MAX)] = 0,

@@ -47,6 +47,12 @@ def seed1(tiny_fsmol: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tiny_fsmol, tmp_path_factory.mktemp("seed1") / "seed1", LEARNER, 1)
 
 
+def _other_learner(root: Path, tmp_path: Path) -> Path:
+    """A short run of another learner configuration on the same data."""
+    other = {"learner": "protonet", "encoder": EncoderConfig(hidden=(32,), out_dim=32).model_dump()}
+    return _train(root, tmp_path / "other-learner", other, 0)
+
+
 @pytest.fixture(scope="module")
 def combined(tiny_model: Path, seed1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny_model and its seed-1 run, combined (the first member is tiny_model)."""
@@ -84,8 +90,20 @@ def test_combined_runs_equal_the_trained_ensemble(
 
     with pytest.raises(ConfigError, match="at least two"):
         combine_models([tiny_model], tmp_path / "one")
-    with pytest.raises(ConfigError, match="already an ensemble"):
-        combine_models([tiny_model, trained], tmp_path / "nested")
+    # an ensemble contributes its members: (seed0 + seed1) + seed1 is seed0 + seed1 + seed1
+    nested = combine_models([combined, seed1], tmp_path / "nested")
+    flat = combine_models([seed0, seed1, seed1], tmp_path / "flat")
+    nested_meta = json.loads((nested / "metadata.json").read_text())
+    assert nested_meta["learner"] == "ensemble-3xprotonet"
+    assert [m["seed"] for m in nested_meta["combined_from"][0]["combined_from"]] == [0, 1]
+    assert len(json.loads((nested / "config.json").read_text())["members_train"]) == 3
+    c = load_weights(flat, json.loads((flat / "metadata.json").read_text()))
+    n = load_weights(nested, nested_meta)
+    assert c.keys() == n.keys()
+    for k in c:
+        torch.testing.assert_close(c[k], n[k], rtol=0, atol=0, msg=k)
+    with pytest.raises(ConfigError, match="learner configuration differs"):
+        combine_models([combined, _other_learner(tiny_fsmol, tmp_path)], tmp_path / "mixed")
     weightless = tmp_path / "int8-like"
     shutil.copytree(seed1, weightless)
     doc = json.loads((weightless / "metadata.json").read_text())

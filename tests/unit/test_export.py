@@ -81,8 +81,8 @@ def test_float16_storage_halves_the_files_and_computes_what_torch_computes(tmp_p
     import numpy as np
     import onnx
 
-    from metascreen.models.serving.onnx_fp16 import FP16_SUFFIX, widen_initializers
     from metascreen.models.serving.session import open_session
+    from metascreen.models.serving.weight_storage import FP16_SUFFIX, widen_initializers
     from metascreen.models.training.export import load_weights, write_artifact
 
     dim = 300
@@ -152,3 +152,99 @@ def test_float16_storage_never_rounds_a_weight_itself(tmp_path) -> None:
     assert export_onnx(learner, tmp_path / "m.onnx", 300, narrow=True) < 1e-4
     graph = onnx.load(str(tmp_path / "m.onnx"))
     assert all(i.data_type != onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
+
+
+def test_int8_storage_quarters_the_matrices_and_computes_what_torch_computes(tmp_path) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+
+    from metascreen.models.serving.session import open_session
+    from metascreen.models.serving.weight_storage import int8_round, widen_initializers
+    from metascreen.models.training.export import load_weights, write_artifact
+
+    dim = 300
+    cfg = LearnerConfig(learner="multihead", encoder=EncoderConfig(hidden=(128,), out_dim=32))
+    paths = {}
+    for dtype in ("float32", "int8"):
+        torch.manual_seed(0)
+        paths[dtype] = write_artifact(
+            tmp_path / dtype,
+            build_learner(cfg, dim),
+            dim,
+            {},
+            "h",
+            {},
+            {},
+            weights_dtype=dtype,  # type: ignore[arg-type]
+        )
+    wide, small = paths["float32"], paths["int8"]
+    meta = json.loads((small / "metadata.json").read_text())
+    assert meta["weights"]["dtype"] == "int8" and meta["weights"]["int8_tensors"] >= 2
+    assert meta["onnx"]["parity_max_abs_diff"] < 1e-4
+    state8 = load_weights(small, meta)
+    state32 = load_weights(wide, json.loads((wide / "metadata.json").read_text()))
+    assert all(t.dtype == torch.float32 for t in state8.values() if t.is_floating_point())
+    assert not any(k.endswith("int8_scale") for k in state8)
+    mats = [k for k, t in state32.items() if t.numel() >= 4096 and t.dim() == 2]
+    assert mats
+    # the stored matrices are the float32 ones rounded per row to int8 codes × scale, no more
+    for k in mats:
+        q, s = int8_round(state32[k].numpy(), axis=0)
+        want = torch.from_numpy(q).float() * torch.from_numpy(s)[:, None]
+        torch.testing.assert_close(state8[k], want, rtol=0, atol=0, msg=k)
+        err = (state8[k] - state32[k]).abs().max(dim=1).values
+        assert (err <= state32[k].abs().max(dim=1).values / 254 * 1.001 + 1e-12).all(), k
+    mat_bytes = sum({state32[k].data_ptr(): state32[k].numel() * 4 for k in mats}.values())
+    for name in ("model.onnx", "weights.pt.gz"):
+        saved = (wide / name).stat().st_size - (small / name).stat().st_size
+        assert saved > 0.6 * mat_bytes, (name, saved, mat_bytes)  # float16 saves 0.5
+
+    learner = build_learner(cfg, dim).eval()
+    learner.load_state_dict(state8)
+    gen = torch.Generator().manual_seed(5)
+    sx, qx = torch.rand(9, dim, generator=gen), torch.rand(13, dim, generator=gen)
+    sy = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0])
+    feeds = {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
+    got = open_session(small / "model.onnx", device="cpu").run(None, feeds)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, learner(sx, sy, qx).numpy(), atol=1e-5, rtol=1e-5)
+
+    graph = onnx.load(str(small / "model.onnx"))
+    n8 = sum(
+        i.data_type == onnx.TensorProto.INT8 and i.name.endswith("__int8")
+        for i in graph.graph.initializer
+    )
+    assert n8 >= 2 and sum(n.op_type == "DequantizeLinear" for n in graph.graph.node) == n8
+    assert widen_initializers(graph) == n8
+    assert not any(i.data_type == onnx.TensorProto.INT8 for i in graph.graph.initializer)
+    assert not any(i.name.endswith(("__scale", "__zero")) for i in graph.graph.initializer)
+    assert not any(n.op_type == "DequantizeLinear" for n in graph.graph.node)
+    onnx.save(graph, str(tmp_path / "wide.onnx"))
+    again = open_session(tmp_path / "wide.onnx", device="cpu").run(None, feeds)[0]
+    np.testing.assert_array_equal(again, got)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_int8_codes_are_found_by_value_along_either_axis(axis: int) -> None:
+    import numpy as np
+
+    from metascreen.models.serving.weight_storage import int8_codes, int8_round
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 96)).astype(np.float32)
+    w[3] = 0.0  # an all-zero row keeps scale 1
+    assert int8_codes(w, axis) is None  # plain float weights are not int8-exact
+    q, s = int8_round(w, axis)
+    shape = (-1, 1) if axis == 0 else (1, -1)
+    exact = q.astype(np.float32) * s.reshape(shape)
+    found = int8_codes(exact, axis)
+    assert found is not None
+    np.testing.assert_array_equal(found[0], q)
+    np.testing.assert_array_equal(found[1], s)
+    assert np.abs(q).max() == 127
+    # the exporter may transpose a matrix: the codes are found along the other axis
+    t = int8_codes(np.ascontiguousarray(exact.T), 1 - axis)
+    assert t is not None
+    np.testing.assert_array_equal(t[0], q.T)
