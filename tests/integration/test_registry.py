@@ -177,6 +177,36 @@ def test_int8_quantized_artifact_tracks_fp32(tiny_model: Path, tmp_path: Path) -
         quantize_artifact(tiny_model, tmp_path / "int8")
 
 
+def test_int8_stored_artifact_embeds_quantizes_and_tracks_fp32(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """``--weights-dtype int8`` storage serves like the float model: scoring, the encoder cut
+    the pickers embed with, and ``models quantize`` (which widens the stored codes first)."""
+    import numpy as np
+
+    from metascreen.domains.molecules.featurize import parse_smiles
+    from metascreen.models.registry.quantize import quantize_artifact
+    from metascreen.models.serving.molecules import OnnxPredictor
+    from metascreen.models.serving.policy import PredictorEmbedder
+    from metascreen.models.workflows.molecules import export_model
+    from tiny_data import make_smiles
+
+    stored = export_model(tiny_model, tmp_path / "stored", weights_dtype="int8")
+    a = OnnxPredictor.load(tiny_model, device="cpu")
+    b = OnnxPredictor.load(stored, device="cpu")
+    assert b.info.metadata["weights"]["int8_tensors"] >= 1
+    rows = make_smiles(60, seed=4)
+    x = a.featurizer.transform([parse_smiles(s) for s, _ in rows])
+    y = np.array([lab for _, lab in rows], np.float32)
+    la, lb = a.logits(x[:12], y[:12], x[12:]), b.logits(x[:12], y[:12], x[12:])
+    assert not np.array_equal(la, lb) and np.corrcoef(la, lb)[0, 1] > 0.999
+    ea = PredictorEmbedder(a.info, "cpu").embed(x)
+    eb = PredictorEmbedder(b.info, "cpu").embed(x)
+    assert ea.shape == eb.shape and np.corrcoef(ea.ravel(), eb.ravel())[0, 1] > 0.999
+    q = OnnxPredictor.load(quantize_artifact(stored, tmp_path / "q"), device="cpu")
+    assert np.corrcoef(lb, q.logits(x[:12], y[:12], x[12:]))[0, 1] > 0.99
+
+
 def test_shipped_int8_variant_verifies_and_is_within_tolerance() -> None:
     from metascreen.models.serving.artifact import DEFAULT_MODEL_DIR
     from metascreen.models.serving.molecules import OnnxPredictor
