@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import islice
 from typing import Any
@@ -189,6 +189,10 @@ class MoleculeFeaturizer:
             after RDKit's default parsing); a molecule with more atoms keeps only the first
             ``graph_atoms`` of them and the bonds among them (the fingerprint and descriptors
             still describe the whole molecule). Layout: ``graph_layout``.
+        extra_radii: Further Morgan fingerprints (same size and kind) at these radii, appended
+            after the first one: ``[fp(radius) | fp(r) for r in extra_radii | descriptors |
+            graph]``. It is the union of featurizers that differ by radius only (``union``), read
+            by ensembles whose members were trained on one radius each (``columns_for``).
     """
 
     radius: int = 2
@@ -199,11 +203,15 @@ class MoleculeFeaturizer:
     desc_std: list[float] = field(default_factory=list)
     clip: float = 6.0
     graph_atoms: int = 0
+    extra_radii: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate the parameters."""
         if self.radius < 0 or self.n_bits < 8:
             raise ConfigError(f"Morgan radius {self.radius} / size {self.n_bits} out of range")
+        radii = self.radii
+        if len(set(radii)) != len(radii) or min(radii) < 0 or max(radii) > 8:
+            raise ConfigError(f"Morgan radii {list(radii)}: need distinct radii in [0, 8]")
         if not 0 <= self.graph_atoms <= 512:
             raise ConfigError(f"graph_atoms {self.graph_atoms} out of range [0, 512]")
         unknown = [d for d in self.descriptors if d not in DESCRIPTOR_FNS]
@@ -211,9 +219,72 @@ class MoleculeFeaturizer:
             raise ConfigError(f"unknown RDKit descriptors {unknown[:5]}")
 
     @property
+    def radii(self) -> tuple[int, ...]:
+        """Radii of the fingerprint blocks, in row order."""
+        return (self.radius, *self.extra_radii)
+
+    @property
+    def fp_dim(self) -> int:
+        """Length of the fingerprint blocks (the start of the descriptors)."""
+        return self.n_bits * len(self.radii)
+
+    @property
     def dense_dim(self) -> int:
-        """Length of the [fingerprint | descriptors] part (the start of the graph block)."""
-        return self.n_bits + len(self.descriptors)
+        """Length of the [fingerprints | descriptors] part (the start of the graph block)."""
+        return self.fp_dim + len(self.descriptors)
+
+    def same_but_radius(self, other: MoleculeFeaturizer) -> bool:
+        """True when ``other`` differs from this featurizer by its Morgan radii only."""
+        return (
+            self.n_bits == other.n_bits
+            and self.counts == other.counts
+            and self.descriptors == other.descriptors
+            and self.desc_mean == other.desc_mean
+            and self.desc_std == other.desc_std
+            and self.clip == other.clip
+            and self.graph_atoms == other.graph_atoms == 0
+        )
+
+    @classmethod
+    def union(cls, featurizers: Sequence[MoleculeFeaturizer]) -> MoleculeFeaturizer:
+        """One featurizer whose rows hold every featurizer's rows (``columns_for``): the first
+        one with the others' radii appended as extra fingerprint blocks.
+
+        Raises:
+            ConfigError: featurizers that differ by more than their radii (fingerprint size or
+                kind, descriptors or their scaling, a graph block).
+        """
+        first = featurizers[0]
+        radii = list(first.radii)
+        for f in featurizers[1:]:
+            if not first.same_but_radius(f):
+                raise ConfigError(
+                    "featurizers differ by more than the Morgan radius (fingerprint size or kind, "
+                    "descriptors or their scaling, or a graph block); no union reads them all"
+                )
+            radii += [r for r in f.radii if r not in radii]
+        return replace(first, extra_radii=tuple(radii[1:]))
+
+    def columns_for(self, other: MoleculeFeaturizer) -> tuple[tuple[int, int], ...]:
+        """[start, stop) column ranges of this featurizer's rows that are ``other``'s rows.
+
+        Raises:
+            ConfigError: ``other`` is not contained (another radius, or more than the radius
+                differs).
+        """
+        if not self.same_but_radius(other) or not set(other.radii) <= set(self.radii):
+            raise ConfigError(f"rows of radii {list(other.radii)} are not part of these rows")
+        nb = self.n_bits
+        ranges = [(nb * self.radii.index(r), nb * (self.radii.index(r) + 1)) for r in other.radii]
+        if self.descriptors:
+            ranges.append((self.fp_dim, self.dense_dim))
+        merged: list[tuple[int, int]] = []
+        for a, b in ranges:  # adjacent ranges as one
+            if merged and merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        return tuple(merged)
 
     @property
     def graph_layout(self) -> GraphLayout | None:
@@ -246,6 +317,9 @@ class MoleculeFeaturizer:
             "clip": self.clip,
         }
         name = "ecfp+rdkit2d" if self.descriptors else "ecfp"
+        if self.extra_radii:  # only then, so specs and hashes written before it stay valid
+            params["extra_radii"] = list(self.extra_radii)
+            name = "multi-" + name
         if self.graph_atoms > 0:
             params["graph_atoms"] = self.graph_atoms
             params["atom_features"] = ATOM_FEATURES
@@ -277,6 +351,7 @@ class MoleculeFeaturizer:
             desc_std=[float(v) for v in p["desc_std"]],
             clip=float(p["clip"]),
             graph_atoms=int(p.get("graph_atoms", 0)),
+            extra_radii=tuple(int(r) for r in p.get("extra_radii", ())),
         )
         if int(p.get("atom_features", ATOM_FEATURES)) != ATOM_FEATURES:
             raise ArtifactMismatchError(
@@ -296,9 +371,10 @@ class MoleculeFeaturizer:
         return feat
 
     # -- computation ---------------------------------------------------------------------------
-    def fingerprint(self, mol: Chem.Mol) -> FloatArray:
-        """(n_bits,) Morgan fingerprint: log1p of the counts, or 0/1 bits."""
-        gen = _generator(self.radius, self.n_bits)
+    def fingerprint(self, mol: Chem.Mol, radius: int | None = None) -> FloatArray:
+        """(n_bits,) Morgan fingerprint (at ``radius``, default the first): log1p of the
+        counts, or 0/1 bits."""
+        gen = _generator(self.radius if radius is None else radius, self.n_bits)
         if self.counts:
             return np.log1p(gen.GetCountFingerprintAsNumPy(mol).astype(np.float32))
         return gen.GetFingerprintAsNumPy(mol).astype(np.float32)
@@ -392,11 +468,13 @@ class MoleculeFeaturizer:
         if not self.fitted:
             raise ConfigError("descriptor scaling is not fitted; call fit() on training molecules")
         out = np.empty((len(mols), self.dim), dtype=np.float32)
-        nb, dd = self.n_bits, self.dense_dim
+        nb, fd, dd = self.n_bits, self.fp_dim, self.dense_dim
         for i, m in enumerate(mols):
             out[i, :nb] = self.fingerprint(m)
+            for k, r in enumerate(self.extra_radii, start=1):
+                out[i, k * nb : (k + 1) * nb] = self.fingerprint(m, r)
         if self.descriptors:
-            out[:, nb:dd] = self.scale(self.raw_descriptors(mols))
+            out[:, fd:dd] = self.scale(self.raw_descriptors(mols))
         if self.graph_atoms > 0:
             for i, m in enumerate(mols):
                 out[i, dd:] = self.graph_block(m)

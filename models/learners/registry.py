@@ -58,13 +58,34 @@ class LearnerConfig(BaseModel):
         "by the shared encoder (MHNfs's reference set), instead of learned patterns (0)",
     )
 
+    member_input_ranges: tuple[tuple[tuple[int, int], ...], ...] = Field(
+        (),
+        description="ensemble: member k's encoder reads these column ranges of the row "
+        "(``EncoderConfig.input_ranges``) — members combined from different featurizers over "
+        "their union (``models combine``); () = every member reads the whole row",
+    )
+
     @model_validator(mode="after")
     def _refs_need_context(self) -> LearnerConfig:
         if self.context_refs > 0 and self.learner != "context":
             raise ValueError(
                 f"context_refs is an option of the context learner, not {self.learner}"
             )
+        if self.member_input_ranges and len(self.member_input_ranges) != self.ensemble_size:
+            raise ValueError(
+                f"member_input_ranges has {len(self.member_input_ranges)} entries for "
+                f"{self.ensemble_size} members"
+            )
         return self
+
+    def member(self, k: int) -> LearnerConfig:
+        """The configuration of ensemble member ``k`` alone (its own input ranges, if any)."""
+        encoder = self.encoder
+        if self.member_input_ranges:
+            encoder = encoder.model_copy(update={"input_ranges": self.member_input_ranges[k]})
+        return self.model_copy(
+            update={"ensemble_size": 1, "member_input_ranges": (), "encoder": encoder}
+        )
 
 
 HEAD_LEARNERS: tuple[str, ...] = ("protonet", "matching", "gp", "multihead")
@@ -107,9 +128,8 @@ def head_state(learner: EpisodicLearner) -> dict[str, Any]:
 def build_learner(cfg: LearnerConfig, in_dim: int) -> EpisodicLearner:
     """Construct ``cfg.learner`` (an ensemble of ``cfg.ensemble_size`` of them when > 1)."""
     if cfg.ensemble_size > 1:
-        single = cfg.model_copy(update={"ensemble_size": 1})
         return EnsembleLearner(
-            [build_single_learner(single, in_dim) for _ in range(cfg.ensemble_size)]
+            [build_single_learner(cfg.member(k), in_dim) for k in range(cfg.ensemble_size)]
         )
     return build_single_learner(cfg, in_dim)
 

@@ -34,11 +34,20 @@ class EncoderConfig(BaseModel):
     atom_features: int = Field(ATOM_FEATURES, ge=1, description="hybrid: features per atom")
     gnn_hidden: int = Field(128, ge=1, description="hybrid: GNN node and graph embedding size")
     gnn_layers: int = Field(3, ge=1, le=10, description="hybrid: DenseGINConv layers")
+    input_ranges: tuple[tuple[int, int], ...] = Field(
+        (),
+        description="mlp: read only these [start, stop) column ranges of each row, in order "
+        "(an ensemble member over its own featurizer's columns of a wider row); () = all",
+    )
 
     @model_validator(mode="after")
     def _graph_needed(self) -> EncoderConfig:
         if self.kind == "hybrid" and self.graph_atoms < 1:
             raise ValueError("the hybrid encoder needs graph_atoms ≥ 1")
+        if self.input_ranges and self.kind != "mlp":
+            raise ValueError("input_ranges are for the mlp encoder only")
+        if any(not 0 <= a < b for a, b in self.input_ranges):
+            raise ValueError(f"input_ranges {self.input_ranges}: each needs 0 ≤ start < stop")
         return self
 
 
@@ -50,10 +59,23 @@ class MLPEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, cfg: EncoderConfig) -> None:
-        """Build Linear-LayerNorm-ReLU-Dropout blocks and a linear output layer."""
+        """Build Linear-LayerNorm-ReLU-Dropout blocks and a linear output layer.
+
+        With ``cfg.input_ranges`` the rows are ``in_dim`` wide and the MLP reads the selected
+        columns only (a fixed gather; the indices are not part of the state dict, so the weights
+        are those of the same MLP trained on the narrow rows).
+        """
         super().__init__()
         layers: list[nn.Module] = [nn.Dropout(cfg.input_dropout)]
         prev = in_dim
+        cols = None
+        if cfg.input_ranges:
+            if max(b for _, b in cfg.input_ranges) > in_dim:
+                raise ValueError(f"input_ranges {cfg.input_ranges} exceed the {in_dim}-wide rows")
+            cols = torch.cat([torch.arange(a, b) for a, b in cfg.input_ranges])
+            prev = int(cols.numel())
+        self.cols: torch.Tensor | None
+        self.register_buffer("cols", cols, persistent=False)
         for h in cfg.hidden:
             layers += [nn.Linear(prev, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(cfg.dropout)]
             prev = h
@@ -64,6 +86,8 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch of feature rows."""
+        if self.cols is not None:
+            x = x.index_select(-1, self.cols)
         return self.net(x)
 
 

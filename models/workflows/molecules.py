@@ -445,7 +445,10 @@ def combine_models(
     """Average trained artifacts into one ensemble artifact (mean probability, one ONNX graph).
 
     The members must share the learner configuration, the featurizer (spec and hash) and the
-    training data and selection slice; they differ by seed. A model that is itself an ensemble
+    training data and selection slice; they differ by seed — or by the fingerprint radius: the
+    ensemble then reads the union of their featurizers (``MoleculeFeaturizer.union``, one row
+    with a fingerprint block per radius) and each member's encoder reads its own columns
+    (``LearnerConfig.member_input_ranges``). A model that is itself an ensemble
     contributes its members (so a shipped ensemble can take one more run); all members weigh the
     same in the mean. The result is what ``train --ensemble
     N`` writes when its members are these runs: member k of that command is the run of
@@ -462,12 +465,12 @@ def combine_models(
         ConfigError: fewer than two models, or models whose learner configuration (ensemble
             size aside), training data or selection slice differ; a
             ``data_dir`` whose slice is not the members'.
-        ArtifactMismatchError: members on different featurizers.
+        ArtifactMismatchError: featurizers that differ by more than the Morgan radius.
     """
     from metascreen.domains.errors import ArtifactMismatchError
     from metascreen.models.learners.base import EpisodicLearner
     from metascreen.models.learners.ensemble import EnsembleLearner
-    from metascreen.models.learners.registry import LearnerConfig
+    from metascreen.models.learners.registry import LearnerConfig, build_learner
     from metascreen.models.training.export import load_learner, write_artifact
 
     dirs = [Path(d) for d in model_dirs]
@@ -476,43 +479,63 @@ def combine_models(
     out_dir = refuse_existing(out_dir)
     infos = [read_artifact(d) for d in dirs]
     cfgs = [json.loads((d / "config.json").read_text()) for d in dirs]
-    first = LearnerConfig.model_validate(cfgs[0]["learner"]).model_copy(update={"ensemble_size": 1})
-    fz = infos[0].metadata["featurizer"]
+
+    def plain(cfg: dict[str, Any]) -> LearnerConfig:  # the configuration up to size and inputs
+        lc = LearnerConfig.model_validate(cfg["learner"])
+        enc = lc.encoder.model_copy(update={"input_ranges": ()})
+        return lc.model_copy(update={"ensemble_size": 1, "member_input_ranges": (), "encoder": enc})
+
+    first = plain(cfgs[0])
+    featurizers = []
     for d, info, cfg in zip(dirs, infos, cfgs, strict=True):
         meta = info.metadata
-        if meta["featurizer"]["hash"] != fz["hash"]:
-            raise ArtifactMismatchError(
-                f"{d}: featurizer hash {meta['featurizer']['hash'][:12]}… differs from {dirs[0]}'s "
-                f"({fz['hash'][:12]}…); members must read the same feature rows"
-            )
         if not meta.get("weights"):
             raise ConfigError(
                 f"{d}: has no torch weights (an int8 copy?); combine the float models it came from"
             )
-        lc = LearnerConfig.model_validate(cfg["learner"]).model_copy(update={"ensemble_size": 1})
-        if lc != first:
+        if plain(cfg) != first:
             raise ConfigError(f"{d}: learner configuration differs from {dirs[0]}'s")
+        if LearnerConfig.model_validate(cfg["learner"]).member_input_ranges:
+            raise ConfigError(f"{d}: an ensemble over several featurizers; combine its runs")
         if lineage(meta) != lineage(infos[0].metadata):
             raise ConfigError(
                 f"{d}: training data or selection slice differs from {dirs[0]}'s "
                 f"({lineage(meta)} vs {lineage(infos[0].metadata)})"
             )
-    featurizer = MoleculeFeaturizer.from_spec(fz["spec"], expected_hash=fz["hash"])
+        f = meta["featurizer"]
+        featurizers.append(MoleculeFeaturizer.from_spec(f["spec"], expected_hash=f["hash"]))
+    try:
+        featurizer = MoleculeFeaturizer.union(featurizers)
+    except ConfigError as err:
+        raise ArtifactMismatchError(
+            f"{', '.join(map(str, dirs))}: {err}; members must read the same feature rows or "
+            "rows that differ by the fingerprint radius only"
+        ) from err
+    mixed = featurizer.hash != featurizers[0].hash
     members: list[EpisodicLearner] = []
     members_train: list[Any] = []
-    for d, info, cfg in zip(dirs, infos, cfgs, strict=True):
-        learner = load_learner(d, info, featurizer.dim)[0]
-        if isinstance(learner, EnsembleLearner):  # an ensemble contributes its members
-            members.extend(learner.members)
-            members_train.extend(
-                cfg.get("members_train") or [cfg.get("train")] * len(learner.members)
-            )
-        else:
-            members.append(learner)
-            members_train.append(cfg.get("train"))
+    ranges: list[tuple[tuple[int, int], ...]] = []
+    for d, info, cfg, f in zip(dirs, infos, cfgs, featurizers, strict=True):
+        learner = load_learner(d, info, f.dim)[0]
+        own = list(learner.members) if isinstance(learner, EnsembleLearner) else [learner]
+        members.extend(own)  # an ensemble contributes its members
+        members_train.extend(cfg.get("members_train") or [cfg.get("train")] * len(own))
+        ranges.extend([featurizer.columns_for(f)] * len(own))
+    ensemble_cfg = first.model_copy(
+        update={
+            "ensemble_size": len(members),
+            "member_input_ranges": tuple(ranges) if mixed else (),
+        }
+    )
+    if mixed:  # the same weights, with each member's encoder reading its own columns
+        wide = build_learner(ensemble_cfg, featurizer.dim)
+        assert isinstance(wide, EnsembleLearner)
+        for target, member in zip(wide.members, members, strict=True):
+            target.load_state_dict(member.state_dict())
+        members = list(wide.members)
     ensemble = EnsembleLearner(members)
     config = {
-        "learner": first.model_copy(update={"ensemble_size": len(members)}).model_dump(mode="json"),
+        "learner": ensemble_cfg.model_dump(mode="json"),
         "train": cfgs[0].get("train"),
         "members_train": members_train,
     }
@@ -552,8 +575,8 @@ def combine_models(
         out_dir,
         ensemble,
         featurizer.dim,
-        fz["spec"],
-        fz["hash"],
+        featurizer.spec(),
+        featurizer.hash,
         config,
         extra,
         weights_dtype=dtype,

@@ -123,7 +123,7 @@ def train_policy_model(
     """
     import torch
 
-    from metascreen.models.learners.registry import HEAD_LEARNERS, head_state
+    from metascreen.models.learners.registry import HEAD_LEARNERS, LearnerConfig, head_state
     from metascreen.models.nn.policy import PolicyConfig, ScreeningPolicy
     from metascreen.models.serving.artifact import staged_dir
     from metascreen.models.training.export import (
@@ -157,7 +157,8 @@ def train_policy_model(
             len(learner.members),
         )
         learner = learner.members[0]
-        pred_cfg = {**pred_cfg, "learner": {**pred_cfg["learner"], "ensemble_size": 1}}
+        first = LearnerConfig.model_validate(pred_cfg["learner"]).member(0)
+        pred_cfg = {**pred_cfg, "learner": first.model_dump(mode="json")}
     encoder = learner.encoder.eval()
     raw_cfg = dict(policy_cfg or {})
     prior_file = raw_cfg.pop("prior_file", None)

@@ -121,6 +121,62 @@ def test_combined_runs_equal_the_trained_ensemble(
     assert not (tmp_path / "mismatch").exists()
 
 
+def test_members_on_two_fingerprint_radii_combine_over_the_union_featurizer(
+    tiny_fsmol: Path, seed1: Path, tmp_path: Path
+) -> None:
+    """An ECFP4 and an ECFP6 run average over one row holding both fingerprints: each member
+    reads its own columns, so the ensemble scores what the members score on their own rows."""
+    from dataclasses import replace
+
+    from metascreen.domains.molecules.featurize import MoleculeFeaturizer, parse_smiles
+    from metascreen.models.serving.molecules import OnnxPredictor
+    from metascreen.models.serving.policy import PredictorEmbedder
+    from metascreen.models.workflows.molecules import combine_models, train_model
+    from tiny_data import make_smiles
+
+    torch.set_num_threads(1)
+    r3 = train_model(
+        tiny_fsmol,
+        tmp_path / "r3",
+        LEARNER,
+        {**TRAIN, "seed": 2},
+        featurizer=replace(tiny_featurizer(tiny_fsmol), radius=3),
+        cache_dir=None,
+        run_dir=tmp_path / "r3-run",
+        eval_support_sizes=(8,),
+        eval_repeats=2,
+        workers=1,
+        progress=False,
+    )
+    mixed = combine_models([seed1, r3], tmp_path / "mixed", weights_dtype="int8")
+    meta = json.loads((mixed / "metadata.json").read_text())
+    assert meta["featurizer"]["spec"]["params"]["extra_radii"] == [3]
+    ranges = json.loads((mixed / "config.json").read_text())["learner"]["member_input_ranges"]
+    assert ranges == [[[0, 512], [1024, 1027]], [[512, 1027]]]
+    ens = OnnxPredictor.load(mixed, device="cpu")
+    parts = [OnnxPredictor.load(d, device="cpu") for d in (seed1, r3)]
+    assert ens.featurizer.dim == 2 * 512 + 3
+    mols = [parse_smiles(s) for s, _ in make_smiles(40, seed=6)]
+    y = (np.arange(10) % 3 == 0).astype(np.float32)
+    x = ens.featurizer.transform(mols)
+    probs = []
+    for p in parts:
+        xp = p.featurizer.transform(mols)
+        probs.append(1 / (1 + np.exp(-p.logits(xp[:10], y, xp[10:]))))
+    got = 1 / (1 + np.exp(-ens.logits(x[:10], y, x[10:])))
+    # the members' weights are int8-rounded in the ensemble, so equal up to that rounding
+    np.testing.assert_allclose(got, np.mean(probs, axis=0), atol=0.02)
+    assert np.corrcoef(got, np.mean(probs, axis=0))[0, 1] > 0.999
+    # the pickers embed with the first member's encoder, reading its own columns
+    e_ens = PredictorEmbedder(ens.info, "cpu").embed(x)
+    e_first = PredictorEmbedder(parts[0].info, "cpu").embed(parts[0].featurizer.transform(mols))
+    assert e_ens.shape == e_first.shape
+    assert np.corrcoef(e_ens.ravel(), e_first.ravel())[0, 1] > 0.999
+    assert MoleculeFeaturizer.from_spec(meta["featurizer"]["spec"]).radii == (2, 3)
+    with pytest.raises(ConfigError, match="several featurizers"):
+        combine_models([mixed, seed1], tmp_path / "nested-mixed")
+
+
 def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(
     tiny_fsmol: Path, combined: Path, tiny_policy: Path, tmp_path: Path
 ) -> None:

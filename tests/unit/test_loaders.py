@@ -118,6 +118,32 @@ def test_featurizer_hash_changes_with_params_and_roundtrips() -> None:
     assert f.transform(mols[:3]).shape == (3, 256 + len(f.descriptors))
 
 
+def test_union_featurizer_holds_each_radius_rows_at_its_columns() -> None:
+    from dataclasses import replace
+
+    from metascreen.domains.errors import ConfigError
+
+    mols = [parse_smiles(s) for s, _ in make_smiles(30, 2)]
+    r2 = MoleculeFeaturizer(n_bits=256).fit(mols)
+    r3 = replace(r2, radius=3)
+    u = MoleculeFeaturizer.union([r2, r3])
+    assert u.radii == (2, 3) and u.dim == 2 * 256 + len(r2.descriptors)
+    assert u.spec()["params"]["extra_radii"] == [3] and "extra_radii" not in r2.spec()["params"]
+    assert MoleculeFeaturizer.from_spec(u.spec(), expected_hash=u.hash).hash == u.hash
+    assert MoleculeFeaturizer.union([r2, r2]).hash == r2.hash  # one featurizer: itself
+    rows = u.transform(mols[:6])
+    for f in (r2, r3):
+        cols = np.concatenate([np.arange(a, b) for a, b in u.columns_for(f)])
+        np.testing.assert_array_equal(rows[:, cols], f.transform(mols[:6]))
+    assert u.columns_for(r3) == ((256, 2 * 256 + len(r2.descriptors)),)  # adjacent: one range
+    with pytest.raises(ConfigError, match="more than the Morgan radius"):
+        MoleculeFeaturizer.union([r2, replace(r3, n_bits=128)])
+    with pytest.raises(ConfigError, match="not part of these rows"):
+        r2.columns_for(r3)
+    with pytest.raises(ConfigError, match="distinct radii"):
+        MoleculeFeaturizer(radius=2, extra_radii=(2,))
+
+
 def test_taskset_cache_roundtrip(tiny_fsmol: Path, tmp_path: Path) -> None:
     a = load_fsmol_dir(tiny_fsmol / "train", cache_dir=tmp_path)
     assert list(tmp_path.glob("tasks_*.npz"))
