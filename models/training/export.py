@@ -254,7 +254,9 @@ def narrow_onnx_file(path: Path) -> int:
     return n
 
 
-def fp16_exact(state: dict[str, torch.Tensor], min_elements: int = MIN_ELEMENTS) -> frozenset[str]:
+def compactly_storable(
+    state: dict[str, torch.Tensor], min_elements: int = MIN_ELEMENTS
+) -> frozenset[str]:
     """Names of the float32 tensors of ``state`` (at least ``min_elements``) that ``write_weights``
     can store compactly without loss: exactly int8 codes times row scales (the matrices of an
     int8-stored predictor), or exactly float16 values."""

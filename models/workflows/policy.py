@@ -128,9 +128,9 @@ def train_policy_model(
     from metascreen.models.serving.artifact import staged_dir
     from metascreen.models.training.export import (
         compact_counts,
+        compactly_storable,
         export_encoder_onnx,
         export_policy_onnx,
-        fp16_exact,
         load_learner,
         write_weights,
     )
@@ -273,7 +273,7 @@ def train_policy_model(
         pol_parity = export_policy_onnx(policy, tmp / "policy.onnx", narrow=True)
         state = {f"policy.{k}": v for k, v in policy.state_dict().items()}
         state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
-        halves = fp16_exact(state)
+        halves = compactly_storable(state)
         write_weights(tmp / "weights.pt.gz", state, halves)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         meta: dict[str, Any] = {
