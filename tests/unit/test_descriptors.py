@@ -100,10 +100,12 @@ def test_shipped_descriptors_match_rdkit_on_fsmol_sample(names: tuple[str, ...])
 
 def _reference_rows(fz: MoleculeFeaturizer, mols: list[Chem.Mol]) -> np.ndarray:
     """The featurizer before the fast path: per molecule, descriptor by descriptor."""
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=fz.radius, fpSize=fz.n_bits)
+    gens = [rdFingerprintGenerator.GetMorganGenerator(radius=r, fpSize=fz.n_bits) for r in fz.radii]
     rows = []
     for mol in mols:
-        fp = np.log1p(gen.GetCountFingerprintAsNumPy(mol).astype(np.float32))
+        fp = np.concatenate(
+            [np.log1p(g.GetCountFingerprintAsNumPy(mol).astype(np.float32)) for g in gens]
+        )
         desc = np.empty(len(fz.descriptors), dtype=np.float64)
         for i, name in enumerate(fz.descriptors):
             try:
