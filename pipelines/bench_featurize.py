@@ -5,7 +5,8 @@ On ``n`` distinct FS-Mol SMILES (a seeded sample of the task files), in one proc
 * ``featurize_mol_per_s``: the model's featurizer from SMILES (``transform_smiles``, 1 process);
 * ``parse_ecfp_mol_per_s``: RDKit parse + 2048-bit Morgan radius-2 bit vector only (the floor);
 * ``blocks``: µs per molecule of each part of the featurizer, timed one by one on every molecule:
-  parse, Morgan bits and counts at the model's radius, each descriptor family as the featurizer
+  parse, Morgan bits and counts at the model's radius (and counts at each further radius of a
+  union featurizer), each descriptor family as the featurizer
   computes it (``descriptors.DescriptorCalculator``; work shared by several families is its own
   block), the graph block if any — and, next to each descriptor family, the same
   family through RDKit's ``Descriptors`` functions one by one (``us_per_mol_rdkit_functions``).
@@ -100,6 +101,10 @@ def _time_blocks(fz: MoleculeFeaturizer, smiles: list[str], clock: _Clock, ref: 
         clock.add("parse (MolFromSmiles)", t1 - t0)
         clock.add(f"Morgan r={r} {fz.n_bits} bits", t2 - t1)
         clock.add(f"Morgan r={r} {fz.n_bits} counts + log1p", t3 - t2)
+        for extra in fz.extra_radii:  # the union featurizer's further fingerprint blocks
+            t = pc()
+            fz.fingerprint(mol, extra)
+            clock.add(f"Morgan r={extra} {fz.n_bits} counts + log1p", pc() - t)
         if calc is not None:
             ctx: dict[str, Any] = {}
             out: dict[str, float] = {}
