@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,15 @@ def train_model(
     holdout_slice: float | None = None,
     slice_seed: int = 0,
     weights_dtype: WeightsDtype = "float16",
+    member_radii: Sequence[int] | None = None,
 ) -> Path:
     """Meta-train a learner on FS-Mol-format tasks and write a model artifact to ``out_dir``.
+
+    ``member_radii`` (one per ensemble member): member k reads the Morgan fingerprint of radius
+    ``member_radii[k]`` (and the descriptors) out of one row holding a block per radius (the
+    union featurizer, ``LearnerConfig.member_input_ranges``). Member k is then the model
+    ``train --fp-radius member_radii[k] --seed seed+k`` writes, and the ensemble is what
+    ``models combine`` makes of those runs.
 
     ``weights_dtype``: how the artifact stores its large weight tensors (``write_artifact``);
     float16 halves the files, the graph computes in float32 either way.
@@ -187,6 +194,19 @@ def train_model(
         # with other seeds share one featurizer (and its feature cache) and can be combined into
         # one ensemble graph (``combine_models``).
         featurizer = fit_featurizer(MoleculeFeaturizer(**params), train_ts, seed=FEATURIZER_SEED)
+    if member_radii:
+        if len(member_radii) != learner_cfg.ensemble_size:
+            raise ConfigError(
+                f"{len(member_radii)} member radii for an ensemble of {learner_cfg.ensemble_size}"
+            )
+        if init_from is not None or enc_cfg.kind != "mlp":
+            raise ConfigError("member radii need the mlp encoder and no --init-from")
+        own = [replace(featurizer, radius=r, extra_radii=()) for r in member_radii]
+        featurizer = MoleculeFeaturizer.union(own)
+        if featurizer.extra_radii:
+            learner_cfg = learner_cfg.model_copy(
+                update={"member_input_ranges": tuple(featurizer.columns_for(f) for f in own)}
+            )
     if enc_cfg.kind == "hybrid" and featurizer.graph_atoms != graph_atoms:
         raise ConfigError(
             f"the hybrid encoder expects a {graph_atoms}-atom graph block, the featurizer has "
@@ -218,11 +238,10 @@ def train_model(
     if learner_cfg.ensemble_size > 1:
         from metascreen.models.learners.ensemble import EnsembleLearner
 
-        single = learner_cfg.model_copy(update={"ensemble_size": 1})
         built = []
         for k in range(learner_cfg.ensemble_size):
             seed_everything(train_cfg.seed + k)
-            built.append(build_learner(single, featurizer.dim))
+            built.append(build_learner(learner_cfg.member(k), featurizer.dim))
         learner: Any = EnsembleLearner(built)
     else:
         seed_everything(train_cfg.seed)

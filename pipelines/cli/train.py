@@ -15,6 +15,7 @@ from metascreen.pipelines.cli.common import (
     HoldoutSlice,
     SliceSeed,
     Workers,
+    bad_option,
     check_options,
     command_line,
     int_list,
@@ -159,6 +160,14 @@ def train_molecules(
             help="train this many members (seeds seed, seed+1, …) and average them", min=1, max=64
         ),
     ] = 1,
+    member_radii: Annotated[
+        str | None,
+        typer.Option(
+            help="with --ensemble N: N comma-separated Morgan radii, member k reading the "
+            "fingerprint of radius k (e.g. 2,2,3: two ECFP4 members and one ECFP6, over one "
+            "row with a block per radius); replaces --fp-radius",
+        ),
+    ] = None,
     ema_decay: Annotated[
         float | None,
         typer.Option(
@@ -278,6 +287,14 @@ def train_molecules(
         "command": command_line(),
         "weights_dtype": weights_dtype,
     }
+    if member_radii is not None:
+        radii = int_list(member_radii, "--member-radii", minimum=0)
+        if len(radii) != ensemble or max(radii) > 8:
+            raise bad_option(
+                "--member-radii",
+                f"{member_radii!r}: need {ensemble} radii in [0, 8], one per --ensemble member",
+            )
+        kwargs["member_radii"] = radii
 
     def body() -> str:
         if flow:

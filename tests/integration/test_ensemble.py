@@ -131,6 +131,7 @@ def test_members_on_two_fingerprint_radii_combine_over_the_union_featurizer(
     from metascreen.domains.molecules.featurize import MoleculeFeaturizer, parse_smiles
     from metascreen.models.serving.molecules import OnnxPredictor
     from metascreen.models.serving.policy import PredictorEmbedder
+    from metascreen.models.training.export import load_weights
     from metascreen.models.workflows.molecules import combine_models, train_model
     from tiny_data import make_smiles
 
@@ -175,6 +176,33 @@ def test_members_on_two_fingerprint_radii_combine_over_the_union_featurizer(
     assert MoleculeFeaturizer.from_spec(meta["featurizer"]["spec"]).radii == (2, 3)
     with pytest.raises(ConfigError, match="several featurizers"):
         combine_models([mixed, seed1], tmp_path / "nested-mixed")
+
+    # one command: train --ensemble 2 --member-radii 2,3 --seed 1 is the combine of both runs
+    mixed16 = combine_models([seed1, r3], tmp_path / "mixed16")  # the runs' float16 storage
+    trained = train_model(
+        tiny_fsmol,
+        tmp_path / "trained",
+        {**LEARNER, "ensemble_size": 2},
+        {**TRAIN, "seed": 1},
+        featurizer=tiny_featurizer(tiny_fsmol),
+        cache_dir=None,
+        run_dir=tmp_path / "trained-run",
+        eval_support_sizes=(8,),
+        eval_repeats=2,
+        workers=1,
+        progress=False,
+        member_radii=(2, 3),
+    )
+    a = load_weights(trained, json.loads((trained / "metadata.json").read_text()))
+    b = load_weights(mixed16, json.loads((mixed16 / "metadata.json").read_text()))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert json.loads((trained / "config.json").read_text())["learner"]["member_input_ranges"] == (
+        ranges
+    )
+    with pytest.raises(ConfigError, match="member radii for an ensemble of 2"):
+        _train(tiny_fsmol, tmp_path / "bad", {**LEARNER, "ensemble_size": 2}, 0, member_radii=(2,))
 
 
 def test_a_policy_on_an_ensemble_predictor_embeds_with_its_first_member(

@@ -135,6 +135,8 @@ def test_option_out_of_bounds_fails_before_any_work(
         (["train", "molecules", "D", "--support-sizes", "16,0"], "--support-sizes"),
         (["train", "molecules", "D", "--support-sizes", "a,b"], "--support-sizes"),
         (["train", "molecules", "D", "--hidden", "64,x"], "--hidden"),
+        (["train", "molecules", "D", "--ensemble", "2", "--member-radii", "2"], "--member-radii"),
+        (["train", "molecules", "D", "--ensemble", "2", "--member-radii", "2,9"], "--member-radii"),
         (["train", "movielens", "D", "--holdout-fraction", "1"], "--holdout-fraction"),
         (
             ["train", "policy", "D", "--out", "O", "--active-fractions", "0,0.5"],
