@@ -59,9 +59,12 @@ def test_shipped_policy_verifies_matches_torch_and_proposes(tmp_path) -> None:
     from metascreen.models.serving.policy import predictor_embeddings
 
     source = meta["encoder_onnx"]["from_model_onnx_sha256"]
-    shipped = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())["onnx"]["sha256"]
+    shipped_meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
+    shipped = shipped_meta["onnx"]["sha256"]
     assert len(source) == 64
-    x = np.random.default_rng(0).random((3, runner.featurizer.dim)).astype(np.float32)
+    # the predictor reads its own featurizer's rows (a union featurizer's are wider)
+    pred_dim = int(shipped_meta["onnx"]["inputs"]["query_x"][1])
+    x = np.random.default_rng(0).random((3, pred_dim)).astype(np.float32)
     emb = predictor_embeddings(DEFAULT_MODEL_DIR, x)
     assert emb is not None and emb.shape == (3, meta["embedding_dim"])
     if source == shipped:
