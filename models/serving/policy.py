@@ -189,8 +189,11 @@ def embedding_tensor(graph: Any) -> str | None:
 
     Every predictor export encodes ``concat(support_x, query_x)`` once and slices the result into
     support and query embeddings, so the encoder output is the first tensor downstream of that
-    ``Concat`` that two ``Slice`` nodes read (the fp32 and the int8 graphs alike).
+    ``Concat`` that two row ``Slice`` nodes (axis 0) read (the fp32 and the int8 graphs alike).
+    Column slices (an encoder reading its ``input_ranges``) do not count.
     """
+    from onnx import numpy_helper
+
     nodes = list(graph.node)
     cat = next(
         (n for n in nodes if n.op_type == "Concat" and list(n.input) == ["support_x", "query_x"]),
@@ -198,9 +201,20 @@ def embedding_tensor(graph: Any) -> str | None:
     )
     if cat is None:
         return None
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in nodes:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+
+    def rows_only(n: Any) -> bool:  # a Slice of axis 0 (no axes input: every axis from 0)
+        if len(n.input) < 4 or not n.input[3]:
+            return True
+        axes = consts.get(n.input[3])
+        return axes is not None and [int(a) for a in np.ravel(axes)] == [0]
+
     slicers: dict[str, int] = {}
     for n in nodes:
-        if n.op_type == "Slice" and n.input:
+        if n.op_type == "Slice" and n.input and rows_only(n):
             slicers[n.input[0]] = slicers.get(n.input[0], 0) + 1
     downstream = set(cat.output)
     if slicers.get(cat.output[0], 0) >= 2:
