@@ -22,14 +22,16 @@ TRAIN = {"steps": 30, "tasks_per_step": 4, "eval_every": 15, "device": "cpu"}
 
 
 def _train(root: Path, out: Path, learner: dict, seed: int, **kwargs: object) -> Path:
+    """tiny_model's recipe (``featurizer`` defaults to the tiny featurizer)."""
     from metascreen.models.workflows.molecules import train_model
 
+    featurizer = kwargs.pop("featurizer", None) or tiny_featurizer(root)
     return train_model(
         root,
         out,
         learner,
         {**TRAIN, "seed": seed},
-        featurizer=tiny_featurizer(root),
+        featurizer=featurizer,  # type: ignore[arg-type]
         cache_dir=None,
         run_dir=out.parent / f"{out.name}-run",
         eval_support_sizes=(8,),
@@ -132,22 +134,16 @@ def test_members_on_two_fingerprint_radii_combine_over_the_union_featurizer(
     from metascreen.models.serving.molecules import OnnxPredictor
     from metascreen.models.serving.policy import PredictorEmbedder
     from metascreen.models.training.export import load_weights
-    from metascreen.models.workflows.molecules import combine_models, train_model
+    from metascreen.models.workflows.molecules import combine_models
     from tiny_data import make_smiles
 
     torch.set_num_threads(1)
-    r3 = train_model(
+    r3 = _train(
         tiny_fsmol,
         tmp_path / "r3",
         LEARNER,
-        {**TRAIN, "seed": 2},
+        2,
         featurizer=replace(tiny_featurizer(tiny_fsmol), radius=3),
-        cache_dir=None,
-        run_dir=tmp_path / "r3-run",
-        eval_support_sizes=(8,),
-        eval_repeats=2,
-        workers=1,
-        progress=False,
     )
     mixed = combine_models([seed1, r3], tmp_path / "mixed", weights_dtype="int8")
     meta = json.loads((mixed / "metadata.json").read_text())
@@ -179,19 +175,8 @@ def test_members_on_two_fingerprint_radii_combine_over_the_union_featurizer(
 
     # one command: train --ensemble 2 --member-radii 2,3 --seed 1 is the combine of both runs
     mixed16 = combine_models([seed1, r3], tmp_path / "mixed16")  # the runs' float16 storage
-    trained = train_model(
-        tiny_fsmol,
-        tmp_path / "trained",
-        {**LEARNER, "ensemble_size": 2},
-        {**TRAIN, "seed": 1},
-        featurizer=tiny_featurizer(tiny_fsmol),
-        cache_dir=None,
-        run_dir=tmp_path / "trained-run",
-        eval_support_sizes=(8,),
-        eval_repeats=2,
-        workers=1,
-        progress=False,
-        member_radii=(2, 3),
+    trained = _train(
+        tiny_fsmol, tmp_path / "trained", {**LEARNER, "ensemble_size": 2}, 1, member_radii=(2, 3)
     )
     a = load_weights(trained, json.loads((trained / "metadata.json").read_text()))
     b = load_weights(mixed16, json.loads((mixed16 / "metadata.json").read_text()))

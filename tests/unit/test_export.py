@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
 import pytest
 import torch
 
 from metascreen.models.learners.registry import LearnerConfig, build_learner
 from metascreen.models.nn.encoders import EncoderConfig
-from metascreen.models.training.export import ExportError, check_parity, export_onnx
+from metascreen.models.serving.session import open_session
+from metascreen.models.training.export import ExportError, check_parity, export_onnx, load_weights
 
 pytestmark = pytest.mark.unit
 
@@ -75,33 +81,56 @@ def test_ensemble_exports_and_averages_probabilities(tmp_path) -> None:
         torch.testing.assert_close(torch.sigmoid(ens(sx, sy, qx)), want, rtol=1e-4, atol=1e-5)
 
 
-def test_float16_storage_halves_the_files_and_computes_what_torch_computes(tmp_path) -> None:
-    import json
+STORAGE_DIM = 300
+STORAGE_CFG = LearnerConfig(learner="multihead", encoder=EncoderConfig(hidden=(128,), out_dim=32))
 
-    import numpy as np
-    import onnx
 
-    from metascreen.models.serving.session import open_session
-    from metascreen.models.serving.weight_storage import FP16_SUFFIX, widen_initializers
-    from metascreen.models.training.export import load_weights, write_artifact
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same seeded learner written with each weight storage."""
+    from metascreen.models.training.export import write_artifact
 
-    dim = 300
-    cfg = LearnerConfig(learner="multihead", encoder=EncoderConfig(hidden=(128,), out_dim=32))
-    paths = {}
-    for dtype in ("float32", "float16"):
+    root = tmp_path_factory.mktemp("storage")
+    out = {}
+    for dtype in ("float32", "float16", "int8"):
         torch.manual_seed(0)
-        learner = build_learner(cfg, dim)
-        paths[dtype] = write_artifact(
-            tmp_path / dtype,
+        learner = build_learner(STORAGE_CFG, STORAGE_DIM)
+        out[dtype] = write_artifact(
+            root / dtype,
             learner,
-            dim,
+            STORAGE_DIM,
             {},
             "h",
             {},
             {},
             weights_dtype=dtype,  # type: ignore[arg-type]
         )
-    wide, narrow = paths["float32"], paths["float16"]
+    return out
+
+
+def _graph_matches_stored_weights(
+    path: Path, state: dict[str, torch.Tensor]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The stored graph's logits equal torch's with the stored weights; (feeds, logits)."""
+    learner = build_learner(STORAGE_CFG, STORAGE_DIM).eval()
+    learner.load_state_dict(state)
+    gen = torch.Generator().manual_seed(5)
+    sx = torch.rand(9, STORAGE_DIM, generator=gen)
+    qx = torch.rand(13, STORAGE_DIM, generator=gen)
+    sy = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0])
+    feeds = {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
+    got = open_session(path / "model.onnx", device="cpu").run(None, feeds)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, learner(sx, sy, qx).numpy(), atol=1e-5, rtol=1e-5)
+    return feeds, got
+
+
+def test_float16_storage_halves_the_files_and_computes_what_torch_computes(
+    stored: dict[str, Path], tmp_path: Path
+) -> None:
+    from metascreen.models.serving.weight_storage import FP16_SUFFIX, widen_initializers
+
+    wide, narrow = stored["float32"], stored["float16"]
     meta = json.loads((narrow / "metadata.json").read_text())
     assert meta["weights"]["dtype"] == "float16" and meta["weights"]["float16_tensors"] >= 2
     assert meta["onnx"]["parity_max_abs_diff"] < 1e-4
@@ -122,15 +151,7 @@ def test_float16_storage_halves_the_files_and_computes_what_torch_computes(tmp_p
     for k, t in state32.items():
         want = t.half().float() if k in big else t
         torch.testing.assert_close(state16[k], want, rtol=0, atol=0)
-    learner = build_learner(cfg, dim).eval()
-    learner.load_state_dict(state16)
-    gen = torch.Generator().manual_seed(5)
-    sx, qx = torch.rand(9, dim, generator=gen), torch.rand(13, dim, generator=gen)
-    sy = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0])
-    feeds = {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
-    got = open_session(narrow / "model.onnx", device="cpu").run(None, feeds)[0]
-    with torch.no_grad():
-        np.testing.assert_allclose(got, learner(sx, sy, qx).numpy(), atol=1e-5, rtol=1e-5)
+    feeds, got = _graph_matches_stored_weights(narrow, state16)
 
     # widening (the int8 quantizer's input) gives float32 initializers and the same outputs
     graph = onnx.load(str(narrow / "model.onnx"))
@@ -154,32 +175,12 @@ def test_float16_storage_never_rounds_a_weight_itself(tmp_path) -> None:
     assert all(i.data_type != onnx.TensorProto.FLOAT16 for i in graph.graph.initializer)
 
 
-def test_int8_storage_quarters_the_matrices_and_computes_what_torch_computes(tmp_path) -> None:
-    import json
-
-    import numpy as np
-    import onnx
-
-    from metascreen.models.serving.session import open_session
+def test_int8_storage_quarters_the_matrices_and_computes_what_torch_computes(
+    stored: dict[str, Path], tmp_path: Path
+) -> None:
     from metascreen.models.serving.weight_storage import int8_round, widen_initializers
-    from metascreen.models.training.export import load_weights, write_artifact
 
-    dim = 300
-    cfg = LearnerConfig(learner="multihead", encoder=EncoderConfig(hidden=(128,), out_dim=32))
-    paths = {}
-    for dtype in ("float32", "int8"):
-        torch.manual_seed(0)
-        paths[dtype] = write_artifact(
-            tmp_path / dtype,
-            build_learner(cfg, dim),
-            dim,
-            {},
-            "h",
-            {},
-            {},
-            weights_dtype=dtype,  # type: ignore[arg-type]
-        )
-    wide, small = paths["float32"], paths["int8"]
+    wide, small = stored["float32"], stored["int8"]
     meta = json.loads((small / "metadata.json").read_text())
     assert meta["weights"]["dtype"] == "int8" and meta["weights"]["int8_tensors"] >= 2
     assert meta["onnx"]["parity_max_abs_diff"] < 1e-4
@@ -201,15 +202,7 @@ def test_int8_storage_quarters_the_matrices_and_computes_what_torch_computes(tmp
         saved = (wide / name).stat().st_size - (small / name).stat().st_size
         assert saved > 0.6 * mat_bytes, (name, saved, mat_bytes)  # float16 saves 0.5
 
-    learner = build_learner(cfg, dim).eval()
-    learner.load_state_dict(state8)
-    gen = torch.Generator().manual_seed(5)
-    sx, qx = torch.rand(9, dim, generator=gen), torch.rand(13, dim, generator=gen)
-    sy = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0])
-    feeds = {"support_x": sx.numpy(), "support_y": sy.numpy(), "query_x": qx.numpy()}
-    got = open_session(small / "model.onnx", device="cpu").run(None, feeds)[0]
-    with torch.no_grad():
-        np.testing.assert_allclose(got, learner(sx, sy, qx).numpy(), atol=1e-5, rtol=1e-5)
+    feeds, got = _graph_matches_stored_weights(small, state8)
 
     graph = onnx.load(str(small / "model.onnx"))
     n8 = sum(
