@@ -31,7 +31,6 @@ INT8_SUFFIX = "__int8"
 SCALE_SUFFIX = "__scale"
 ZERO_SUFFIX = "__zero"
 WeightsDtype = Literal["float32", "float16", "int8"]
-WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16", "int8")
 MIN_ELEMENTS = 4096  # smaller weights stay float32: the saving is negligible
 _LOW_BITS = 7  # float32 has 24 significant bits; scales keep 17 so that q·s (|q| ≤ 127) is exact
 
@@ -48,13 +47,24 @@ def int8_scale(w: np.ndarray, axis: int) -> np.ndarray:
     return ((bits + mask) & ~mask).view(np.float32)
 
 
+def _along(s: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """Per-index values of ``axis`` shaped to broadcast against an ``ndim``-d array."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return s.reshape(shape)
+
+
+def int8_values(q: np.ndarray, s: np.ndarray, axis: int = 0) -> np.ndarray:
+    """float32 ``q · s`` (codes times the scale of their index along ``axis``): what
+    ``DequantizeLinear`` computes, exactly."""
+    return (q.astype(np.float32) * _along(s, axis, q.ndim)).astype(np.float32)
+
+
 def int8_round(w: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(int8 codes, float32 scale per index of ``axis``) nearest to float32 ``w``."""
     w = np.asarray(w, dtype=np.float32)
     s = int8_scale(w, axis)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.rint(w / s.reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w / _along(s, axis, w.ndim)), -127, 127).astype(np.int8)
     return q, s
 
 
@@ -64,21 +74,17 @@ def int8_codes(w: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray] | 
     if w.dtype != np.float32 or w.ndim < 1 or not np.isfinite(w).all():
         return None
     q, s = int8_round(w, axis)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    if not np.array_equal(q.astype(np.float32) * s.reshape(shape), w):
+    if not np.array_equal(int8_values(q, s, axis), w):
         return None
     return q, s
 
 
-def narrow_initializers(
-    model: Any, min_elements: int = MIN_ELEMENTS, int8: bool = True
-) -> dict[str, int]:
+def narrow_initializers(model: Any, min_elements: int = MIN_ELEMENTS) -> dict[str, int]:
     """Store exactly-representable large float32 initializers compactly, in place.
 
-    An int8-exact initializer (along any axis; ``int8=False`` skips this) becomes int8 codes +
-    per-axis ``DequantizeLinear``; else a float16-exact one becomes float16 + ``Cast``; else it
-    stays float32.
+    An int8-exact initializer (along any axis) becomes int8 codes + per-axis
+    ``DequantizeLinear``; else a float16-exact one becomes float16 + ``Cast``; else it stays
+    float32.
 
     Returns:
         How many initializers went to each storage: ``{"int8": n, "float16": m}``.
@@ -94,11 +100,10 @@ def narrow_initializers(
         values = numpy_helper.to_array(init)
         name = init.name
         codes = None
-        if int8:
-            for axis in range(values.ndim):
-                codes = int8_codes(values, axis)
-                if codes is not None:
-                    break
+        for axis in range(values.ndim):
+            codes = int8_codes(values, axis)
+            if codes is not None:
+                break
         if codes is not None:
             q, s = codes
             init.CopyFrom(numpy_helper.from_array(q, name + INT8_SUFFIX))
@@ -147,12 +152,10 @@ def widen_initializers(model: Any) -> int:
                 continue
             wide = numpy_helper.to_array(init).astype(np.float32)
         elif node.op_type == "DequantizeLinear" and src.endswith(INT8_SUFFIX) and src in inits:
-            q = numpy_helper.to_array(inits[src]).astype(np.float32)
+            q = numpy_helper.to_array(inits[src])
             s = numpy_helper.to_array(inits[node.input[1]])
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            wide = (q * s.reshape(shape)).astype(np.float32)
+            wide = int8_values(q, s, axis)
             drop.update(node.input[1:])
             init = inits[src]
         else:

@@ -34,6 +34,7 @@ from metascreen.models.serving.weight_storage import (
     WeightsDtype,
     int8_codes,
     int8_round,
+    int8_values,
     narrow_initializers,
 )
 
@@ -65,8 +66,7 @@ def load_weights(model_dir: Path, metadata: dict[str, Any]) -> dict[str, torch.T
     # float32; codes · scale is exact in float32, so this is the graph's DequantizeLinear
     scales = {k[: -len(SCALE_KEY)]: state.pop(k) for k in list(state) if k.endswith(SCALE_KEY)}
     for name, scale in scales.items():
-        codes = state[name]
-        state[name] = codes.float() * scale.reshape(-1, *([1] * (codes.dim() - 1)))
+        state[name] = torch.from_numpy(int8_values(state[name].numpy(), scale.numpy()))
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
@@ -121,9 +121,7 @@ def round_to_int8(module: torch.nn.Module, min_elements: int = MIN_ELEMENTS) -> 
             values = t.detach().cpu().numpy()
             if not np.isfinite(values).all():
                 continue
-            q, s = int8_round(values, axis=0)
-            shape = (-1,) + (1,) * (t.dim() - 1)
-            exact = torch.from_numpy(q).float() * torch.from_numpy(s).reshape(shape)
+            exact = torch.from_numpy(int8_values(*int8_round(values, axis=0)))
             t.data.copy_(exact.to(t.device))
             rounded.append(name)
     return rounded
@@ -254,6 +252,12 @@ def narrow_onnx_file(path: Path) -> int:
     return n
 
 
+def row_int8_codes(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes, row scales) when matrix ``t`` is exactly int8 codes times row scales (what
+    ``round_to_int8`` makes), else None; 1-d tensors never are."""
+    return int8_codes(t.detach().cpu().numpy(), axis=0) if t.dim() >= 2 else None
+
+
 def compactly_storable(
     state: dict[str, torch.Tensor], min_elements: int = MIN_ELEMENTS
 ) -> frozenset[str]:
@@ -265,20 +269,14 @@ def compactly_storable(
         if t.dtype != torch.float32 or t.numel() < min_elements:
             continue
         values = t.detach().cpu()
-        if (t.dim() >= 2 and int8_codes(values.numpy(), axis=0) is not None) or torch.equal(
-            values.half().float(), values
-        ):
+        if row_int8_codes(values) is not None or torch.equal(values.half().float(), values):
             names.add(name)
     return frozenset(names)
 
 
 def compact_counts(state: dict[str, torch.Tensor], names: frozenset[str]) -> dict[str, int]:
     """How ``write_weights`` stores the tensors ``names`` of ``state``: metadata counts."""
-    n_int8 = sum(
-        1
-        for k in names
-        if state[k].dim() >= 2 and int8_codes(state[k].detach().cpu().numpy()) is not None
-    )
+    n_int8 = sum(1 for k in names if row_int8_codes(state[k]) is not None)
     return {"float16_tensors": len(names) - n_int8, **({"int8_tensors": n_int8} if n_int8 else {})}
 
 
@@ -318,7 +316,7 @@ def write_weights(
             return {name: t}
         key = (t.data_ptr(), tuple(t.shape), t.stride())
         if key not in packed:
-            codes = int8_codes(t.numpy(), axis=0) if t.dim() >= 2 else None
+            codes = row_int8_codes(t)
             if codes is None:
                 packed[key] = {"": t.half()}
             else:
