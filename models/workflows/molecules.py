@@ -546,13 +546,12 @@ def combine_models(
             "member_input_ranges": tuple(ranges) if mixed else (),
         }
     )
-    if mixed:  # the same weights, with each member's encoder reading its own columns
-        wide = build_learner(ensemble_cfg, featurizer.dim)
-        assert isinstance(wide, EnsembleLearner)
-        for target, member in zip(wide.members, members, strict=True):
-            target.load_state_dict(member.state_dict())
-        members = list(wide.members)
-    ensemble = EnsembleLearner(members)
+    # the ensemble the configuration describes, holding the members' weights (a member of a
+    # mixed ensemble reads its own columns of the union row)
+    ensemble = build_learner(ensemble_cfg, featurizer.dim)
+    assert isinstance(ensemble, EnsembleLearner)
+    for target, member in zip(ensemble.members, members, strict=True):
+        target.load_state_dict(member.state_dict())
     config = {
         "learner": ensemble_cfg.model_dump(mode="json"),
         "train": cfgs[0].get("train"),
