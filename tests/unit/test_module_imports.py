@@ -1,14 +1,18 @@
 """Every module of metascreen.domains, .models and .pipelines imports on its own; serving-side
 packages (``TORCH_FREE``) load neither torch nor torch_geometric when imported.
 
-Each module is imported first thing in a fresh interpreter, so an import cycle or a module that
-only works after another one was imported (what the old ``pipelines/cli*.py`` did) fails here.
-The interpreters run a few at a time, started by one module-scoped fixture.
+Each module is imported first thing among metascreen's modules, so an import cycle or a module
+that only works after another one was imported (what the old ``pipelines/cli*.py`` did) fails here.
+The ``TORCH_FREE`` modules get a fresh interpreter each (what they must not load is checked
+there); the others are imported in processes forked from a ``multiprocessing`` fork server that
+preloaded the third-party libraries once (``import_probe.PRELOAD``), one process per module, so
+the ~50 torch-side modules do not each pay for importing torch and prefect again.
 """
 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 import pkgutil
 import subprocess
@@ -16,6 +20,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from import_probe import PRELOAD, import_alone
 
 pytestmark = pytest.mark.integration  # ~75 interpreters, many of which load torch
 
@@ -69,14 +74,25 @@ def _import_alone(module: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def import_results(request: pytest.FixtureRequest) -> dict[str, tuple[int, str]]:
-    """Import the modules of the tests selected in this session, each in its own interpreter."""
+    """Import the modules of the tests selected in this session, each on its own."""
     wanted = [
         item.callspec.params["module"]
         for item in request.session.items
         if getattr(item, "originalname", None) == "test_module_imports_on_its_own"
     ]
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        return dict(zip(wanted, pool.map(_import_alone, wanted), strict=True))
+    strict = [m for m in wanted if m.startswith(TORCH_FREE)]
+    others = [m for m in wanted if not m.startswith(TORCH_FREE)]
+    workers = max(1, min(2, os.cpu_count() or 1))
+    results: dict[str, tuple[int, str]] = {}
+    if others:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))
+        # maxtasksperchild=1: a fresh fork of the preloaded server for every module
+        with ctx.Pool(workers, maxtasksperchild=1) as pool:
+            results |= dict(zip(others, pool.map(import_alone, others, chunksize=1), strict=True))
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        results |= dict(zip(strict, threads.map(_import_alone, strict), strict=True))
+    return results
 
 
 def test_every_layer_is_listed() -> None:
@@ -88,7 +104,7 @@ def test_every_layer_is_listed() -> None:
 @pytest.mark.parametrize("module", MODULES)
 def test_module_imports_on_its_own(module: str, import_results: dict[str, tuple[int, str]]) -> None:
     returncode, stderr = import_results[module]
-    assert returncode == 0, f"python -c 'import {module}' failed:\n{stderr}"
+    assert returncode == 0, f"import {module} on its own failed:\n{stderr}"
 
 
 def test_torch_free_packages_are_checked() -> None:
