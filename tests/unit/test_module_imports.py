@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from import_probe import PRELOAD, import_alone
 
-pytestmark = pytest.mark.integration  # ~75 interpreters, many of which load torch
+pytestmark = pytest.mark.integration  # ~100 imports: fresh interpreters and forked processes
 
 PACKAGES = ("metascreen.domains", "metascreen.models", "metascreen.pipelines")
 
