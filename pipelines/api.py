@@ -357,6 +357,7 @@ class Recommender:
         ratings: pd.DataFrame,
         candidates: pd.DataFrame | Iterable[Any] | None = None,
         k: int = 10,
+        objective: str = "auto",
     ) -> pd.DataFrame:
         """Top-``k`` unrated candidates per user: what ``metascreen score movielens`` writes.
 
@@ -366,10 +367,13 @@ class Recommender:
             candidates: Item ids shared by all users (a list or an ``item_id`` DataFrame), or a
                 ``user_id, item_id`` DataFrame of per-user candidates; None = the whole catalogue.
             k: Items per user.
+            objective: ``topn`` (the artifact's top-N model: "will watch and like"), ``rating``
+                (predicted-rating order) or ``auto`` (top-N when the artifact has one).
 
         Returns:
-            ``user_id, rank, item_id, score`` (predicted rating); rejected rows are in
-            ``result.attrs["quarantine"]``.
+            ``user_id, rank, item_id, score`` (the top-N score, or the predicted rating);
+            rejected rows are in ``result.attrs["quarantine"]``. Without a ``rating`` column
+            every row is a positive (implicit feedback).
         """
         from metascreen.models.serving.ratings import recommend_frame
 
@@ -380,7 +384,9 @@ class Recommender:
         else:
             cand = pd.DataFrame({"item_id": [str(c) for c in candidates]})
         q = QuarantineRows()
-        out, _ = recommend_frame(self.model, ratings, cand, q, k, "ratings", "candidates")
+        out, _ = recommend_frame(
+            self.model, ratings, cand, q, k, "ratings", "candidates", objective
+        )
         out.attrs["quarantine"] = _quarantine_frame(q)
         return out
 

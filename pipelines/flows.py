@@ -266,6 +266,7 @@ def batch_score_flow(
     domain: str = "molecules",
     k: int = 10,
     results: str | None = None,
+    objective: str = "auto",
 ) -> dict[str, Any]:
     """Adapt to an assay's support set and score a library (onnxruntime only).
 
@@ -274,13 +275,22 @@ def batch_score_flow(
     default $METASCREEN_RESULTS). ``dask_workers``/``dask_address``: chunked, resumable scoring
     on Dask (see ``metascreen.pipelines.distributed``) instead of one process with ``workers``
     featurizers. ``domain="movielens"``: ``support`` holds users' ratings, ``library`` the
-    candidate items; writes the top ``k`` unrated candidates per user. Publishes a summary
+    candidate items; writes the top ``k`` unrated candidates per user, ranked by ``objective``
+    (``auto``: the model's top-N recommender when it has one; ``topn``; ``rating``). Publishes a summary
     table, the top 50 rows by score and the output paths as artifacts.
     """
     out_path = str(under_results(output, results))
     model_dir = find_input(model_dir, results)
     if resolve_domain(domain) == "movielens":
-        rep = batch_score_task(model_dir or "", support, library, out_path, domain="movielens", k=k)
+        rep = batch_score_task(
+            model_dir or "",
+            support,
+            library,
+            out_path,
+            domain="movielens",
+            k=k,
+            objective=objective,
+        )
         run_logger(logger).info(
             "scored %d users; quarantined %d rating and %d candidate rows",
             rep["n_users"],
@@ -295,6 +305,7 @@ def batch_score_flow(
             "candidates_quarantined": rep["n_candidates_quarantined"],
             "users": rep["n_users"],
             "rows_out": rep["n_rows_out"],
+            "ranked_by": rep["objective"],
         }
     else:
         from metascreen.models.registry.store import resolve_model_dir

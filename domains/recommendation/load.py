@@ -268,6 +268,20 @@ _ALIASES = {
 }
 
 
+IMPLICIT_RATING = 5.0
+"""The rating given to each row of an interactions table without ratings (clicks, purchases):
+every interaction is a positive, above the "liked" threshold of 4."""
+
+
+def with_implicit_rating(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``df`` unchanged when it has a rating column (any known name); else a copy with
+    ``rating = IMPLICIT_RATING`` on every row (logged), for implicit-feedback tables."""
+    if any(c in df.columns for c in _ALIASES["rating"]):
+        return df
+    logger.info("%s: no rating column; every row is read as a positive (implicit feedback)", where)
+    return df.assign(rating=IMPLICIT_RATING)
+
+
 def canonical_columns(df: pd.DataFrame, where: str, required: tuple[str, ...]) -> pd.DataFrame:
     """``df`` with its user / item / rating columns renamed to ``user_id``/``item_id``/``rating``.
 
@@ -291,14 +305,18 @@ def load_table(
     users_path: Path | None = None,
     items_path: Path | None = None,
     max_bad_fraction: float = 0.05,
-    require_rating: bool = True,
+    implicit_ok: bool = True,
 ) -> Interactions:
     """A generic interactions table (CSV/TSV/Parquet: user, item, rating[, timestamp]) with
-    optional user and item feature tables keyed by ``user_id`` / ``item_id``."""
+    optional user and item feature tables keyed by ``user_id`` / ``item_id``.
+
+    Without a rating column the table is implicit feedback (``with_implicit_rating``: every row a
+    positive) unless ``implicit_ok`` is false, when the missing column is an error."""
     ratings_path = Path(ratings_path)
-    df = canonical_columns(
-        read_frame(ratings_path), str(ratings_path), ("user_id", "item_id", "rating")
-    )
+    frame = read_frame(ratings_path)
+    if implicit_ok:
+        frame = with_implicit_rating(frame, str(ratings_path))
+    df = canonical_columns(frame, str(ratings_path), ("user_id", "item_id", "rating"))
     ratings, rejected = clean_ratings(df, str(ratings_path), max_bad_fraction)
     users = items = None
     if users_path is not None:

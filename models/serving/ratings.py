@@ -23,10 +23,15 @@ from metascreen.domains.errors import ArtifactMismatchError, InputError
 from metascreen.domains.io import canonical_json_hash, read_frame, temp_path
 from metascreen.domains.quarantine import QuarantineSink, QuarantineWriter
 from metascreen.domains.recommendation.featurize import ItemFeaturizer
-from metascreen.domains.recommendation.load import canonical_columns, clean_ratings
+from metascreen.domains.recommendation.load import (
+    canonical_columns,
+    clean_ratings,
+    with_implicit_rating,
+)
 from metascreen.models.features.ratings import ItemTable
 from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR, verify_sha256
 from metascreen.models.serving.molecules import OnnxPredictor
+from metascreen.models.serving.topn import OBJECTIVES, TopNScorer, has_topn
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +59,48 @@ class RatingPredictor:
 
     def __init__(self, model_dir: Path, device: str = "auto") -> None:
         """Open and verify ``model_dir``."""
+        self.model_dir = Path(model_dir)
+        self.device = device
         self.onnx = OnnxPredictor.load(Path(model_dir), device=device, kind=MOVIELENS_PREDICTOR)
         self.table = load_item_table(Path(model_dir), self.onnx.info.metadata)
+        self._topn: TopNScorer | None = None
+        self._x_all: np.ndarray | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The artifact's metadata."""
+        return self.onnx.info.metadata
+
+    @property
+    def x_all(self) -> np.ndarray:
+        """The rating predictor's rows of the whole catalogue (built once)."""
+        if self._x_all is None:
+            self._x_all = self.table.rows(self.table.item_ids)
+        return self._x_all
+
+    @property
+    def topn(self) -> TopNScorer:
+        """The artifact's top-N graph (opened on first use; refused if it has none)."""
+        if self._topn is None:
+            self._topn = TopNScorer(self.model_dir, self.metadata, self.device)
+        return self._topn
+
+    def resolve_objective(self, objective: str) -> str:
+        """``topn`` or ``rating`` for a requested ``topn | rating | auto``."""
+        if objective not in (*OBJECTIVES, "auto"):
+            raise InputError(f"--objective must be topn, rating or auto, got {objective!r}")
+        if objective == "auto":
+            if has_topn(self.metadata):
+                return "topn"
+            logger.warning(
+                "%s has no top-N model (trained before it existed, or with --no-topn): ranking "
+                "by predicted rating",
+                self.model_dir,
+            )
+            return "rating"
+        if objective == "topn":
+            self.topn  # noqa: B018 - refuses an artifact without one, before any work
+        return objective
 
     def predict(
         self, support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray
@@ -78,6 +123,7 @@ class RecScoreReport:
     n_users_without_ratings: int
     n_rows_out: int
     k: int
+    objective: str
     output: str
     quarantine: str | None
     seconds: float
@@ -94,6 +140,7 @@ def score_users(
     output: Path,
     k: int = 10,
     device: str = "auto",
+    objective: str = "auto",
 ) -> RecScoreReport:
     """Top-``k`` unrated candidates per user (Parquet: ``user_id, rank, item_id, score``).
 
@@ -101,13 +148,17 @@ def score_users(
     ``candidates_path``: CSV/TSV/Parquet with an item column (shared by all users), or with user
     and item columns (per-user candidates). Quarantined rows go to
     ``<output stem>.quarantine.csv`` (``row`` = ``ratings:<n>`` or ``candidates:<n>``).
+    ``objective``: as in ``recommend_frame``. A ratings table without a rating column is
+    implicit feedback: every row is a positive (``with_implicit_rating``).
     """
     start = time.perf_counter()
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
     # the inputs first (cheap, and their errors name the file), then the model
     raw = canonical_columns(
-        read_frame(Path(ratings_path)), str(ratings_path), ("user_id", "item_id", "rating")
+        with_implicit_rating(read_frame(Path(ratings_path)), str(ratings_path)),
+        str(ratings_path),
+        RATING_COLS,
     )
     cand = read_frame(Path(candidates_path))
     per_user = "user_id" in cand.columns or "user" in cand.columns
@@ -119,11 +170,12 @@ def score_users(
     if not len(cand):
         raise InputError(f"{candidates_path}: no candidate rows (empty or header only)")
     model = RatingPredictor(Path(model_dir), device=device)
+    rank_by = model.resolve_objective(objective)
     q_path = Path(output).with_name(Path(output).stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
     with QuarantineWriter(q_path) as q:
         out, counts = recommend_frame(
-            model, raw, cand, q, k, str(ratings_path), str(candidates_path)
+            model, raw, cand, q, k, str(ratings_path), str(candidates_path), rank_by
         )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +189,7 @@ def score_users(
     report = RecScoreReport(
         **counts,
         k=k,
+        objective=rank_by,
         output=str(output),
         quarantine=str(q_path) if q_path.exists() else None,
         seconds=round(time.perf_counter() - start, 3),
@@ -160,29 +213,82 @@ def recommend_frame(
     k: int = 10,
     ratings_name: str = "ratings",
     candidates_name: str = "candidates",
+    objective: str = "auto",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Top-``k`` unrated candidates per user from in-memory tables (see ``score_users``).
 
-    Returns the ``user_id, rank, item_id, score`` frame and the ``RecScoreReport`` counts;
-    rejected rows go to ``q``.
+    ``objective``: ``topn`` ranks by the artifact's top-N model ("will watch and like"; ``score``
+    is its score), ``rating`` by predicted rating (``score`` is the rating), ``auto`` by top-N
+    when the artifact has one, else by rating. Returns the ``user_id, rank, item_id, score``
+    frame and the ``RecScoreReport`` counts; rejected rows go to ``q``.
     """
     if k < 1:
         raise InputError(f"--k must be at least 1, got {k}")
-    table = model.table
-    raw = canonical_columns(ratings, ratings_name, ("user_id", "item_id", "rating"))
-    good, bad = clean_ratings(raw, ratings_name, max_bad_fraction=1.0)
-    pos = table.positions(good["item_id"].tolist())
-    unknown = pos < 0
-    kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
+    rank_by = model.resolve_objective(objective)
+    raw = canonical_columns(with_implicit_rating(ratings, ratings_name), ratings_name, RATING_COLS)
+    n_q0 = q.count
+    support = _usable_ratings(model.table, raw, ratings_name, q)
+    n_rating_q = q.count - n_q0
     cand = candidates
     per_user = "user_id" in cand.columns or "user" in cand.columns
     cand = canonical_columns(
         cand, candidates_name, ("user_id", "item_id") if per_user else ("item_id",)
     )
-    c_items = cand["item_id"].astype("string").str.strip()
-    c_users = cand["user_id"].astype("string").str.strip() if per_user else None
-    c_pos = table.positions(c_items.fillna("").tolist())
-    n_q0 = q.count
+    c_pos, c_users, c_keep = _kept_candidates(model.table, cand, per_user, q)
+    n_cand_q = q.count - n_q0 - n_rating_q
+    users = pd.unique(support["user_id"])
+    frames = []
+    for lo in range(0, len(users), USERS_PER_BATCH):
+        part = users[lo : lo + USERS_PER_BATCH]
+        groups = [support[support["user_id"] == u] for u in part]
+        s_pos = [g["pos"].to_numpy(np.int64) for g in groups]
+        s_r = [g["rating"].to_numpy(np.float32) for g in groups]
+        scores = model.topn.scores(s_pos, s_r) if rank_by == "topn" else None
+        for n, user in enumerate(part):
+            mine = c_keep & (c_users == user).fillna(False).to_numpy() if per_user else c_keep
+            cands = c_pos[mine]
+            cands = cands[~np.isin(cands, s_pos[n])]
+            if not len(cands):
+                continue
+            pred = (
+                scores[n, cands]
+                if scores is not None
+                else model.predict(model.x_all[s_pos[n]], s_r[n], model.x_all[cands])
+            )
+            frames.append(_top_rows(str(user), cands, pred, k, model.table.item_ids))
+    out = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({"user_id": [], "rank": [], "item_id": [], "score": []})
+    )
+    users_in_ratings = pd.unique(raw["user_id"].astype("string").str.strip().dropna())
+    counts = {
+        "n_ratings_in": len(raw),
+        "n_ratings_used": len(support),
+        "n_ratings_quarantined": n_rating_q,
+        "n_candidates_in": len(cand),
+        "n_candidates_kept": int(c_keep.sum()),
+        "n_candidates_quarantined": n_cand_q,
+        "n_users": len(users),
+        "n_users_without_ratings": len(set(users_in_ratings) - {str(u) for u in users}),
+        "n_rows_out": len(out),
+    }
+    return out, counts
+
+
+USERS_PER_BATCH = 256
+RATING_COLS = ("user_id", "item_id", "rating")
+
+
+def _usable_ratings(
+    table: ItemTable, raw: pd.DataFrame, ratings_name: str, q: QuarantineSink
+) -> pd.DataFrame:
+    """The clean ratings of items the model knows, with their catalogue ``pos``; the others are
+    quarantined with a reason (``ratings:<input row>``)."""
+    good, bad = clean_ratings(raw, ratings_name, max_bad_fraction=1.0)
+    pos = table.positions(good["item_id"].tolist())
+    unknown = pos < 0
+    kept_rows = np.flatnonzero(~raw.index.isin([b[0] for b in bad]))  # input rows of ``good``
     for row, value, reason in bad:
         q.add(f"ratings:{row}", value, reason)
     for j in np.flatnonzero(unknown):
@@ -192,7 +298,17 @@ def recommend_frame(
             f"{g.user_id}::{g.item_id}::{g.rating:g}",
             "item_id unknown to the model (not in its training catalogue)",
         )
-    n_rating_q = q.count - n_q0
+    return good[~unknown].assign(pos=pos[~unknown])
+
+
+def _kept_candidates(
+    table: ItemTable, cand: pd.DataFrame, per_user: bool, q: QuarantineSink
+) -> tuple[np.ndarray, pd.Series | None, np.ndarray]:
+    """Catalogue positions of the candidates, their users (per-user lists) and which are kept;
+    empty, unknown and repeated candidates are quarantined (``candidates:<row>``)."""
+    c_items = cand["item_id"].astype("string").str.strip()
+    c_users = cand["user_id"].astype("string").str.strip() if per_user else None
+    c_pos = table.positions(c_items.fillna("").tolist())
     seen: set[tuple[str, str]] = set()
     c_keep = np.zeros(len(cand), bool)
     for i in range(len(cand)):
@@ -207,51 +323,19 @@ def recommend_frame(
         else:
             seen.add((str(user), str(item)))
             c_keep[i] = True
-    n_cand_q = q.count - n_q0 - n_rating_q
-    support = good[~unknown].assign(pos=pos[~unknown])
-    x_all = table.rows(table.item_ids)
-    out_frames = []
-    users_in_ratings = pd.unique(raw["user_id"].astype("string").str.strip().dropna())
-    users = pd.unique(support["user_id"])
-    shared = c_pos[c_keep] if not per_user else None
-    for user in users:
-        s = support[support["user_id"] == user]
-        s_pos = s["pos"].to_numpy(np.int64)
-        if per_user:
-            assert c_users is not None
-            cands = c_pos[c_keep & (c_users == user).fillna(False).to_numpy()]
-        else:
-            assert shared is not None
-            cands = shared
-        cands = cands[~np.isin(cands, s_pos)]
-        if not len(cands):
-            continue
-        pred = model.predict(x_all[s_pos], s["rating"].to_numpy(np.float32), x_all[cands])
-        top = np.argsort(-pred, kind="stable")[:k]
-        out_frames.append(
-            pd.DataFrame(
-                {
-                    "user_id": str(user),
-                    "rank": np.arange(1, len(top) + 1, dtype=np.int32),
-                    "item_id": [table.item_ids[j] for j in cands[top]],
-                    "score": pred[top].astype(np.float32),
-                }
-            )
-        )
-    out = (
-        pd.concat(out_frames, ignore_index=True)
-        if out_frames
-        else pd.DataFrame({"user_id": [], "rank": [], "item_id": [], "score": []})
+    return c_pos, c_users, c_keep
+
+
+def _top_rows(
+    user: str, cands: np.ndarray, pred: np.ndarray, k: int, item_ids: list[str]
+) -> pd.DataFrame:
+    """The user's ``k`` best candidates as output rows (stable order among equal scores)."""
+    top = np.argsort(-pred, kind="stable")[:k]
+    return pd.DataFrame(
+        {
+            "user_id": user,
+            "rank": np.arange(1, len(top) + 1, dtype=np.int32),
+            "item_id": [item_ids[j] for j in cands[top]],
+            "score": pred[top].astype(np.float32),
+        }
     )
-    counts = {
-        "n_ratings_in": len(raw),
-        "n_ratings_used": int((~unknown).sum()),
-        "n_ratings_quarantined": n_rating_q,
-        "n_candidates_in": len(cand),
-        "n_candidates_kept": int(c_keep.sum()),
-        "n_candidates_quarantined": n_cand_q,
-        "n_users": len(users),
-        "n_users_without_ratings": len(set(users_in_ratings) - {str(u) for u in users}),
-        "n_rows_out": len(out),
-    }
-    return out, counts

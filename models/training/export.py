@@ -18,6 +18,7 @@ import torch
 from metascreen.domains.errors import MetascreenError
 from metascreen.domains.io import atomic_write_json, sha256_file
 from metascreen.models.learners.base import EpisodicLearner
+from metascreen.models.learners.topn import TopNRecommender
 from metascreen.models.nn.policy import ScreeningPolicy
 from metascreen.models.serving.artifact import (
     MOLECULES_PREDICTOR,
@@ -29,6 +30,7 @@ from metascreen.models.serving.artifact import (
     verify_sha256,
 )
 from metascreen.models.serving.session import open_session
+from metascreen.models.serving.topn import TOPN_INPUTS, TOPN_OUTPUTS
 from metascreen.models.serving.weight_storage import (
     MIN_ELEMENTS,
     WeightsDtype,
@@ -468,3 +470,30 @@ def export_encoder_onnx(
         narrow_onnx_file(path)
     cases: list[tuple[torch.Tensor, ...]] = [(sparse_rows(k, in_dim, gen),) for k in (1, 37, 300)]
     return check_graph_parity(encoder, path, ("x",), cases, atol)
+
+
+def topn_parity_cases(n_items: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
+    """(support_items, support_ratings, support_mask) batches of several shapes, some padded."""
+    gen = torch.Generator().manual_seed(seed)
+    cases: list[tuple[torch.Tensor, ...]] = []
+    for b, s in ((1, 1), (3, 7), (5, 24)):
+        items = torch.randint(0, n_items, (b, s), generator=gen)
+        ratings = torch.randint(1, 6, (b, s), generator=gen).float()
+        mask = (torch.rand(b, s, generator=gen) > 0.2).float()
+        mask[:, 0] = 1.0
+        cases.append((items, ratings, mask))
+    return cases
+
+
+def export_topn_onnx(model: TopNRecommender, path: Path, atol: float = 1e-4) -> float:
+    """Export the top-N recommender (dynamic users and support length) with its large tensors
+    stored as float16 (rounded in place first, so torch computes what the file computes), and
+    check parity; returns the largest |diff| seen."""
+    model = model.cpu().eval()
+    round_to_fp16(model)
+    n_items = model.n_items
+    b, s = torch.export.Dim("users", min=1), torch.export.Dim("support", min=1)
+    example = topn_parity_cases(n_items, seed=0)[1]
+    export_graph(model, example, path, TOPN_INPUTS, TOPN_OUTPUTS, ({0: b, 1: s},) * 3)
+    narrow_onnx_file(path)
+    return check_graph_parity(model, path, TOPN_INPUTS, topn_parity_cases(n_items, seed=1), atol)

@@ -330,12 +330,19 @@ class EpisodeHooks:
         select_tasks: Keeps the tasks a training episode can be drawn from.
         validate: Validation score of the learner (higher is better), e.g. −MAE.
         metric: Name of the validation score in logs.
+        batch_loss: A step's loss from its episodes (``(learner, episodes, x_train)``), for
+            learners whose episodes are not (support rows, query rows) pairs, e.g. the top-N
+            recommender scoring the whole catalogue; None: the learner's ``episode_loss``.
+        validate_at_start: Validate before the first step, so that early stopping can keep the
+            initial state (a learner that starts from a closed-form solution).
     """
 
     samplers: list[EpisodeSampler]
     select_tasks: Callable[[list[Task]], list[Task]]
     validate: Callable[[EpisodicLearner, torch.device], float]
     metric: str = "valid"
+    batch_loss: Callable[[EpisodicLearner, list[Episode], torch.Tensor], torch.Tensor] | None = None
+    validate_at_start: bool = False
 
 
 def meta_train(
@@ -500,6 +507,11 @@ def meta_train(
         score = validate() if valid_tasks else math.nan
         state["history"].append({"step": 0, "loss": math.nan, "selection": score})
         state["best_score"], best_state = score, copy.deepcopy(learner.state_dict())
+    elif hooks is not None and hooks.validate_at_start and state["step"] == 0 and valid_tasks:
+        score = validate()
+        state["history"].append({"step": 0, "loss": math.nan, "selection": score})
+        state["best_score"], best_state = score, copy.deepcopy(kept.state_dict())
+        logger.info("step 0 (initial state) %s %.4f", hooks.metric, score)
     while optimizer is not None and state["step"] < cfg.steps:
         step = state["step"]
         rng = np.random.default_rng([cfg.seed, step])
@@ -526,6 +538,8 @@ def meta_train(
                 if multitask is not None:
                     ids = torch.as_tensor(task_ids, device=device)
                     mt_loss = multitask.loss(ids, *embedded)
+            elif hooks is not None and hooks.batch_loss is not None:
+                loss = hooks.batch_loss(learner, episodes, x_train)
             else:
                 loss = torch.stack([episode_loss(learner, ep, x_train) for ep in episodes]).mean()
         for group in optimizer.param_groups:

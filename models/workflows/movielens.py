@@ -47,6 +47,7 @@ from metascreen.models.evaluation.ratings import (
     evaluate_tasks_ratings,
     onnx_rating_fn,
 )
+from metascreen.models.features.itemitem import user_item_matrices
 from metascreen.models.features.ratings import (
     N_EXTRA,
     POLICY_ITEMS_FILE,
@@ -64,12 +65,20 @@ from metascreen.models.serving.artifact import (
     verify_sha256,
 )
 from metascreen.models.serving.ratings import ITEM_TABLE_FILE, RatingPredictor
+from metascreen.models.serving.topn import TopNScorer, has_topn
 from metascreen.models.workflows.common import command_line, run_folder
 from metascreen.models.workflows.movielens_policy import (
     POLICY_ONNX_FILE,
     POLICY_WEIGHTS_FILE,
     RecPolicyConfig,
     train_rec_policy,
+)
+from metascreen.models.workflows.topn_training import (
+    SELECTION_SUPPORT,
+    TopNConfig,
+    cold_users,
+    ndcg_at,
+    train_topn_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -169,6 +178,8 @@ def train_rating_model(
     command: str | None = None,
     threads: int | None = 1,
     policy_cfg: dict[str, Any] | None = None,
+    topn_cfg: dict[str, Any] | None = None,
+    topn: bool = True,
 ) -> Path:
     """Fit MF, meta-train the rating predictor on MovieLens-format data and write an artifact.
 
@@ -176,6 +187,8 @@ def train_rating_model(
     and on a shared 2-core machine extra threads oversubscribe it; None keeps torch's setting).
     ``policy_cfg``: ``RecPolicyConfig`` overrides of the interactive-recommendation policy trained
     after the predictor on the same training users (``{"warm_steps": 0}`` = no policy).
+    ``topn_cfg``: ``TopNConfig`` overrides of the top-N recommender trained beside them (what
+    ``score movielens`` ranks by); ``topn=False`` skips it (the artifact then ranks by rating).
     """
     import torch
 
@@ -195,9 +208,151 @@ def train_rating_model(
             progress,
             command,
             RecPolicyConfig.model_validate({"seed": _run_seed(train_cfg), **(policy_cfg or {})}),
+            TopNConfig.model_validate({"seed": _run_seed(train_cfg), **(topn_cfg or {})})
+            if topn
+            else None,
         )
     finally:
         torch.set_num_threads(previous_threads)
+
+
+RATING_TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 800,  # the validated budget (≈ 10 min on 2 busy cores, ≈ 5 min idle)
+    "tasks_per_step": 32,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "warmup_steps": 100,
+    "eval_every": 200,
+    "patience": 5,
+    "checkpoint_every": 200,
+    "max_minutes": 13.0,
+}
+"""The rating predictor's ``TrainConfig`` unless ``train_cfg`` overrides a field."""
+
+
+def _rating_in_dim(table: ItemTable) -> int:
+    """Width of the rating predictor's item rows."""
+    return int(table.mf.dim + N_EXTRA + table.side.shape[1])
+
+
+def _new_rating_learner(cfg: RatingModelConfig, table: ItemTable) -> Any:
+    """An untrained ``AttentiveRatingLearner`` over ``table``'s item rows."""
+    from metascreen.models.learners.rating import AttentiveRatingLearner
+
+    return AttentiveRatingLearner(
+        _rating_in_dim(table),
+        table.mf.dim,
+        table.mf.mu,
+        hidden=cfg.hidden,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        reg=cfg.fold_reg,
+        reg_bias=cfg.fold_reg_bias,
+        loss=cfg.loss,
+        residual=cfg.learner == "attentive-rating",
+    )
+
+
+def _meta_train_rating(
+    learner: Any,
+    train: pd.DataFrame,
+    inter: Any,
+    table: ItemTable,
+    cfg: RatingModelConfig,
+    tcfg: Any,
+    run_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Meta-train the attentive residual on cross-fitted users, fit the staircase, switch the
+    residual off when the fold-in alone is better on the early-stopping users; the metrics."""
+    import torch
+
+    from metascreen.models.training.loop import EpisodeHooks, meta_train
+
+    start = time.perf_counter()
+    train_tasks, valid_tasks, x_train = cross_fit_rows(train, inter, table, cfg, tcfg.seed)
+    logger.info(
+        "meta-training on %d users, early stopping on %d (cross-fitted, %.0fs)",
+        len(train_tasks),
+        len(valid_tasks),
+        time.perf_counter() - start,
+    )
+    x_valid = torch.as_tensor(x_train)
+
+    def validate(model: Any, device: torch.device) -> float:
+        model.eval()
+        xv = x_valid.to(device)
+        with torch.no_grad():
+            res = evaluate_tasks_ratings(
+                valid_tasks,
+                lambda s, sy, q: (
+                    model(xv[s], torch.as_tensor(sy, device=device), xv[q]).cpu().numpy()
+                ),
+                seed=0,
+            )
+        return -res["mae"]
+
+    hooks = EpisodeHooks(
+        samplers=[RatingEpisodeSampler()],
+        select_tasks=lambda tasks: [t for t in tasks if len(t) >= MIN_RATINGS],
+        validate=validate,
+        metric="valid -MAE",
+    )
+    result = meta_train(
+        learner, train_tasks, x_train, valid_tasks, x_train, tcfg, run_dir, progress, hooks
+    )
+    stair = fit_staircase(learner, valid_tasks, validate)
+    learner.residual_gate.fill_(0.0)
+    stair_off = fit_staircase(learner, valid_tasks, validate)
+    use_head = stair["valid_mae"] <= stair_off["valid_mae"]
+    learner.residual_gate.fill_(1.0 if use_head else 0.0)
+    learner.stair_t.fill_(stair["t"] if use_head else stair_off["t"])
+    logger.info(
+        "early-stopping MAE with the attentive residual %.4f, fold-in alone %.4f: %s",
+        stair["valid_mae"],
+        stair_off["valid_mae"],
+        "keeping the residual" if use_head else "residual switched off",
+    )
+    return {
+        "staircase": stair,
+        "staircase_without_residual": stair_off,
+        "residual_used": use_head,
+        "best_valid_mae": -result.best_score,
+        "best_step": result.best_step,
+        "steps": result.steps_done,
+        "seconds": round(result.seconds, 1),
+        "history": result.history,
+        "n_train_users": len(train_tasks),
+        "n_early_stopping_users": len(valid_tasks),
+    }
+
+
+def _side_models(
+    train: pd.DataFrame,
+    table: ItemTable,
+    policy_cfg: RecPolicyConfig,
+    topn_cfg: TopNConfig | None,
+    run_dir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:
+    """The models trained beside the rating predictor on the same training users: the
+    interactive policy and the top-N recommender. (metrics, metadata sections, files)."""
+    metrics: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    if policy_cfg.warm_steps + policy_cfg.rl_steps > 0:
+        policy_meta, policy_files = _train_policy_files(train, table, policy_cfg, run_dir, progress)
+        metrics["policy"] = policy_meta.pop("metrics")
+        sections["policy"] = policy_meta
+        files.update(policy_files)
+    if topn_cfg is not None:
+        topn_meta, topn_files = train_topn_files(
+            train, table.item_ids, topn_cfg, run_dir / "topn", progress
+        )
+        metrics["topn"] = topn_meta.pop("metrics")
+        sections["topn"] = topn_meta
+        files.update(topn_files)
+    return metrics, sections, files
 
 
 def _train_rating_model(
@@ -211,26 +366,13 @@ def _train_rating_model(
     progress: bool,
     command: str | None,
     policy_cfg: RecPolicyConfig,
+    topn_cfg: TopNConfig | None = None,
 ) -> Path:
-    import torch
-
-    from metascreen.models.learners.rating import AttentiveRatingLearner
     from metascreen.models.training.export import write_artifact
-    from metascreen.models.training.loop import EpisodeHooks, TrainConfig, meta_train
+    from metascreen.models.training.loop import TrainConfig
     from metascreen.models.training.seeding import seed_everything
 
-    defaults: dict[str, Any] = {
-        "steps": 800,  # the validated budget (≈ 10 min on 2 busy cores, ≈ 5 min idle)
-        "tasks_per_step": 32,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "warmup_steps": 100,
-        "eval_every": 200,
-        "patience": 5,
-        "checkpoint_every": 200,
-        "max_minutes": 13.0,
-    }
-    tcfg = TrainConfig.model_validate({**defaults, **(train_cfg or {})})
+    tcfg = TrainConfig.model_validate({**RATING_TRAIN_DEFAULTS, **(train_cfg or {})})
     out_dir = refuse_existing(out_dir)
     start = time.perf_counter()
     inter = load_interactions(Path(data_dir))
@@ -249,84 +391,17 @@ def _train_rating_model(
         time.perf_counter() - start,
     )
     seed_everything(tcfg.seed)
-    in_dim = table.mf.dim + N_EXTRA + table.side.shape[1]
-    learner = AttentiveRatingLearner(
-        in_dim,
-        table.mf.dim,
-        table.mf.mu,
-        hidden=cfg.hidden,
-        heads=cfg.heads,
-        dropout=cfg.dropout,
-        reg=cfg.fold_reg,
-        reg_bias=cfg.fold_reg_bias,
-        loss=cfg.loss,
-        residual=cfg.learner == "attentive-rating",
-    )
+    learner = _new_rating_learner(cfg, table)
     metrics: dict[str, Any] = {}
     if cfg.learner == "attentive-rating":
-        train_tasks, valid_tasks, x_train = cross_fit_rows(rs.train, inter, table, cfg, tcfg.seed)
-        logger.info(
-            "meta-training on %d users, early stopping on %d (cross-fitted, %.0fs so far)",
-            len(train_tasks),
-            len(valid_tasks),
-            time.perf_counter() - start,
+        metrics["train"] = _meta_train_rating(
+            learner, rs.train, inter, table, cfg, tcfg, run_dir, progress
         )
-        x_valid = torch.as_tensor(x_train)
-
-        def validate(model: Any, device: torch.device) -> float:
-            model.eval()
-            xv = x_valid.to(device)
-            with torch.no_grad():
-                res = evaluate_tasks_ratings(
-                    valid_tasks,
-                    lambda s, sy, q: (
-                        model(xv[s], torch.as_tensor(sy, device=device), xv[q]).cpu().numpy()
-                    ),
-                    seed=0,
-                )
-            return -res["mae"]
-
-        hooks = EpisodeHooks(
-            samplers=[RatingEpisodeSampler()],
-            select_tasks=lambda tasks: [t for t in tasks if len(t) >= MIN_RATINGS],
-            validate=validate,
-            metric="valid -MAE",
-        )
-        result = meta_train(
-            learner, train_tasks, x_train, valid_tasks, x_train, tcfg, run_dir, progress, hooks
-        )
-        stair = fit_staircase(learner, valid_tasks, validate)
-        learner.residual_gate.fill_(0.0)
-        stair_off = fit_staircase(learner, valid_tasks, validate)
-        use_head = stair["valid_mae"] <= stair_off["valid_mae"]
-        learner.residual_gate.fill_(1.0 if use_head else 0.0)
-        learner.stair_t.fill_(stair["t"] if use_head else stair_off["t"])
-        logger.info(
-            "early-stopping MAE with the attentive residual %.4f, fold-in alone %.4f: %s",
-            stair["valid_mae"],
-            stair_off["valid_mae"],
-            "keeping the residual" if use_head else "residual switched off",
-        )
-        metrics["train"] = {
-            "staircase": stair,
-            "staircase_without_residual": stair_off,
-            "residual_used": use_head,
-            "best_valid_mae": -result.best_score,
-            "best_step": result.best_step,
-            "steps": result.steps_done,
-            "seconds": round(result.seconds, 1),
-            "history": result.history,
-            "n_train_users": len(train_tasks),
-            "n_early_stopping_users": len(valid_tasks),
-        }
     learner.cpu().eval()
-    extra_files: dict[str, bytes] = {}
-    policy_meta: dict[str, Any] | None = None
-    if policy_cfg.warm_steps + policy_cfg.rl_steps > 0:
-        policy_meta, extra_files = _train_policy_files(
-            rs.train, table, policy_cfg, run_dir, progress
-        )
-        metrics["policy"] = policy_meta.pop("metrics")
+    side_metrics, sections, extra_files = _side_models(
+        rs.train, table, policy_cfg, topn_cfg, run_dir, progress
+    )
+    metrics.update(side_metrics)
     metrics["total_training_seconds"] = round(time.perf_counter() - start, 1)
     table_bytes = table.to_bytes()
     items_sha = __import__("hashlib").sha256(table_bytes).hexdigest()
@@ -337,7 +412,7 @@ def _train_rating_model(
     }
     fz_hash = canonical_json_hash({"side": table.featurizer.spec(), "items_sha256": items_sha})
     config = {"model": cfg.model_dump(mode="json"), "train": tcfg.model_dump(mode="json")}
-    if policy_meta is not None:
+    if "policy" in sections:
         config["policy"] = policy_cfg.model_dump(mode="json")
     atomic_write_json(run_dir / "config.json", config)
     extra = {
@@ -359,12 +434,12 @@ def _train_rating_model(
         },
         "metrics": metrics,
         "run_dir": str(run_dir),
-        **({"policy": policy_meta} if policy_meta is not None else {}),
+        **sections,
     }
     path = write_artifact(
         out_dir,
         learner,
-        in_dim,
+        _rating_in_dim(table),
         fz_spec,
         fz_hash,
         config,
@@ -373,16 +448,40 @@ def _train_rating_model(
         extra_files={ITEM_TABLE_FILE: table_bytes, **extra_files},
     )
     if holdout_fraction > 0:
-        res = evaluate_ratings(Path(data_dir), path, seed=0, users="holdout")
-        metrics["holdout"] = {k: res[k] for k in ("mae", "ndcg@1", "ndcg@3", "n_users")}
-        metrics["holdout"]["measured_with"] = (
-            f"metascreen evaluate movielens {data_dir} --model {path} --users holdout --seed 0"
-        )
-        meta = json.loads((path / "metadata.json").read_text())
-        meta["metrics"] = metrics
-        atomic_write_json(path / "metadata.json", meta)
+        _record_holdout_metrics(path, Path(data_dir), metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return path
+
+
+def _holdout_topn(path: Path, data_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """NDCG@10 of the artifact's top-N graph on its hold-out users, 10 ratings given (seed 0)."""
+    inter = load_interactions(data_dir)
+    split = meta["training_data"]["holdout"]
+    rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
+    hold = inter.ratings[inter.ratings["user_id"].isin(rs.holdout)]
+    items = RatingPredictor(path).table.item_ids
+    users = cold_users(user_item_matrices(hold, items), hold, items, SELECTION_SUPPORT, seed=0)
+    scores = TopNScorer(path, meta).scores([u.support for u in users], [u.ratings for u in users])
+    return {
+        "support_n": SELECTION_SUPPORT,
+        "ndcg@10": float(ndcg_at(scores, users).mean()) if users else math.nan,
+        "n_users": len(users),
+        "seed": 0,
+    }
+
+
+def _record_holdout_metrics(path: Path, data_dir: Path, metrics: dict[str, Any]) -> None:
+    """Evaluate the new artifact on its hold-out users (MeLU protocol) into its metadata."""
+    res = evaluate_ratings(data_dir, path, seed=0, users="holdout")
+    metrics["holdout"] = {k: res[k] for k in ("mae", "ndcg@1", "ndcg@3", "n_users")}
+    metrics["holdout"]["measured_with"] = (
+        f"metascreen evaluate movielens {data_dir} --model {path} --users holdout --seed 0"
+    )
+    meta = json.loads((path / "metadata.json").read_text())
+    if has_topn(meta):
+        metrics["holdout_topn"] = _holdout_topn(path, data_dir, meta)
+    meta["metrics"] = metrics
+    atomic_write_json(path / "metadata.json", meta)
 
 
 def _run_seed(train_cfg: dict[str, Any] | None) -> int:
@@ -461,25 +560,14 @@ def prepare_stats(data_dir: Path) -> dict[str, Any]:
 
 def export_rating_model(model_dir: Path, out_dir: Path) -> Path:
     """Re-export a movielens artifact's torch weights to a new artifact (ONNX parity-checked)."""
-    from metascreen.models.learners.rating import AttentiveRatingLearner
     from metascreen.models.training.export import REGENERATED_KEYS, load_weights, write_artifact
 
     model_dir = Path(model_dir)
     meta = read_artifact(model_dir, kind=MOVIELENS_PREDICTOR).metadata
     pred_table = RatingPredictor(model_dir).table
     cfg = json.loads((model_dir / "config.json").read_text())
-    mcfg = RatingModelConfig.model_validate(cfg["model"])
-    in_dim = pred_table.mf.dim + N_EXTRA + pred_table.side.shape[1]
-    learner = AttentiveRatingLearner(
-        in_dim,
-        pred_table.mf.dim,
-        pred_table.mf.mu,
-        hidden=mcfg.hidden,
-        heads=mcfg.heads,
-        dropout=mcfg.dropout,
-        loss=mcfg.loss,
-        residual=mcfg.learner == "attentive-rating",
-    )
+    learner = _new_rating_learner(RatingModelConfig.model_validate(cfg["model"]), pred_table)
+    in_dim = _rating_in_dim(pred_table)
     learner.load_state_dict(load_weights(model_dir, meta))
     keep = {k: v for k, v in meta.items() if k not in REGENERATED_KEYS}
     keep["exported_from"] = str(model_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -134,14 +134,25 @@ def score_movielens(
     device: Annotated[
         Device, typer.Option(help="auto | cpu | cuda (onnxruntime provider)")
     ] = "auto",
+    objective: Annotated[
+        Literal["auto", "topn", "rating"],
+        typer.Option(
+            help="topn: rank by the top-N model (will watch and like) | rating: by predicted "
+            "rating | auto: topn when the model has one"
+        ),
+    ] = "auto",
 ) -> None:
-    """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined."""
+    """Top-k unrated candidates per user from their ratings, onnxruntime only; bad rows quarantined.
+
+    A ratings table without a rating column is implicit feedback (every row a positive)."""
     check_options(not_an_input(output, ratings, candidates))
 
     def body() -> Any:
         from metascreen.models.serving.ratings import score_users
 
-        return score_users(model, ratings, candidates, output, k=k, device=device)
+        return score_users(
+            model, ratings, candidates, output, k=k, device=device, objective=objective
+        )
 
     quarantine = output.with_name(output.stem + ".quarantine.csv")
     rep = run(body, outputs=(output, quarantine), lock=output)
@@ -150,7 +161,7 @@ def score_movielens(
         f"{rep.n_ratings_in} (quarantined {rep.n_ratings_quarantined}); candidates kept "
         f"{rep.n_candidates_kept} / {rep.n_candidates_in} (quarantined {rep.n_candidates_quarantined})"
     )
-    typer.echo(f"top-{rep.k}: {rep.output}")
+    typer.echo(f"top-{rep.k} by {rep.objective}: {rep.output}")
     if rep.quarantine:
         typer.echo(f"quarantine: {rep.quarantine}")
 

@@ -363,6 +363,18 @@ def train_movielens(
         float | None,
         typer.Option(help="policy training wall-clock cap (keeps the best state)", min=0),
     ] = None,
+    topn: Annotated[
+        bool,
+        typer.Option(
+            "--topn/--no-topn",
+            help="train the top-N recommender that `score movielens` ranks by (--no-topn: the "
+            "artifact ranks by predicted rating only)",
+        ),
+    ] = True,
+    topn_steps: Annotated[
+        int | None,
+        typer.Option(help="top-N meta-training steps (0 = the closed-form item-item model)", min=0),
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder; rerun with the same one to resume")
     ] = None,
@@ -371,7 +383,8 @@ def train_movielens(
     ] = False,
 ) -> None:
     """Fit MF on the training users, meta-train the rating predictor (MeLU cold-user protocol),
-    then train the interactive-recommendation policy on the same users."""
+    then train the interactive-recommendation policy and the top-N recommender on the same
+    users."""
     check_options(
         (holdout_fraction < 1, "--holdout-fraction", f"{holdout_fraction} must be below 1"),
         (
@@ -407,6 +420,8 @@ def train_movielens(
         "progress": progress_enabled(),
         "command": command_line(),
         "policy_cfg": policy_cfg,
+        "topn": topn,
+        "topn_cfg": {} if topn_steps is None else {"steps": topn_steps},
     }
 
     def body() -> str:
@@ -430,7 +445,12 @@ def train_movielens(
             ) from err
 
     path = run(body)
-    meta = json.loads((Path(path) / "metadata.json").read_text())
+    _echo_movielens_summary(json.loads((Path(path) / "metadata.json").read_text()))
+    typer.echo(f"model: {path}")
+
+
+def _echo_movielens_summary(meta: dict[str, Any]) -> None:
+    """The hold-out, policy and top-N lines of a new movielens artifact's metrics."""
     hold = meta["metrics"].get("holdout")
     if hold:
         typer.echo(
@@ -443,7 +463,19 @@ def train_movielens(
             f"policy: validation cumulative precision {pol['valid_cumulative_precision']:.4f} "
             f"({pol['n_valid_users']} training users kept out, step {pol['best_step']})"
         )
-    typer.echo(f"model: {path}")
+    top = meta["metrics"].get("topn")
+    if top:
+        typer.echo(
+            f"top-N: selection NDCG@10 {top['selection_ndcg@10_meta_trained']:.4f} "
+            f"(item-item alone {top['selection_ndcg@10_item_item_only']:.4f}; λ {top['lam']:g}, "
+            f"dropout {top['dropout']:g}; {top['n_selection_users']} training users kept out)"
+        )
+    hold_topn = meta["metrics"].get("holdout_topn")
+    if hold_topn:
+        typer.echo(
+            f"hold-out users, top-N with {hold_topn['support_n']} given ratings: NDCG@10 "
+            f"{hold_topn['ndcg@10']:.4f} ({hold_topn['n_users']} users)"
+        )
 
 
 @app.command("policy")

@@ -39,6 +39,7 @@ TINY_POLICY = {
     "layers": 1,
     "valid_users": 8,
 }
+TINY_TOPN = {"lams": (50.0, 200.0), "dropouts": (0.8,), "steps": 6, "eval_every": 3, "folds": 2}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def rec_model(tiny_ml: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_dir=out.parent / "run",
         progress=False,
         policy_cfg=TINY_POLICY,
+        topn_cfg=TINY_TOPN,
     )
 
 
@@ -78,6 +80,14 @@ def test_artifact_metadata_and_holdout_figures(rec_model: Path) -> None:
     train = meta["metrics"]["train"]
     assert "staircase" in train and isinstance(train["residual_used"], bool)
     assert (rec_model.parent / "run" / "quarantine" / "ratings.csv").exists()
+    topn = meta["metrics"]["topn"]
+    assert len(topn["grid"]) == 2 and topn["lam"] in (50.0, 200.0) and topn["dropout"] == 0.8
+    assert topn["history"][0]["step"] == 0  # the closed-form state is validated first
+    assert topn["selection_ndcg@10_meta_trained"] >= topn["selection_ndcg@10_item_item_only"]
+    assert {"topn.onnx", "topn_weights.pt.gz"} <= set(meta["files"])
+    assert meta["topn"]["parity_max_abs_diff"] < 1e-4 and meta["topn"]["n_items"] == 80
+    hold = meta["metrics"]["holdout_topn"]
+    assert hold["support_n"] == 10 and hold["n_users"] > 0 and 0 <= hold["ndcg@10"] <= 1
 
 
 def test_evaluate_cli_contract_and_baselines(
@@ -171,6 +181,60 @@ def test_score_movielens_without_torch_quarantines_and_reconciles(
     assert u1["score"].is_monotonic_decreasing
     q = pd.read_csv(rep["quarantine"])
     assert len(q) == 7 and q["reason"].str.len().min() > 5
+    assert rep["objective"] == "topn"  # the artifact has a top-N model: it ranks by default
+
+
+def test_score_movielens_objectives_and_implicit_feedback(rec_model: Path, tmp_path: Path) -> None:
+    from metascreen.domains.quarantine import QuarantineRows
+    from metascreen.models.serving.ratings import RatingPredictor, recommend_frame
+    from metascreen.pipelines.api import Recommender
+
+    ratings, cands = _score_inputs(tmp_path)
+    by_rating = tmp_path / "rating.parquet"
+    res = runner.invoke(
+        app,
+        [
+            "score", "movielens", "--ratings", str(ratings), "--candidates", str(cands),
+            "--output", str(by_rating), "--model", str(rec_model), "--k", "5",
+            "--objective", "rating",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "by rating" in res.output
+    rated = pd.read_parquet(by_rating)
+    assert rated["score"].between(1, 5).all()  # predicted ratings
+    model = RatingPredictor(rec_model)
+    raw = pd.read_csv(ratings, dtype={"item_id": str})
+    cand = pd.read_csv(cands, dtype={"item_id": str})
+    topn, _ = recommend_frame(model, raw, cand, QuarantineRows(), 5, objective="topn")
+    u1 = raw[(raw["user_id"] == "u1") & raw["rating"].between(1, 5)].drop_duplicates("item_id")
+    u1 = u1[u1["item_id"] != "999"]
+    s_pos = model.table.positions(u1["item_id"].tolist())
+    want = model.topn.scores([s_pos], [u1["rating"].to_numpy(np.float32)])[0]
+    got = topn[topn["user_id"] == "u1"]
+    pos = model.table.positions(got["item_id"].tolist())
+    np.testing.assert_allclose(got["score"].to_numpy(), want[pos], rtol=1e-6)
+    allowed = set(cand["item_id"]) - set(u1["item_id"]) - {"nope"}
+    best = sorted(allowed, key=lambda i: -want[model.table.positions([i])[0]])[:5]
+    assert got["item_id"].tolist() == best  # the five best unrated candidates, in order
+    implicit = pd.DataFrame({"user": ["z"] * 3, "item": ["3", "9", "27"]})  # no rating column
+    top = Recommender(rec_model).recommend(implicit, k=4)
+    assert len(top) == 4 and not set(top["item_id"]) & {"3", "9", "27"}
+
+
+def test_score_refuses_topn_on_an_artifact_without_one(rec_model: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(rec_model, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["topn"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    ratings, cands = _score_inputs(tmp_path)
+    args = ["score", "movielens", "--ratings", str(ratings), "--candidates", str(cands)]
+    args += ["--model", str(old), "--output", str(tmp_path / "o.parquet")]
+    res = runner.invoke(app, [*args, "--objective", "topn"])
+    assert res.exit_code == 2 and "no top-N model" in res.output
+    res = runner.invoke(app, args)  # auto: falls back to predicted rating, and says so
+    assert res.exit_code == 0 and "by rating" in res.output
 
 
 def test_onnx_matches_torch_and_tampering_is_refused(rec_model: Path, tmp_path: Path) -> None:
