@@ -148,6 +148,12 @@ def _greedy_rating(ctx: Any) -> Picker:
     return GreedyRatingPicker(ctx.predictor, ctx.table.rows(ctx.table.item_ids), ctx.hidden)
 
 
+def _greedy_topn(ctx: Any) -> Picker:
+    from metascreen.models.screening.movielens import GreedyTopNPicker
+
+    return GreedyTopNPicker(ctx.predictor.topn, ctx.table.mf.item_count, ctx.hidden)
+
+
 def _rating_policy(ctx: Any) -> Picker:
     from metascreen.models.screening.movielens import load_policy_picker
 
@@ -190,6 +196,9 @@ MOVIELENS_PICKERS: Mapping[str, PickerSpec] = {
     "popular": PickerSpec("catalogue", _popular, "most-rated training items first"),
     "greedy": PickerSpec(
         "catalogue", _greedy_rating, "highest predicted rating, re-adapted every step"
+    ),
+    "greedy-topn": PickerSpec(
+        "catalogue", _greedy_topn, "the model's top-N recommender on the revealed ratings"
     ),
     "policy": PickerSpec("catalogue", _rating_policy, "the model's learned policy"),
 }

@@ -3,8 +3,9 @@
 Per user (13–100 ratings) the pool is the whole item catalogue; reward 1 if the user rated the
 item ≥ 4, else 0 (unrated items are misses); the user starts with nothing known; each step shows
 one item not shown before. Pickers: ``random``, ``popular`` (items most rated in the training
-data first) and ``greedy`` (the rating predictor re-adapted on the ratings revealed so far; with
-none yet, its prior ``μ + b_i``) and ``policy`` (the artifact's learned policy); names resolve in
+data first), ``greedy`` (the rating predictor re-adapted on the ratings revealed so far; with
+none yet, its prior ``μ + b_i``), ``greedy-topn`` (the artifact's top-N model on the revealed
+ratings) and ``policy`` (the artifact's learned policy); names resolve in
 ``metascreen.models.screening.factory``.
 """
 
@@ -22,6 +23,7 @@ from metascreen.models.screening.simulator import BatchEnv
 from metascreen.models.serving.artifact import verify_sha256
 from metascreen.models.serving.policy import OnnxPolicyPicker, PolicyGraph
 from metascreen.models.serving.ratings import RatingPredictor
+from metascreen.models.serving.topn import TopNScorer
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,39 @@ class GreedyRatingPicker:
             sy = np.array([r for _, r in rated], np.float32)
             cand = np.flatnonzero(env.available[b])
             out[b, cand] = self.predictor.predict(self.rows[s], sy, self.rows[env.items[b, cand]])
+        return out
+
+
+class GreedyTopNPicker:
+    """The artifact's top-N model re-scored on the ratings revealed so far (shown items the
+    user rated); before the first, the most-liked training items first."""
+
+    name = "greedy-topn"
+
+    def __init__(
+        self, scorer: TopNScorer, counts: np.ndarray, ratings: dict[str, dict[int, float]]
+    ) -> None:
+        """``counts`` (n_items,) training ratings per row; ``ratings[user][row]`` hidden ratings."""
+        self.scorer = scorer
+        self.prior = np.log1p(counts.astype(np.float64))
+        self.ratings = ratings
+
+    def scores(self, env: BatchEnv) -> np.ndarray:
+        """(B, N) top-N scores (the popularity prior until a shown item turns out rated)."""
+        out = self.prior[env.items] + 1e-6 * env.random()
+        rows, supports, values = [], [], []
+        for b in range(env.n_pools):
+            user = env.pools[b].task_id
+            shown = env.items[b, env.history[b, : int(env.history_len[b])]]
+            rated = [int(i) for i in shown if int(i) in self.ratings[user]]
+            if rated:
+                rows.append(b)
+                supports.append(np.array(rated, np.int64))
+                values.append(np.array([self.ratings[user][i] for i in rated], np.float32))
+        if rows:
+            scores = self.scorer.scores(supports, values)
+            for n, b in enumerate(rows):
+                out[b] = scores[n, env.items[b]] + 1e-6 * out[b]
         return out
 
 

@@ -285,7 +285,9 @@ def simulate_movielens_cmd(
     model: Annotated[Path, typer.Option(help="what train movielens wrote")],
     policy: Annotated[
         str | None,
-        typer.Option(help="policy (default: the learned policy) | random | popular | greedy"),
+        typer.Option(
+            help="policy (default: the learned policy) | random | popular | greedy | greedy-topn"
+        ),
     ] = None,
     budget: Annotated[int, typer.Option(help="items shown per user", min=1, max=100_000)] = 20,
     seed: Annotated[
