@@ -210,6 +210,7 @@ def rec_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_dir=out.parent / "run",
         progress=False,
         policy_cfg={"warm_steps": 0},
+        topn_cfg={"lams": (100.0,), "dropouts": (0.9,), "steps": 4, "eval_every": 2, "folds": 2},
     )
 
 
