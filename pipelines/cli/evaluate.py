@@ -248,6 +248,11 @@ def _evaluate_topn(
             "--support-n",
             f"{support_text!r} repeats a size",
         ),
+        (
+            against is None or any(against in (m, Path(m).name) for m in models),
+            "--against",
+            f"{against} is not among the models evaluated",
+        ),
     )
     outputs = (
         [Path(json_out), Path(json_out).with_suffix(".md"), Path(json_out).with_suffix(".png")]
