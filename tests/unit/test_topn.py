@@ -112,15 +112,15 @@ def test_ease_and_knn_closed_forms() -> None:
 
 
 def test_ials_fold_in_is_the_least_squares_solution() -> None:
-    from metascreen.models.evaluation.topn_refs import IALS_ALPHA, binary_matrix, ials_fit, ials_fn
+    from metascreen.models.evaluation.topn_refs import binary_matrix, ials_fit, ials_fn
 
     df = clustered_ratings(n_users=30)
     items = sorted(df["item_id"].unique(), key=int)
-    model = ials_fit(binary_matrix(df, items), 8, 3.0, seed=0)
+    model = ials_fit(binary_matrix(df, items), 8, 3.0, 5.0, seed=0)
     y = np.asarray(model.item_factors, np.float64)
     s = np.array([1, 4, 9], dtype=np.int64)
-    a = y.T @ y + 3.0 * np.eye(8) + (IALS_ALPHA - 1) * y[s].T @ y[s]
-    expected = y @ np.linalg.solve(a, IALS_ALPHA * y[s].sum(axis=0))
+    a = y.T @ y + 3.0 * np.eye(8) + 4.0 * y[s].T @ y[s]
+    expected = y @ np.linalg.solve(a, 5.0 * y[s].sum(axis=0))
     np.testing.assert_allclose(ials_fn(model, len(items))("u", s, s * 0.0), expected, atol=1e-4)
 
 
@@ -140,7 +140,9 @@ def test_references_beat_random_and_are_deterministic(
 ) -> None:
     from metascreen.models.evaluation import topn_refs
 
-    monkeypatch.setattr(topn_refs, "IALS_GRID", ((16, 1.0), (16, 10.0)))  # each fit ~0.5 s
+    # grids for 60 items (the defaults are placed for ML-1M's 3.9k); an iALS fit costs ~0.5 s
+    monkeypatch.setattr(topn_refs, "IALS_GRID", ((16, 1.0, 10.0), (16, 10.0, 10.0)))
+    monkeypatch.setattr(topn_refs, "KNN_GRID", ((50, 0.0), (0, 0.0)))
     train, users, items, pop = split
     fns, info = reference_fns(name, train, items, (5,), seed=0)
     res = evaluate_topn(users, len(items), fns[5], pop, 5, (10,))
