@@ -186,7 +186,7 @@ def plot_topn(r: dict[str, Any], path: Path, seed: int = 0) -> None:
     k0 = main_k(r)
     models, ns = list(r["models"]), r["support_ns"]
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(models) * len(ns)), 4.2))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(6.0, 0.5 * len(models) * len(ns) + 2)), 4.5))
     for j, model in enumerate(models):
         means: list[float] = []
         errs: list[list[float]] = [[], []]
@@ -202,7 +202,7 @@ def plot_topn(r: dict[str, Any], path: Path, seed: int = 0) -> None:
     ax.set_xticks(np.arange(len(ns)), [f"n = {n}" for n in ns])
     ax.set_ylabel(f"NDCG@{k0} (mean over users, 95% CI)")
     ax.set_title("top-N over the catalogue, hold-out users")
-    ax.legend(fontsize=8, ncol=min(len(models), 4))
+    ax.legend(fontsize=8, ncol=min(len(models), 6), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = temp_path(path)

@@ -165,8 +165,9 @@ def tune_and_fit(
     """Choose a grid point per support size on a seeded slice of the training users, then refit.
 
     ``prepare(ratings, items)`` builds what every grid point shares (a Gram matrix); ``make(state,
-    params)`` the ranker. ``extend(grid so far, index of the best at the first support size)``
-    may return one more grid point (EASE's λ keeps rising on ML-1M); at most 8 are added. The
+    params)`` the ranker. ``extend(grid so far, index of the best at a support size)`` may return
+    one more grid point (EASE's λ keeps rising on ML-1M), asked after the last point for every
+    support size's best, one point at a time; at most 8 are added. The
     grid points share one slice draw and one support draw per user.
     """
     t0 = time.perf_counter()
@@ -188,10 +189,9 @@ def tune_and_fit(
         logger.info("tuning %s: %s", points[i], {n: round(v, 4) for n, v in table[-1].items()})
         i += 1
         if i == len(points) and extend is not None and len(points) < len(grid) + 8:
-            best = int(np.argmax([t[support_ns[0]] for t in table]))
-            more = extend(points, best)
-            if more is not None:
-                points.append(more)
+            bests = {int(np.argmax([t[n] for t in table])) for n in support_ns}
+            more = [p for b in sorted(bests) if (p := extend(points, b)) is not None]
+            points += [p for p in dict.fromkeys(more) if p not in points][:1]
     chosen = {n: points[int(np.argmax([t[n] for t in table]))] for n in support_ns}
     del state
     full = prepare(train, items)

@@ -167,3 +167,32 @@ def test_ease_grid_extends_at_its_ends() -> None:
     assert _extend_ease([1.0, 2.0, 4.0], 0) is None
     with pytest.raises(ConfigError, match="unknown reference"):
         reference_fns("nope", None, [], (5,))  # type: ignore[arg-type]
+
+
+def test_tuning_extends_the_grid_while_an_end_wins(
+    split: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from metascreen.models.evaluation import topn_refs
+
+    peak = {5: 16.0, 10: 0.5}  # n = 5 peaks above the grid, n = 10 below it
+
+    def fake_eval(users: list, n_items: int, fn: object, pop: object, n: int, *a: object) -> object:
+        lam = fn.lam  # type: ignore[attr-defined]
+        score = -abs(math.log2(lam) - math.log2(peak[n]))
+        return SimpleNamespace(per_user={"ndcg@10": np.array([score])}, user_ids=["u"])
+
+    def make(state: object, lam: float) -> object:
+        fn = SimpleNamespace(lam=lam)
+        return fn
+
+    monkeypatch.setattr(topn_refs, "evaluate_topn", fake_eval)
+    train, _, items, _ = split
+    fns, info = topn_refs.tune_and_fit(
+        lambda df, it: None, make, (2.0, 4.0), train, items, (5, 10), extend=topn_refs._extend_ease
+    )
+    # one point at a time, each support size's end in turn, until neither best is at an end
+    # (λ is never halved below 1)
+    assert [g["params"] for g in info["grid"]] == [2.0, 4.0, 1.0, 8.0, 16.0, 32.0]
+    assert info["chosen"] == {"5": 16.0, "10": 1.0} and fns[5].lam == 16.0  # type: ignore[attr-defined]
