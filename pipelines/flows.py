@@ -154,9 +154,10 @@ def _evaluate_topn(
     split_seed: int | None,
     topn: dict[str, Any],
 ) -> dict[str, Any]:
-    """The top-N protocol (``workflows.movielens_topn``); publishes its Markdown table."""
+    """The top-N protocol (``workflows.movielens_topn``) with paired intervals (``topn``'s
+    ``against``, default the best reference)."""
     from metascreen.models.workflows.movielens_topn import evaluate_topn_movielens
-    from metascreen.pipelines.topn_report import add_paired, render_markdown
+    from metascreen.pipelines.topn_report import add_paired
 
     r = evaluate_topn_movielens(
         Path(data_dir),
@@ -168,12 +169,7 @@ def _evaluate_topn(
         split_seed,
         topn.get("objective", "topn"),
     )
-    create_markdown_artifact(
-        key="evaluation",
-        markdown=render_markdown(add_paired(r, topn.get("against"), seed)),
-        description=f"top-N protocol on {data_dir}",
-    )
-    return r
+    return add_paired(r, topn.get("against"), seed)
 
 
 @flow(name="evaluate")
@@ -201,16 +197,25 @@ def evaluate_flow(
     """
     names: list[str | None] = [find_input(m, results) for m in models] if models else [None]
     if resolve_domain(domain) == "movielens" and protocol == "topn":
-        return {
-            "topn": _evaluate_topn(
-                data_dir,
-                [str(m) for m in names if m],
-                seed,
-                holdout_fraction,
-                split_seed,
-                topn or {},
-            )
-        }
+        from metascreen.pipelines.topn_report import render_markdown
+
+        ms = [str(m) for m in names if m]
+        r = _evaluate_topn(data_dir, ms, seed, holdout_fraction, split_seed, topn or {})
+        create_markdown_artifact(
+            key="evaluation",
+            markdown=render_markdown(r),
+            description=f"top-N protocol on {data_dir}",
+        )
+        publish_summary(
+            "evaluate",
+            {
+                "domain": domain,
+                "protocol": "topn",
+                "data": str(Path(data_dir).resolve()),
+                "models": list(r["models"]),
+            },
+        )
+        return {"topn": r}
     if resolve_domain(domain) == "movielens":
         opts = {"users": users, "holdout_fraction": holdout_fraction, "split_seed": split_seed}
         res = {str(m): evaluate_task(data_dir, m, [], 0, seed, None, domain, **opts) for m in names}

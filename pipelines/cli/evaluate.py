@@ -274,7 +274,12 @@ def _evaluate_topn(
                 holdout_fraction=holdout_fraction,
                 split_seed=split_seed,
                 protocol="topn",
-                topn={"support_ns": list(support_ns), "ks": list(ks), "objective": objective},
+                topn={
+                    "support_ns": list(support_ns),
+                    "ks": list(ks),
+                    "objective": objective,
+                    "against": against,
+                },
             )
             r = next(iter(res.values()))
         else:

@@ -109,3 +109,13 @@ def test_an_artifact_ranks_by_predicted_rating_on_its_own_hold_out(
     other = _run(str(data), "--model", str(rating_model), *args, "--holdout-fraction", "0.2",
                  "--objective", "rating")  # fmt: skip
     assert other.exit_code == 2 and "seen in training" in other.output
+
+
+def test_the_evaluate_flow_passes_the_protocol_through(data: Path) -> None:
+    from metascreen.pipelines import flows
+
+    r = flows._evaluate_topn.fn(
+        str(data), ["popular", "ease"], 0, 0.3, 0, {"support_ns": [5], "ks": [10]}
+    )
+    assert r["protocol"] == "topn" and r["against"] == "ease" and set(r["paired"]) == {"popular"}
+    assert r["models"]["ease"]["support"]["5"]["n_users"] > 10
