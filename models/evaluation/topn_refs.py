@@ -147,6 +147,21 @@ def ials_fn(model: Any, n_items: int) -> TopNFn:
 
 
 # -- choosing hyper-parameters on the training users ----------------------------------------------
+def training_slice(
+    train: pd.DataFrame,
+    items: list[str],
+    fraction: float = TUNE_FRACTION,
+    seed: int = TUNE_SEED,
+) -> tuple[pd.DataFrame, list[RatedUser]]:
+    """The references' tuning split of the training users: (ratings of the users to fit on,
+    the slice users evaluated as cold users). Evaluate a model being developed on the same slice
+    (``evaluate_topn(slice_users, ...)``, popularity from the fit ratings) to choose it the way
+    the references were chosen, never on the hold-out."""
+    tune_ids = holdout_users(train["user_id"].unique().tolist(), fraction, seed)
+    in_tune = train["user_id"].isin(tune_ids)
+    return train[~in_tune], rated_users(train[in_tune], items)
+
+
 Params = Any
 Prepare = Callable[[pd.DataFrame, list[str]], Any]
 Make = Callable[[Any, Params], TopNFn]
@@ -171,11 +186,7 @@ def tune_and_fit(
     grid points share one slice draw and one support draw per user.
     """
     t0 = time.perf_counter()
-    users = train["user_id"].unique().tolist()
-    tune_ids = holdout_users(users, TUNE_FRACTION, TUNE_SEED)
-    in_tune = train["user_id"].isin(tune_ids)
-    fit_df = train[~in_tune]
-    tune_users = rated_users(train[in_tune], items)
+    fit_df, tune_users = training_slice(train, items)
     pop = item_counts(fit_df, items)
     state = prepare(fit_df, items)
     points, table = list(grid), []

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from metascreen.domains.errors import ConfigError, InputError
 from metascreen.domains.recommendation.load import Interactions, load_interactions
@@ -104,16 +105,20 @@ def evaluate_topn_movielens(
     holdout_fraction: float | None = None,
     split_seed: int | None = None,
     objective: Objective = "topn",
+    extra: Mapping[str, Callable[[pd.DataFrame, list[str]], TopNFn]] | None = None,
 ) -> dict[str, Any]:
     """Every model of ``models`` at every support size on the same hold-out users and draws.
 
-    Returns the report: protocol settings, and per model its fit information (chosen
-    hyper-parameters, tuning grid) and per support size the mean metrics and per-user values.
+    ``extra``: more models by label, each built from (training ratings, catalogue) — a ranker
+    being developed, evaluated beside the references without an artifact. Returns the report:
+    protocol settings, and per model its fit information (chosen hyper-parameters, tuning
+    grid) and per support size the mean metrics and per-user values.
     """
     start = time.perf_counter()
-    if not models:
+    if not models and not extra:
         raise ConfigError("no model to evaluate")
-    labels = [model_label(m) for m in models]
+    extra = dict(extra or {})
+    labels = [model_label(m) for m in models] + list(extra)
     if len(set(labels)) < len(labels):
         raise ConfigError(f"models named twice: {', '.join(labels)}")
     frac, s_seed = resolve_holdout(models, holdout_fraction, split_seed)
@@ -125,9 +130,13 @@ def evaluate_topn_movielens(
         raise InputError(f"{data_dir}: no hold-out user to evaluate")
     pop = item_counts(rs.train, items)
     out: dict[str, Any] = {}
-    for model, label in zip(models, labels, strict=True):
+    for model, label in zip([*models, *extra], labels, strict=True):
         t0 = time.perf_counter()
-        if model in REFERENCES:
+        is_ref = label not in extra and model in REFERENCES
+        if label in extra:
+            built = extra[label](rs.train, items)
+            fns, info = {n: built for n in support_ns}, {"objective": "in-memory"}
+        elif model in REFERENCES:
             fns, info = reference_fns(model, rs.train, items, support_ns, seed)
         else:
             fn = artifact_topn_fn(Path(model), items, inter, objective)
@@ -135,8 +144,8 @@ def evaluate_topn_movielens(
         fit_s = time.perf_counter() - t0
         res = {n: evaluate_topn(users, len(items), fns[n], pop, n, ks, seed) for n in support_ns}
         out[label] = {
-            "model": model if model in REFERENCES else str(Path(model).resolve()),
-            "reference": model in REFERENCES,
+            "model": str(Path(model).resolve()) if info.get("objective") in OBJECTIVES else model,
+            "reference": is_ref,
             "fit": info,
             "support": {str(n): r.to_json() for n, r in res.items()},
             "fit_seconds": round(fit_s, 1),

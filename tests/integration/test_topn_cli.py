@@ -119,3 +119,32 @@ def test_the_evaluate_flow_passes_the_protocol_through(data: Path) -> None:
     )
     assert r["protocol"] == "topn" and r["against"] == "ease" and set(r["paired"]) == {"popular"}
     assert r["models"]["ease"]["support"]["5"]["n_users"] > 10
+
+
+def test_an_in_memory_ranker_beside_the_references_and_the_training_slice(data: Path) -> None:
+    import pandas as pd
+
+    from metascreen.domains.recommendation.load import load_interactions
+    from metascreen.domains.recommendation.tasks import catalogue, split_users
+    from metascreen.models.evaluation.topn import evaluate_topn
+    from metascreen.models.evaluation.topn_refs import item_counts, training_slice
+    from metascreen.models.workflows.movielens_topn import evaluate_topn_movielens
+
+    def build(train: object, items: list[str]) -> object:
+        counts = item_counts(train, items)  # type: ignore[arg-type]
+        return lambda uid, s, sy: -counts  # the least popular first: a bad ranker
+
+    r = evaluate_topn_movielens(data, ["popular"], (5,), (10,), holdout_fraction=0.3,
+                                extra={"unpopular": build})  # fmt: skip
+    assert r["models"]["unpopular"]["reference"] is False
+    m = {k: v["support"]["5"]["metrics"]["ndcg@10"] for k, v in r["models"].items()}
+    assert m["unpopular"] < m["popular"]
+    # the references' tuning slice: training users only, disjoint from the users fitted on
+    inter = load_interactions(data)
+    train, items = split_users(inter, 0.3, 0).train, catalogue(inter)
+    fit, slice_users = training_slice(train, items)
+    assert isinstance(fit, pd.DataFrame) and not {u.user_id for u in slice_users} & set(
+        fit["user_id"]
+    )
+    res = evaluate_topn(slice_users, len(items), build(fit, items), item_counts(fit, items), 5)  # type: ignore[arg-type]
+    assert res.user_ids
