@@ -9,6 +9,8 @@ Each reference is a ``--model`` name of ``evaluate movielens --protocol topn``:
   item), scores = Σ over the support of the similarities;
 - ``mf``: the biased-MF ridge fold-in of ``evaluate movielens`` (``baseline_fn("mf")``), ranking
   the catalogue by predicted rating;
+- ``ease-rated``: the same EASE with the support row weighted by the ratings given
+  (``Σ_s r_s B[s]``): what a user liked more counts more;
 - ``ials``: implicit ALS (Hu, Koren, Volinsky 2008; the ``implicit`` library) with the exact
   least-squares fold-in of the support (``recalculate_user``).
 
@@ -35,7 +37,7 @@ from metascreen.models.evaluation.topn import RatedUser, TopNFn, evaluate_topn
 
 logger = logging.getLogger(__name__)
 
-REFERENCES = ("popular", "ease", "itemknn", "mf", "ials")
+REFERENCES = ("popular", "ease", "itemknn", "mf", "ials", "ease-rated")
 TUNE_FRACTION, TUNE_SEED, TUNE_METRIC = 0.1, 20250, "ndcg@10"
 EASE_GRID = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 32000.0, 64000.0, 128000.0)
 KNN_GRID = tuple((k, s) for k in (200, 500, 1000, 2000, 0) for s in (30.0, 100.0, 300.0, 1000.0))
@@ -111,6 +113,11 @@ def knn_weights(g: np.ndarray, k: int, shrink: float) -> np.ndarray:
 def row_sum_fn(w: np.ndarray) -> TopNFn:
     """Scores = the support's indicator row × ``w`` (EASE, item k-NN)."""
     return lambda uid, s, sy: w[s].sum(axis=0)
+
+
+def rated_row_sum_fn(w: np.ndarray) -> TopNFn:
+    """Scores = the support's ratings as a row × ``w`` (``ease-rated``)."""
+    return lambda uid, s, sy: (np.asarray(sy, np.float32)[:, None] * w[s]).sum(axis=0)
 
 
 def ials_fit(x: sp.csr_matrix, factors: int, reg: float, alpha: float, seed: int) -> Any:
@@ -263,10 +270,11 @@ def reference_fns(
         every = np.arange(n_items, dtype=np.int64)
         fn: TopNFn = lambda uid, s, sy: predict(s, sy, every)  # noqa: E731
         return {n: fn for n in support_ns}, {"params": BASELINE_MF, "ranked_by": "rating"}
-    if name == "ease":
+    if name in ("ease", "ease-rated"):
+        rated = name == "ease-rated"
         fns, info = tune_and_fit(
             lambda df, it: gram(binary_matrix(df, it)),
-            ease_weights_fn,
+            lambda g, lam: (rated_row_sum_fn if rated else row_sum_fn)(ease_weights(g, lam)),
             EASE_GRID,
             train,
             items,
@@ -275,6 +283,7 @@ def reference_fns(
             extend=_extend_ease,
         )
         info["params"] = "lambda"
+        info["support_row"] = "ratings" if rated else "indicator"
     elif name == "itemknn":
         fns, info = tune_and_fit(
             lambda df, it: gram(binary_matrix(df, it)),
@@ -300,8 +309,3 @@ def reference_fns(
         info["iterations"] = IALS_ITERATIONS
     logger.info("%s: chosen %s in %.0fs", name, info["chosen"], time.perf_counter() - t0)
     return fns, info
-
-
-def ease_weights_fn(g: np.ndarray, lam: float) -> TopNFn:
-    """EASE ranker for Gram matrix ``g`` and ridge ``lam``."""
-    return row_sum_fn(ease_weights(g, float(lam)))

@@ -106,7 +106,7 @@ def evaluate_movielens(
         typer.Option(
             help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf "
             "| mf-staircase; with --protocol topn a reference: popular | ease | itemknn | mf | "
-            "ials (several: repeat the option or separate by commas)"
+            "ials | ease-rated (several: repeat the option or separate by commas)"
         ),
     ],
     protocol: Annotated[

@@ -107,6 +107,11 @@ def test_ease_and_knn_closed_forms() -> None:
     assert np.allclose(np.diag(b), 0)
     p = np.linalg.inv(g + np.eye(3))
     assert b[0, 1] == pytest.approx(-p[0, 1] / p[1, 1], rel=1e-5)
+    from metascreen.models.evaluation.topn_refs import rated_row_sum_fn, row_sum_fn
+
+    s, sy = np.array([0, 2]), np.array([5.0, 1.0], np.float32)
+    np.testing.assert_allclose(row_sum_fn(b)("u", s, sy), b[0] + b[2], rtol=1e-6)
+    np.testing.assert_allclose(rated_row_sum_fn(b)("u", s, sy), 5 * b[0] + b[2], rtol=1e-6)
     w = knn_weights(g, 1, 0.0)
     assert w[1, 0] == pytest.approx(2 / math.sqrt(12), rel=1e-5) and (w != 0).sum(axis=0).max() == 1
 
