@@ -189,8 +189,8 @@ def tune_and_fit(
     ``prepare(ratings, items)`` builds what every grid point shares (a Gram matrix); ``make(state,
     params)`` the ranker. ``extend(grid so far, index of the best at a support size)`` may return
     one more grid point (EASE's λ keeps rising on ML-1M), asked after the last point for every
-    support size's best, one point at a time; at most 8 are added. The
-    grid points share one slice draw and one support draw per user.
+    support size's best, one point at a time; at most 8 are added. Every grid point sees the
+    same slice users and the same support draws.
     """
     t0 = time.perf_counter()
     fit_df, tune_users = training_slice(train, items)
