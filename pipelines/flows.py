@@ -145,6 +145,33 @@ def evaluate_task(
     )
 
 
+@task(name="evaluate-topn")
+def _evaluate_topn(
+    data_dir: str,
+    models: list[str],
+    seed: int,
+    holdout_fraction: float | None,
+    split_seed: int | None,
+    topn: dict[str, Any],
+) -> dict[str, Any]:
+    """The top-N protocol (``workflows.movielens_topn``) with paired intervals (``topn``'s
+    ``against``, default the best reference)."""
+    from metascreen.models.workflows.movielens_topn import evaluate_topn_movielens
+    from metascreen.pipelines.topn_report import add_paired
+
+    r = evaluate_topn_movielens(
+        Path(data_dir),
+        models,
+        topn.get("support_ns", [10]),
+        topn.get("ks", [10, 20]),
+        seed,
+        holdout_fraction,
+        split_seed,
+        topn.get("objective", "topn"),
+    )
+    return add_paired(r, topn.get("against"), seed)
+
+
 @flow(name="evaluate")
 def evaluate_flow(
     data_dir: str,
@@ -158,13 +185,37 @@ def evaluate_flow(
     holdout_fraction: float | None = None,
     split_seed: int | None = None,
     results: str | None = None,
+    protocol: str = "melu",
+    topn: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate models and/or baselines side by side; publishes a Markdown table artifact.
 
-    ``domain="movielens"``: MeLU's protocol on ``users`` (all | holdout) of ``data_dir``.
+    ``domain="movielens"``: MeLU's protocol on ``users`` (all | holdout) of ``data_dir``, or with
+    ``protocol="topn"`` the top-N protocol on the hold-out users (``topn``: ``support_ns``,
+    ``ks``, ``objective``); the result is then ``{"topn": report}``.
     A relative model folder that exists under the results root (``results``) is read from there.
     """
     names: list[str | None] = [find_input(m, results) for m in models] if models else [None]
+    if resolve_domain(domain) == "movielens" and protocol == "topn":
+        from metascreen.pipelines.topn_report import render_markdown
+
+        ms = [str(m) for m in names if m]
+        r = _evaluate_topn(data_dir, ms, seed, holdout_fraction, split_seed, topn or {})
+        create_markdown_artifact(
+            key="evaluation",
+            markdown=render_markdown(r),
+            description=f"top-N protocol on {data_dir}",
+        )
+        publish_summary(
+            "evaluate",
+            {
+                "domain": domain,
+                "protocol": "topn",
+                "data": str(Path(data_dir).resolve()),
+                "models": list(r["models"]),
+            },
+        )
+        return {"topn": r}
     if resolve_domain(domain) == "movielens":
         opts = {"users": users, "holdout_fraction": holdout_fraction, "split_seed": split_seed}
         res = {str(m): evaluate_task(data_dir, m, [], 0, seed, None, domain, **opts) for m in names}

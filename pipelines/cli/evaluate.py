@@ -13,6 +13,7 @@ from metascreen.pipelines.cli.common import (
     SliceSeed,
     TrainSlice,
     check_options,
+    int_list,
     progress_enabled,
     run,
     slice_check,
@@ -101,19 +102,31 @@ def evaluate_molecules(
 def evaluate_movielens(
     data_dir: Annotated[Path, typer.Argument(help="MovieLens-format folder")],
     model: Annotated[
-        str,
+        list[str],
         typer.Option(
             help="model artifact folder, or a baseline: global-mean | item-mean | item-bias | mf "
-            "| mf-staircase"
+            "| mf-staircase; with --protocol topn a reference: popular | ease | itemknn | mf | "
+            "ials | ease-rated (several: repeat the option or separate by commas)"
         ),
     ],
+    protocol: Annotated[
+        Literal["melu", "topn"],
+        typer.Option(
+            help="melu (10 query ratings, MAE and nDCG@1/@3) | topn (rank the whole catalogue "
+            "for hold-out users given n ratings)"
+        ),
+    ] = "melu",
     seed: Annotated[
-        int, typer.Option(help="seed of each user's query draw", min=0, max=SEED_MAX)
+        int,
+        typer.Option(help="seed of each user's query (topn: support) draw", min=0, max=SEED_MAX),
     ] = 0,
     users: Annotated[
-        Literal["all", "holdout"],
-        typer.Option(help="all (every user with 13–100 ratings) | holdout (the held-out users)"),
-    ] = "all",
+        Literal["all", "holdout"] | None,
+        typer.Option(
+            help="all (every user with 13–100 ratings) | holdout (the held-out users); "
+            "topn always evaluates the held-out users [default: all; topn: holdout]"
+        ),
+    ] = None,
     holdout_fraction: Annotated[
         float | None,
         typer.Option(help="hold-out share (default: the model's, else 0.1)", min=0, max=1),
@@ -122,14 +135,56 @@ def evaluate_movielens(
         int | None,
         typer.Option(help="hold-out seed (default: the model's, else 0)", min=0, max=SEED_MAX),
     ] = None,
+    support_n: Annotated[
+        str, typer.Option(help="topn: given ratings per user, e.g. 5,10,20")
+    ] = "10",
+    k: Annotated[str, typer.Option("--k", help="topn: list lengths, e.g. 10,20")] = "10,20",
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="topn: the model the paired intervals are against (default: the best reference "
+            "by NDCG@10 among those evaluated)"
+        ),
+    ] = None,
+    objective: Annotated[
+        Literal["topn", "rating"],
+        typer.Option(help="topn: rank an artifact by its top-N model or by predicted rating"),
+    ] = "topn",
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="write the result JSON here")
+        Path | None,
+        typer.Option("--json", help="write the result JSON here (topn: and .md, .png beside it)"),
     ] = None,
     flow: Annotated[
         bool, typer.Option("--flow/--no-flow", help="run as the Prefect evaluate flow")
     ] = False,
 ) -> None:
-    """MeLU protocol: per user 10 seeded query ratings, the rest support; MAE and nDCG@1/@3."""
+    """MeLU protocol: per user 10 seeded query ratings, the rest support; MAE and nDCG@1/@3.
+
+    ``--protocol topn``: per hold-out user n seeded given ratings; the rest rated ≥ 4 are
+    relevant; Recall, NDCG, HitRate, MRR @k over the whole catalogue minus the support, coverage
+    and popularity rank of what is shown, paired 95% intervals against a reference.
+    """
+    models = [m.strip() for opt in model for m in opt.split(",") if m.strip()]
+    if protocol == "topn":
+        _evaluate_topn(
+            data_dir,
+            models,
+            seed,
+            users,
+            holdout_fraction,
+            split_seed,
+            (support_n, k, against, objective),
+            json_out,
+            flow,
+        )
+        return
+    check_options(
+        (len(models) == 1, "--model", "the melu protocol takes one model"),
+        (support_n == "10", "--support-n", "is only for --protocol topn"),
+        (k == "10,20", "--k", "is only for --protocol topn"),
+        (against is None, "--against", "is only for --protocol topn"),
+    )
+    who: Literal["all", "holdout"] = users or "all"
 
     def body() -> dict[str, Any]:
         if flow:
@@ -137,10 +192,10 @@ def evaluate_movielens(
 
             res = evaluate_flow(
                 str(data_dir),
-                [model],
+                models,
                 seed=seed,
                 domain="movielens",
-                users=users,
+                users=who,
                 holdout_fraction=holdout_fraction,
                 split_seed=split_seed,
             )
@@ -149,9 +204,9 @@ def evaluate_movielens(
 
         return evaluate_ratings(
             data_dir,
-            model,
+            models[0],
             seed,
-            users,
+            who,
             holdout_fraction,
             split_seed,
         )
@@ -163,3 +218,84 @@ def evaluate_movielens(
         f"{out['ndcg@1']:>7.4f} {out['ndcg@3']:>7.4f} {out['seconds']:>8.1f}"
     )
     write_json(json_out, out)
+
+
+def _evaluate_topn(
+    data_dir: Path,
+    models: list[str],
+    seed: int,
+    users: str | None,
+    holdout_fraction: float | None,
+    split_seed: int | None,
+    topn: tuple[str, str, str | None, Literal["topn", "rating"]],
+    json_out: Path | None,
+    flow: bool,
+) -> None:
+    """``evaluate movielens --protocol topn``: run, print the table, write JSON/MD/PNG."""
+    support_text, k_text, against, objective = topn
+    support_ns = int_list(support_text, "--support-n")
+    ks = int_list(k_text, "--k")
+    check_options(
+        (bool(models), "--model", "no model given"),
+        (users != "all", "--users", "all: the topn protocol evaluates the held-out users"),
+        (
+            holdout_fraction is None or 0 < holdout_fraction < 1,
+            "--holdout-fraction",
+            f"{holdout_fraction} must be in (0, 1) for the topn protocol",
+        ),
+        (
+            len(set(support_ns)) == len(support_ns),
+            "--support-n",
+            f"{support_text!r} repeats a size",
+        ),
+        (
+            against is None or any(against in (m, Path(m).name) for m in models),
+            "--against",
+            f"{against} is not among the models evaluated",
+        ),
+    )
+    outputs = (
+        [Path(json_out), Path(json_out).with_suffix(".md"), Path(json_out).with_suffix(".png")]
+        if json_out
+        else []
+    )
+
+    def body() -> dict[str, Any]:
+        from metascreen.pipelines.topn_report import add_paired, write_topn_report
+
+        if flow:
+            from metascreen.pipelines.flows import evaluate_flow
+
+            res = evaluate_flow(
+                str(data_dir),
+                models,
+                seed=seed,
+                domain="movielens",
+                holdout_fraction=holdout_fraction,
+                split_seed=split_seed,
+                protocol="topn",
+                topn={
+                    "support_ns": list(support_ns),
+                    "ks": list(ks),
+                    "objective": objective,
+                    "against": against,
+                },
+            )
+            r = next(iter(res.values()))
+        else:
+            from metascreen.models.workflows.movielens_topn import evaluate_topn_movielens
+
+            r = evaluate_topn_movielens(
+                data_dir, models, support_ns, ks, seed, holdout_fraction, split_seed, objective
+            )
+        add_paired(r, against, seed)
+        if json_out is not None:
+            write_topn_report(r, json_out)
+        return r
+
+    from metascreen.pipelines.topn_report import render_text
+
+    out = run(body, outputs=outputs, lock=Path(json_out) if json_out else None)
+    typer.echo(render_text(out))
+    if json_out is not None:
+        typer.echo(f"wrote {json_out} (+ .md, .png)")

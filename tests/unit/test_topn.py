@@ -1,171 +1,203 @@
-"""The top-N recommender: its closed-form item-item backbone, the model, loss, ONNX graph."""
+"""The top-N protocol (models/evaluation/topn.py) and its reference rankers (topn_refs.py)."""
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
+import math
 
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
-import torch
 
-from metascreen.domains.episodes import Task
-from metascreen.domains.errors import ConfigError, TaskTooSmallError
-from metascreen.models.features.itemitem import (
-    UserItemMatrices,
-    fit_item_item,
-    log_popularity,
-    user_item_matrices,
+from metascreen.domains.errors import ConfigError
+from metascreen.models.evaluation.topn import (
+    RatedUser,
+    draw_support,
+    evaluate_topn,
+    popularity_rank,
+    top_items,
+    user_metrics,
 )
-from metascreen.models.learners.topn import TopNRecommender, catalogue_softmax_loss
-from metascreen.models.workflows.topn_training import (
-    ColdUser,
-    TopNEpisodeSampler,
-    cold_users,
-    ndcg_at,
+from metascreen.models.evaluation.topn_refs import (
+    REFERENCES,
+    ease_weights,
+    item_counts,
+    knn_weights,
+    rated_users,
+    reference_fns,
 )
+from topn_data import clustered_ratings
 
 pytestmark = pytest.mark.unit
 
 
-def _ratings() -> pd.DataFrame:
-    rows = [
-        ("a", "1", 5), ("a", "2", 4), ("a", "3", 1),
-        ("b", "1", 4), ("b", "3", 5), ("b", "4", 2),
-        ("c", "2", 5), ("c", "4", 4), ("c", "9", 3),
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating"]).astype(
-        {"rating": np.float32}
-    )
+def test_popularity_rank_shares_ties() -> None:
+    ranks = popularity_rank(np.array([5, 3, 3, 10, 0, 1, 1, 1]))
+    np.testing.assert_allclose(ranks, [2, 3.5, 3.5, 1, 8, 6, 6, 6])
 
 
-def test_user_item_matrices_mark_rated_and_liked_in_catalogue_order() -> None:
-    m = user_item_matrices(_ratings(), ["1", "2", "3", "4"])  # item 9 is not in the catalogue
-    assert m.user_ids == ["a", "b", "c"]
-    np.testing.assert_array_equal(m.rated.toarray(), [[1, 1, 1, 0], [1, 0, 1, 1], [0, 1, 0, 1]])
-    np.testing.assert_array_equal(m.liked.toarray(), [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]])
-    assert m.rows({"c", "zz"}).user_ids == ["c"]
-    np.testing.assert_allclose(log_popularity(m), np.log1p([2, 2, 1, 1]))
+def test_user_metrics_by_hand() -> None:
+    pop = popularity_rank(np.array([5, 3, 3, 10, 0, 1, 1, 1]))
+    m = user_metrics(np.array([3, 1, 4, 0, 2]), np.array([1, 2, 7]), (2, 5), pop)
+    l2, l6 = 1 / math.log2(3), 1 / math.log2(6)
+    assert m["recall@2"] == pytest.approx(1 / 3)  # RecBole: hits / all relevant
+    assert m["ndcg@2"] == pytest.approx(l2 / (1 + l2))  # ideal: min(3, 2) hits on top
+    assert m["hit@2"] == 1.0 and m["mrr@2"] == 0.5
+    assert m["recall@5"] == pytest.approx(2 / 3)
+    assert m["ndcg@5"] == pytest.approx((l2 + l6) / (1 + l2 + 0.5))
+    assert m["mrr@5"] == 0.5 and m["hit@5"] == 1.0
+    assert m["poprank@2"] == pytest.approx((1 + 3.5) / 2)
+    assert m["poprank@5"] == pytest.approx((1 + 3.5 + 8 + 2 + 3.5) / 5)
+    miss = user_metrics(np.array([0, 3]), np.array([1]), (2,), pop)
+    assert miss["recall@2"] == miss["ndcg@2"] == miss["hit@2"] == miss["mrr@2"] == 0.0
 
 
-def test_item_item_is_the_expected_episode_least_squares_fit() -> None:
-    """With each rating kept with probability 1 − p, the exact expectation over every dropout
-    mask of ‖Y − (X∘M)B‖² is minimised by fit_item_item's matrix (λ = 0) times 1/(1 − p)."""
-    x = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], float)
-    y = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0], [0, 1, 1]], float)
-    p = 0.4
-    nz = list(zip(*np.nonzero(x), strict=True))
-    gram, cross = np.zeros((3, 3)), np.zeros((3, 3))
-    for keep in itertools.product([0, 1], repeat=len(nz)):
-        prob = np.prod([(1 - p) if k else p for k in keep])
-        xm = np.zeros_like(x)
-        for (i, j), k in zip(nz, keep, strict=True):
-            xm[i, j] = k
-        gram += prob * xm.T @ xm
-        cross += prob * xm.T @ y
-    want = np.linalg.solve(gram, cross)
-    m = UserItemMatrices(["u"] * 4, sp.csr_matrix(x), sp.csr_matrix(y))
-    got = fit_item_item(m, lam=0.0, dropout=p) / (1 - p)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+def test_top_items_masks_support_nan_last_and_ties_by_position() -> None:
+    s = np.array([1.0, 5.0, np.nan, 5.0, 2.0, 9.0])
+    assert top_items(s, np.array([5]), 6).tolist() == [1, 3, 4, 0, 2]
+    assert top_items(np.zeros(4), np.array([0, 2]), 3).tolist() == [1, 3]
 
 
-def test_item_item_refuses_bad_settings() -> None:
-    m = user_item_matrices(_ratings(), ["1", "2"])
+def _users(n: int = 3) -> list[RatedUser]:
+    out = []
+    for u in range(n):
+        pos = np.arange(u, u + 16, dtype=np.int64)
+        out.append(RatedUser(f"u{u}", pos, np.where(pos % 2 == 0, 5.0, 2.0).astype(np.float32)))
+    return out
+
+
+def test_evaluate_never_ranks_support_and_counts_skips() -> None:
+    users = _users(1)
+    seen: list[np.ndarray] = []
+
+    def support_first(uid: str, s: np.ndarray, sy: np.ndarray) -> np.ndarray:
+        seen.append(s)
+        out = np.zeros(30)
+        out[s] = 1e9  # a model that loves what the user gave: the evaluator masks it
+        return out
+
+    res = evaluate_topn(users, 30, support_first, np.ones(30), support_n=5, ks=(10,))
+    assert not res.shown[10][seen[0]].any() and res.shown[10].sum() == 10
+    assert res.coverage[10] == pytest.approx(10 / 30)
+    short = [RatedUser("s", np.arange(12), np.full(12, 5.0, np.float32))]
+    dull = [RatedUser("d", np.arange(20), np.full(20, 3.0, np.float32))]
+    r2 = evaluate_topn(short + dull + users, 30, support_first, np.ones(30), 5, (10,))
+    assert (r2.n_too_few_ratings, r2.n_no_relevant, r2.user_ids) == (1, 1, ["u0"])
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_topn(users, 30, lambda u, s, sy: np.zeros(3), np.ones(30), 5)
     with pytest.raises(ConfigError):
-        fit_item_item(m, lam=1.0, dropout=1.0)
-    with pytest.raises(ConfigError):
-        fit_item_item(m, lam=-1.0, dropout=0.5)
+        evaluate_topn(users, 30, support_first, np.ones(30), 0)
 
 
-def _model(n: int = 12, seed: int = 0) -> TopNRecommender:
-    gen = torch.Generator().manual_seed(seed)
-    return TopNRecommender(torch.randn(n, n, generator=gen), torch.rand(n, generator=gen), dim=4)
+def test_support_draw_is_seeded_per_user() -> None:
+    u = _users(1)[0]
+    a, b = draw_support(u, 5, 0), draw_support(u, 5, 0)
+    assert a[0].tolist() == b[0].tolist() and len(a[0]) == 5 and len(a[1]) == 11
+    assert draw_support(u, 5, 1)[0].tolist() != a[0].tolist()
+    assert sorted(np.concatenate(a).tolist()) == list(range(16))
+    rng = np.random.default_rng(3)
+    fn = lambda uid, s, sy: rng.random(30)  # noqa: E731 - scores differ call to call
+    r1 = evaluate_topn(_users(), 30, lambda uid, s, sy: np.arange(30.0), np.ones(30), 5)
+    r2 = evaluate_topn(_users(), 30, lambda uid, s, sy: np.arange(30.0), np.ones(30), 5)
+    assert r1.to_json() == r2.to_json()
+    assert evaluate_topn(_users(), 30, fn, np.ones(30), 5).user_ids == r1.user_ids
 
 
-def test_model_starts_as_the_item_item_backbone_and_ignores_padding() -> None:
-    model = _model().eval()
-    items = torch.tensor([[3, 5, 0, 0], [1, 2, 3, 4]])
-    ratings = torch.tensor([[5.0, 1.0, 1.0, 1.0], [4.0, 4.0, 2.0, 5.0]])
-    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
-    with torch.no_grad():
-        out = model(items, ratings, mask)
-        alone = model(items[:1, :2], ratings[:1, :2], mask[:1, :2])
-    want = 20.0 * (model.item_item[3] + model.item_item[5])
-    torch.testing.assert_close(out[0], want, atol=1e-3, rtol=0)  # item terms start near zero
-    torch.testing.assert_close(out[0], alone[0])
-    torch.testing.assert_close(
-        out[1], 20.0 * model.item_item[[1, 2, 3, 4]].sum(0), atol=1e-3, rtol=0
-    )
+def test_ease_and_knn_closed_forms() -> None:
+    g = np.array([[3.0, 2.0, 0.0], [2.0, 4.0, 1.0], [0.0, 1.0, 2.0]])
+    b = ease_weights(g, 1.0)
+    assert np.allclose(np.diag(b), 0)
+    p = np.linalg.inv(g + np.eye(3))
+    assert b[0, 1] == pytest.approx(-p[0, 1] / p[1, 1], rel=1e-5)
+    from metascreen.models.evaluation.topn_refs import rated_row_sum_fn, row_sum_fn
+
+    s, sy = np.array([0, 2]), np.array([5.0, 1.0], np.float32)
+    np.testing.assert_allclose(row_sum_fn(b)("u", s, sy), b[0] + b[2], rtol=1e-6)
+    np.testing.assert_allclose(rated_row_sum_fn(b)("u", s, sy), 5 * b[0] + b[2], rtol=1e-6)
+    w = knn_weights(g, 1, 0.0)
+    assert w[1, 0] == pytest.approx(2 / math.sqrt(12), rel=1e-5) and (w != 0).sum(axis=0).max() == 1
 
 
-def test_catalogue_softmax_loss_excludes_the_support_and_averages_targets() -> None:
-    scores = torch.tensor([[1.0, 2.0, 3.0, 0.5]])
-    targets = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
-    excluded = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # item 2 is in the support
-    logp = torch.log_softmax(torch.tensor([1.0, 2.0, 0.5]), 0)
-    want = -(logp[1] + logp[2]) / 2
-    torch.testing.assert_close(catalogue_softmax_loss(scores, targets, excluded), want)
-    none = catalogue_softmax_loss(scores, torch.zeros_like(targets), excluded)
-    assert float(none) == 0.0
+def test_ials_fold_in_is_the_least_squares_solution() -> None:
+    from metascreen.models.evaluation.topn_refs import binary_matrix, ials_fit, ials_fn
+
+    df = clustered_ratings(n_users=30)
+    items = sorted(df["item_id"].unique(), key=int)
+    model = ials_fit(binary_matrix(df, items), 8, 3.0, 5.0, seed=0)
+    y = np.asarray(model.item_factors, np.float64)
+    s = np.array([1, 4, 9], dtype=np.int64)
+    a = y.T @ y + 3.0 * np.eye(8) + 4.0 * y[s].T @ y[s]
+    expected = y @ np.linalg.solve(a, 5.0 * y[s].sum(axis=0))
+    np.testing.assert_allclose(ials_fn(model, len(items))("u", s, s * 0.0), expected, atol=1e-4)
 
 
-def test_cold_users_follow_the_protocol_and_ndcg_never_ranks_the_support() -> None:
+@pytest.fixture(scope="module")
+def split() -> tuple[object, list[RatedUser], list[str], np.ndarray]:
+    df = clustered_ratings()
+    items = sorted(df["item_id"].unique(), key=int)
+    test_ids = {str(u) for u in range(1, 91, 6)}
+    train = df[~df["user_id"].isin(test_ids)]
+    users = rated_users(df[df["user_id"].isin(test_ids)], items)
+    return train, users, items, item_counts(train, items)
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_references_beat_random_and_are_deterministic(
+    split: tuple, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metascreen.models.evaluation import topn_refs
+
+    # grids for 60 items (the defaults are placed for ML-1M's 3.9k); an iALS fit costs ~0.5 s
+    monkeypatch.setattr(topn_refs, "IALS_GRID", ((16, 1.0, 10.0), (16, 10.0, 10.0)))
+    monkeypatch.setattr(topn_refs, "KNN_GRID", ((50, 0.0), (0, 0.0)))
+    train, users, items, pop = split
+    fns, info = reference_fns(name, train, items, (5,), seed=0)
+    res = evaluate_topn(users, len(items), fns[5], pop, 5, (10,))
     rng = np.random.default_rng(0)
-    rows = [(f"u{u}", str(i), float(rng.integers(1, 6))) for u in range(4) for i in range(25)]
-    rows += [("short", str(i), 5.0) for i in range(12)]  # fewer than support + 10 ratings
-    df = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
-    items = [str(i) for i in range(25)]
-    m = user_item_matrices(df, items)
-    users = cold_users(m, df, items, support_n=10, seed=3)
-    assert [u.user_id for u in users] == ["u0", "u1", "u2", "u3"]
-    again = cold_users(m, df, items, support_n=10, seed=3)
-    assert all(np.array_equal(a.support, b.support) for a, b in zip(users, again, strict=True))
-    u = users[0]
-    assert len(u.support) == 10 and not set(u.support) & set(u.relevant)
-    scores = np.zeros((1, 25))
-    scores[0, u.support] = 100.0  # the support scores highest but must not be shown
-    scores[0, u.relevant] = 1.0
-    assert ndcg_at(scores, [u])[0] == pytest.approx(1.0)
-    perfect_miss = ColdUser("x", np.array([0]), np.array([5.0]), np.array([1]))
-    s2 = np.zeros((1, 25))
-    s2[0, 1] = -1.0  # the one relevant item is ranked last
-    assert ndcg_at(s2, [perfect_miss], k=10)[0] == 0.0
+    rnd = evaluate_topn(users, len(items), lambda u, s, sy: rng.random(len(items)), pop, 5, (10,))
+    margin = 0.03 if name == "popular" else 0.2  # the fixture's popularity skew is mild
+    assert res.means()["ndcg@10"] > rnd.means()["ndcg@10"] + margin, name
+    again = evaluate_topn(users, len(items), reference_fns(name, train, items, (5,))[0][5], pop, 5)
+    assert np.allclose(again.per_user["ndcg@10"], res.per_user["ndcg@10"])
+    if name in ("ease", "itemknn", "ials"):
+        assert (
+            set(info["chosen"]) == {"5"} and info["grid"] and info["tuned_on"]["n_users"]["5"] > 0
+        )
 
 
-def test_episode_sampler_leaves_items_to_find() -> None:
-    task = Task("u", np.arange(12, dtype=np.int64), np.full(12, 4.0, np.float32))
-    sampler = TopNEpisodeSampler(3, 30)
-    for seed in range(20):
-        ep = sampler.sample(task, seed)
-        assert 3 <= len(ep.support) <= 7 and len(ep.support) + len(ep.query) == 12
-    with pytest.raises(TaskTooSmallError):
-        sampler.sample(Task("v", np.arange(6, dtype=np.int64), np.ones(6, np.float32)), 0)
+def test_ease_grid_extends_at_its_ends() -> None:
+    from metascreen.models.evaluation.topn_refs import _extend_ease
+
+    assert _extend_ease([500.0, 1000.0], 1) == 2000.0
+    assert _extend_ease([500.0, 1000.0], 0) == 250.0
+    assert _extend_ease([500.0, 1000.0, 2000.0], 1) is None
+    assert _extend_ease([1.0, 2.0, 4.0], 0) is None
+    with pytest.raises(ConfigError, match="unknown reference"):
+        reference_fns("nope", None, [], (5,))  # type: ignore[arg-type]
 
 
-def test_onnx_graph_matches_torch_at_new_shapes(tmp_path: Path) -> None:
-    from metascreen.models.serving.topn import TopNScorer
-    from metascreen.models.training.export import export_topn_onnx
+def test_tuning_extends_the_grid_while_an_end_wins(
+    split: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
 
-    model = _model(n=30)
-    with torch.no_grad():
-        model.bias.copy_(torch.linspace(-1, 1, 30))
-        model.pop.fill_(0.3)
-    path = tmp_path / "topn.onnx"
-    assert export_topn_onnx(model, path) <= 1e-4
-    from metascreen.domains.io import sha256_file
+    from metascreen.models.evaluation import topn_refs
 
-    meta = {"files": {"topn.onnx": sha256_file(path)}, "topn": {"n_items": 30}}
-    scorer = TopNScorer(tmp_path, meta, device="cpu")
-    supports = [np.array([1, 7, 9]), np.array([4]), np.arange(11)]
-    ratings = [np.array([5.0, 2.0, 4.0]), np.array([3.0]), np.full(11, 4.0)]
-    got = scorer.scores(supports, ratings, batch=2)
-    for n, (s, r) in enumerate(zip(supports, ratings, strict=True)):
-        with torch.no_grad():
-            want = model(
-                torch.as_tensor(s)[None],
-                torch.as_tensor(r, dtype=torch.float32)[None],
-                torch.ones(1, len(s)),
-            )[0].numpy()
-        np.testing.assert_allclose(got[n], want, atol=1e-4)
+    peak = {5: 16.0, 10: 0.5}  # n = 5 peaks above the grid, n = 10 below it
+
+    def fake_eval(users: list, n_items: int, fn: object, pop: object, n: int, *a: object) -> object:
+        lam = fn.lam  # type: ignore[attr-defined]
+        score = -abs(math.log2(lam) - math.log2(peak[n]))
+        return SimpleNamespace(per_user={"ndcg@10": np.array([score])}, user_ids=["u"])
+
+    def make(state: object, lam: float) -> object:
+        fn = SimpleNamespace(lam=lam)
+        return fn
+
+    monkeypatch.setattr(topn_refs, "evaluate_topn", fake_eval)
+    train, _, items, _ = split
+    fns, info = topn_refs.tune_and_fit(
+        lambda df, it: None, make, (2.0, 4.0), train, items, (5, 10), extend=topn_refs._extend_ease
+    )
+    # one point at a time, each support size's end in turn, until neither best is at an end
+    # (λ is never halved below 1)
+    assert [g["params"] for g in info["grid"]] == [2.0, 4.0, 1.0, 8.0, 16.0, 32.0]
+    assert info["chosen"] == {"5": 16.0, "10": 1.0} and fns[5].lam == 16.0  # type: ignore[attr-defined]
