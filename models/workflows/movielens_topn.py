@@ -30,6 +30,7 @@ from metascreen.models.evaluation.topn_refs import (
     reference_fns,
 )
 from metascreen.models.serving.artifact import MOVIELENS_PREDICTOR, read_artifact
+from metascreen.models.serving.ratings import RatingPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,32 @@ def artifact_topn_fn(
     artifact's top-N model.
     """
     if objective == "topn":
-        raise ConfigError(
-            f"{model_dir} has no top-N model (this version ranks by predicted rating only): "
-            "use --objective rating"
-        )
+        return _artifact_topn_graph(Path(model_dir), items)
     if objective != "rating":
         raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     predict, _ = onnx_rating_fn(Path(model_dir), items, inter)
     every = np.arange(len(items), dtype=np.int64)
     return lambda uid, s, sy: predict(s, sy, every)
+
+
+def _artifact_topn_graph(model_dir: Path, items: list[str]) -> TopNFn:
+    """The artifact's top-N graph (onnxruntime) over ``items``: catalogue positions are mapped
+    to the artifact's item table; items it does not know score −inf (never shown), and so do
+    support items it does not know (left out of the support)."""
+    model = RatingPredictor(model_dir)
+    scorer = model.topn
+    to_model = model.table.positions(list(items))  # evaluator position → artifact row (−1)
+    known = to_model >= 0
+
+    def fn(uid: str, s: np.ndarray, sy: np.ndarray) -> np.ndarray:
+        rows = to_model[s]
+        keep = rows >= 0
+        scores = scorer.scores([rows[keep]], [np.asarray(sy, np.float32)[keep]])[0]
+        out = np.full(len(items), -np.inf)
+        out[known] = scores[to_model[known]]
+        return out
+
+    return fn
 
 
 def model_label(model: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,7 @@ def rating_model(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_dir=out.parent / "run",
         progress=False,
         policy_cfg={"warm_steps": 0},
+        topn_cfg={"lams": (50.0,), "dropouts": (0.8,), "steps": 4, "eval_every": 2, "folds": 2},
     )
 
 
@@ -104,8 +106,18 @@ def test_an_artifact_ranks_by_predicted_rating_on_its_own_hold_out(
     assert r["holdout"]["fraction"] == 0.3 and r["against"] == "popular"
     assert r["models"]["m"]["fit"] == {"objective": "rating"}
     assert r["models"]["m"]["support"]["5"]["n_users"] > 10
-    no_topn = _run(str(data), "--model", str(rating_model), *args)
-    assert no_topn.exit_code == 2 and "has no top-N model" in no_topn.output
+    by_topn = _run(str(data), "--model", str(rating_model), *args, "--json", str(out))
+    assert by_topn.exit_code == 0, by_topn.output  # the default objective: its top-N model
+    t = json.loads(out.read_text())["models"]["m"]
+    assert t["fit"] == {"objective": "topn"}
+    assert t["support"]["5"]["n_users"] == r["models"]["m"]["support"]["5"]["n_users"]
+    old = tmp_path / "old"
+    shutil.copytree(rating_model, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    del meta["topn"]
+    (old / "metadata.json").write_text(json.dumps(meta))
+    no_topn = _run(str(data), "--model", str(old), *args)
+    assert no_topn.exit_code == 2 and "no top-N model" in no_topn.output
     other = _run(str(data), "--model", str(rating_model), *args, "--holdout-fraction", "0.2",
                  "--objective", "rating")  # fmt: skip
     assert other.exit_code == 2 and "seen in training" in other.output
