@@ -234,7 +234,25 @@ def finalize(
     atomic_write_json(Path(job.work_dir) / "report.json", asdict(report))
     if not keep_work:
         shutil.rmtree(job.work_dir, ignore_errors=True)
+        remove_if_empty(Path(job.work_dir).parent)
     return report
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` (a work root) if nothing is left in it; whether it is gone.
+
+    A completed job removes its own folder; the root beside the output goes with its last job,
+    so a successful run leaves only its outputs. A job folder of other inputs (a killed run that
+    was not rerun) keeps the root, to be resumed.
+    """
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        logger.info("kept %s: %s", folder, ", ".join(sorted(p.name for p in folder.iterdir())))
+        return False
+    return True
 
 
 def now() -> float:
