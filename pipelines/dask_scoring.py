@@ -69,6 +69,14 @@ def cluster_kwargs(workers: int | None, scratch: Path | None = None) -> dict[str
     return kwargs
 
 
+def scratch_in(scratch: Path) -> Any:
+    """Context: every Dask server started in it (the scheduler, nannies and workers) keeps its
+    scratch space in ``scratch`` instead of the system temp folder."""
+    import dask
+
+    return dask.config.set({"temporary-directory": str(scratch)})
+
+
 def check_scheduler(address: str, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when nothing listens at a ``tcp://HOST:PORT`` scheduler address."""
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
@@ -165,7 +173,11 @@ def score_on_dask(
             counts = _run(client, job, library, chunk_size, smiles_column)
     else:
         scratch = work_root / SCRATCH
-        with LocalCluster(**cluster_kwargs(workers, scratch)) as cluster, Client(cluster) as client:
+        with (
+            scratch_in(scratch),
+            LocalCluster(**cluster_kwargs(workers, scratch)) as cluster,
+            Client(cluster) as client,
+        ):
             counts = _run(client, job, library, chunk_size, smiles_column)
     n_chunks, n_rows, skipped = counts
     report = chunked.finalize(job, n_chunks, n_rows, output, chunked.now() - start)

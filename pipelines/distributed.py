@@ -27,6 +27,7 @@ from metascreen.pipelines.dask_scoring import (
     drive_chunks,
     quiet_dask_logs,
     remove_scratch,
+    scratch_in,
 )
 from metascreen.pipelines.results import (
     model_version,
@@ -142,9 +143,10 @@ def score_distributed(
         check_scheduler(address)
     work_root = Path(kwargs.get("work_root") or chunked.default_work_root(Path(output)))
     runner = task_runner(workers, address, work_root / SCRATCH)
-    result: dict[str, Any] = distributed_score_flow.with_options(task_runner=runner)(
-        str(model_dir), str(support), str(library), str(output), **kwargs
-    )
+    with scratch_in(work_root / SCRATCH):
+        result: dict[str, Any] = distributed_score_flow.with_options(task_runner=runner)(
+            str(model_dir), str(support), str(library), str(output), **kwargs
+        )
     if not kwargs.get("keep_work"):
         remove_scratch(work_root)
     return result
