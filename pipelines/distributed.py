@@ -1,13 +1,13 @@
-"""Distributed, resumable batch scoring as a Prefect flow on Dask through prefect-dask.
+"""Distributed, resumable batch scoring as a Prefect flow on Dask, through prefect-dask.
 
-For deployments (``batch_score_flow`` with ``dask_workers``/``dask_address``), where a Prefect
-server records each chunk as a task run. ``--workers N`` / ``--dask-address`` start a Dask
-``LocalCluster`` of N single-threaded worker processes bound to 127.0.0.1 (no dashboard) or use an
-existing scheduler. The driver streams the library in chunks and submits one Prefect task per
-chunk that is not yet in the job's work folder (see ``metascreen.models.serving.chunked``),
-keeping at most a few chunks in flight so memory stays flat; the output is assembled in input
-order once every chunk exists. The CLI's ``score molecules --workers`` runs the same loop without
-Prefect (``metascreen.pipelines.dask_scoring``): it needs no Prefect API.
+What deployments run (``batch_score_flow`` with ``dask_workers`` or ``dask_address``), where a
+Prefect server records each chunk as a task run: a loopback Dask ``LocalCluster`` of N
+single-threaded worker processes (no dashboard), or an existing scheduler. The driver streams the
+library in chunks and submits one Prefect task per chunk that is not yet in the job's work folder
+(see ``metascreen.models.serving.chunked``), keeping at most a few chunks in flight so memory
+stays flat; the output is assembled in input order once every chunk exists. The CLI's
+``score molecules --workers N / --dask-address`` runs the same loop without Prefect
+(``metascreen.pipelines.dask_scoring``): it needs no Prefect API.
 """
 
 from __future__ import annotations
