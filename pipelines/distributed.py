@@ -1,10 +1,13 @@
-"""Distributed, resumable batch scoring on Dask through prefect-dask's ``DaskTaskRunner``.
+"""Distributed, resumable batch scoring as a Prefect flow on Dask, through prefect-dask.
 
-``--workers N`` starts a Dask ``LocalCluster`` of N single-threaded worker processes bound to
-127.0.0.1 (no dashboard); ``--dask-address tcp://HOST:PORT`` uses an existing scheduler instead.
-The driver streams the library in chunks and submits one Prefect task per chunk that is not yet
-in the job's work folder (see ``metascreen.models.serving.chunked``), keeping at most a few chunks in
-flight so memory stays flat; the output is assembled in input order once every chunk exists.
+What deployments run (``batch_score_flow`` with ``dask_workers`` or ``dask_address``), where a
+Prefect server records each chunk as a task run: a loopback Dask ``LocalCluster`` of N
+single-threaded worker processes (no dashboard), or an existing scheduler. The driver streams the
+library in chunks and submits one Prefect task per chunk that is not yet in the job's work folder
+(see ``metascreen.models.serving.chunked``), keeping at most a few chunks in flight so memory
+stays flat; the output is assembled in input order once every chunk exists. The CLI's
+``score molecules --workers N / --dask-address`` runs the same loop without Prefect
+(``metascreen.pipelines.dask_scoring``): it needs no Prefect API.
 """
 
 from __future__ import annotations
@@ -15,36 +18,25 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 
-from metascreen.domains.molecules.load import iter_table_chunks
 from metascreen.models.serving import chunked
+from metascreen.pipelines.dask_scoring import (
+    SCRATCH,
+    check_scheduler,
+    cluster_kwargs,
+    drive_chunks,
+    quiet_dask_logs,
+    remove_scratch,
+    scratch_in,
+)
 from metascreen.pipelines.results import (
     model_version,
     publish_outputs,
     publish_summary,
     publish_top,
 )
-from metascreen.pipelines.stack import LOCALHOST
 
 logger = logging.getLogger(__name__)
-
-_QUIET = ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny")
-
-
-def quiet_dask_logs(level: int = logging.ERROR) -> None:
-    """``distributed`` logs a hundred INFO lines per cluster; keep errors only.
-
-    The environment variable reaches the worker processes the cluster spawns.
-    """
-    import os
-
-    import dask
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", logging.getLevelName(level).lower())
-    dask.config.set({"logging.distributed": logging.getLevelName(level).lower()})
-    for name in _QUIET:
-        logging.getLogger(name).setLevel(level)
 
 
 @task(name="score-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
@@ -83,21 +75,13 @@ def distributed_score_flow(
         device,
         Path(work_root) if work_root else None,
     )
-    pending: list[PrefectFuture[dict[str, int]]] = []
-    n_chunks = n_rows = skipped = 0
-    for index, df in enumerate(iter_table_chunks(Path(library), chunk_size, smiles_column)):
-        n_chunks += 1
-        n_rows += len(df)
-        if job.done(index):
-            skipped += 1
-            continue
-        pending.append(score_chunk_task.submit(job, index, df))
-        while len(pending) >= max_in_flight:
-            pending.pop(0).result()
-    for fut in pending:
-        fut.result()
-    logger.info(
-        "%d chunks: %d scored now, %d done by an earlier run", n_chunks, n_chunks - skipped, skipped
+    n_chunks, n_rows, skipped = drive_chunks(
+        job,
+        Path(library),
+        chunk_size,
+        smiles_column,
+        lambda index, df: score_chunk_task.submit(job, index, df),
+        max_in_flight,
     )
     report = chunked.finalize(
         job, n_chunks, n_rows, Path(output), chunked.now() - start, keep_work=keep_work
@@ -127,42 +111,19 @@ def distributed_score_flow(
     }
 
 
-def task_runner(workers: int | None = None, address: str | None = None) -> Any:
-    """A ``DaskTaskRunner`` on an existing scheduler, or on a loopback-only ``LocalCluster``."""
+def task_runner(
+    workers: int | None = None, address: str | None = None, scratch: Path | None = None
+) -> Any:
+    """A ``DaskTaskRunner`` on an existing scheduler, or on a loopback-only ``LocalCluster``
+    whose scratch space is ``scratch`` (default: Dask's, in the system temp folder)."""
     from prefect_dask import DaskTaskRunner
 
     quiet_dask_logs()
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": workers or 2,
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": LOCALHOST,
-            "dashboard_address": None,  # no HTTP dashboard at all
-            "silence_logs": logging.ERROR,
-        },
+        cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs(workers, scratch)
     )
-
-
-def _check_scheduler(address: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing listens at a ``tcp://HOST:PORT`` scheduler address."""
-    import socket
-    from urllib.parse import urlsplit
-
-    from metascreen.domains.errors import InputError
-
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
-        raise InputError(f"--dask-address {address!r}: expected tcp://HOST:PORT")
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
-    except OSError as err:
-        raise InputError(
-            f"--dask-address {address}: no Dask scheduler reachable ({err.strerror or err})"
-        ) from err
 
 
 def score_distributed(
@@ -174,11 +135,18 @@ def score_distributed(
     address: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Run ``distributed_score_flow`` on a LocalCluster of ``workers`` or the cluster at ``address``."""
+    """Run ``distributed_score_flow`` on a LocalCluster of ``workers`` or the cluster at ``address``.
+
+    The LocalCluster's scratch space is in the output's work folder, removed with it.
+    """
     if address:
-        _check_scheduler(address)
-    runner = task_runner(workers, address)
-    result: dict[str, Any] = distributed_score_flow.with_options(task_runner=runner)(
-        str(model_dir), str(support), str(library), str(output), **kwargs
-    )
+        check_scheduler(address)
+    work_root = Path(kwargs.get("work_root") or chunked.default_work_root(Path(output)))
+    runner = task_runner(workers, address, work_root / SCRATCH)
+    with scratch_in(work_root / SCRATCH):
+        result: dict[str, Any] = distributed_score_flow.with_options(task_runner=runner)(
+            str(model_dir), str(support), str(library), str(output), **kwargs
+        )
+    if not kwargs.get("keep_work"):
+        remove_scratch(work_root)
     return result

@@ -174,17 +174,44 @@ def finalize(
 ) -> ScoreReport:
     """Concatenate the chunks in order into ``output`` (+ quarantine CSV); check row accounting.
 
+    Then, unless ``keep_work``, remove the job's folder and the work root if that leaves it empty.
+
     Raises:
         InputError: a chunk is missing, or rows are missing or duplicated.
     """
-    import pyarrow.parquet as pq
-
     output = Path(output)
     missing = [i for i in range(n_chunks) if not job.done(i)]
     if missing:
         raise InputError(
             f"{job.work_dir}: {len(missing)} chunks unfinished (first {missing[:5]}); rerun the command"
         )
+    n_scored, quarantined = _write_output(job, n_chunks, n_rows, output)
+    q_path, n_q = _write_quarantine(output, quarantined)
+    providers = list(_predictor(job.model_dir, job.device).session.get_providers())
+    report = ScoreReport(
+        n_input=n_rows,
+        n_scored=n_scored,
+        n_quarantined=n_q,
+        n_support=len(job.support_y),
+        output=str(output),
+        quarantine=str(q_path) if n_q else None,
+        seconds=seconds,
+        providers=providers,
+    )
+    atomic_write_json(Path(job.work_dir) / "report.json", asdict(report))
+    if not keep_work:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+        remove_if_empty(Path(job.work_dir).parent)
+    return report
+
+
+def _write_output(
+    job: ScoringJob, n_chunks: int, n_rows: int, output: Path
+) -> tuple[int, list[pd.DataFrame]]:
+    """Write the chunks' scored rows in order to ``output`` (atomically, only if every input row
+    appears exactly once); the number written and the chunks' quarantined rows."""
+    import pyarrow.parquet as pq
+
     seen = np.zeros(n_rows, dtype=np.int64)
     writer = open_writer(output)
     quarantined = []
@@ -212,29 +239,36 @@ def finalize(
             f"{int((seen > 1).sum())} duplicated); delete the work folder and rerun"
         )
     writer.commit()
+    return n_scored, quarantined
+
+
+def _write_quarantine(output: Path, quarantined: list[pd.DataFrame]) -> tuple[Path, int]:
+    """Replace ``<output stem>.quarantine.csv`` by the quarantined rows (none: no file)."""
     q_path = output.with_name(output.stem + ".quarantine.csv")
     q_path.unlink(missing_ok=True)
-    n_q = 0
-    if quarantined:
-        qdf = pd.concat(quarantined, ignore_index=True)
-        n_q = len(qdf)
-        atomic_write_bytes(q_path, qdf.to_csv(index=False).encode())
-        logger.warning("quarantined %d rows to %s", n_q, q_path)
-    providers = list(_predictor(job.model_dir, job.device).session.get_providers())
-    report = ScoreReport(
-        n_input=n_rows,
-        n_scored=n_scored,
-        n_quarantined=n_q,
-        n_support=len(job.support_y),
-        output=str(output),
-        quarantine=str(q_path) if n_q else None,
-        seconds=seconds,
-        providers=providers,
-    )
-    atomic_write_json(Path(job.work_dir) / "report.json", asdict(report))
-    if not keep_work:
-        shutil.rmtree(job.work_dir, ignore_errors=True)
-    return report
+    if not quarantined:
+        return q_path, 0
+    qdf = pd.concat(quarantined, ignore_index=True)
+    atomic_write_bytes(q_path, qdf.to_csv(index=False).encode())
+    logger.warning("quarantined %d rows to %s", len(qdf), q_path)
+    return q_path, len(qdf)
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` (a work root) if nothing is left in it; whether it is gone.
+
+    A completed job removes its own folder; the root beside the output goes with its last job,
+    so a successful run leaves only its outputs. A job folder of other inputs (a killed run that
+    was not rerun) keeps the root, to be resumed.
+    """
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        logger.info("kept %s: %s", folder, ", ".join(sorted(p.name for p in folder.iterdir())))
+        return False
+    return True
 
 
 def now() -> float:

@@ -49,7 +49,14 @@ app.add_typer(ops.bench_app, name="bench")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: tag the run and start its watchdog, then run the command.
+
+    The watchdog stops whatever the command started if the command is killed without a chance
+    to stop it itself (SIGKILL); see ``metascreen.pipelines.watchdog``.
+    """
+    from metascreen.pipelines import watchdog
+
+    watchdog.start()
     app()
 
 

@@ -79,9 +79,9 @@ def score_molecules(
 
         model_dir = resolve_model_dir(model, registry, model_name)
         if workers is not None or dask_address is not None:
-            from metascreen.pipelines.distributed import score_distributed
+            from metascreen.pipelines.dask_scoring import score_on_dask
 
-            out = score_distributed(
+            out = score_on_dask(
                 model_dir,
                 support,
                 input,

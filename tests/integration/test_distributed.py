@@ -47,12 +47,18 @@ def _assert_same_as_single_process(
     assert sorted(rows) == list(range(len(pd.read_csv(library))))  # none missing, no duplicates
 
 
+@pytest.mark.parametrize("engine", ["flow", "plain"])
 def test_dask_scoring_matches_single_process(
-    prefect_harness: None, tiny_model: Path, tmp_path: Path
+    engine: str, request: pytest.FixtureRequest, tiny_model: Path, tmp_path: Path
 ) -> None:
+    """The Prefect flow (deployments) and the plain Dask path (``score --workers``) alike."""
     from distributed import LocalCluster
 
-    from metascreen.pipelines.distributed import score_distributed
+    if engine == "flow":
+        request.getfixturevalue("prefect_harness")
+        from metascreen.pipelines.distributed import score_distributed
+    else:
+        from metascreen.pipelines.dask_scoring import score_on_dask as score_distributed
 
     support, library = _inputs(tmp_path, 400)
     with LocalCluster(
@@ -75,16 +81,15 @@ def test_dask_scoring_matches_single_process(
     assert out["n_chunks"] == 11 and out["chunks_skipped"] == 0
     assert out["n_input"] == 400 == out["n_scored"] + out["n_quarantined"]
     assert not Path(out["work_dir"]).exists()  # removed once the output is complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dask.parquet", "dask.quarantine.csv", "lib.csv", "support.csv"
+    ]  # fmt: skip
     _assert_same_as_single_process(
         tiny_model, support, library, tmp_path / "dask.parquet", tmp_path
     )
 
 
-def test_killed_run_resumes_without_redoing_chunks(
-    prefect_harness: None, tiny_model: Path, tmp_path: Path
-) -> None:
-    from prefect.settings import PREFECT_API_URL
-
+def test_killed_run_resumes_without_redoing_chunks(tiny_model: Path, tmp_path: Path) -> None:
     support, library = _inputs(tmp_path, 1600)
     out = tmp_path / "scores.parquet"
     cmd = [
@@ -104,8 +109,7 @@ def test_killed_run_resumes_without_redoing_chunks(
         "--chunk-size",
         "40",
     ]
-    # Use the session's Prefect backend rather than starting an ephemeral server per run.
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env = dict(os.environ)  # no Prefect API: score --workers runs plain Dask
     work_root = tmp_path / ".scores.parquet.work"
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -133,4 +137,5 @@ def test_killed_run_resumes_without_redoing_chunks(
     m = re.search(r"resumed: (\d+) of (\d+) chunks were done", res.stdout)
     assert m, res.stdout
     assert int(m.group(1)) == len(finished) and int(m.group(2)) == 40
+    assert not work_root.exists()  # the rerun removed the killed run's work folder
     _assert_same_as_single_process(tiny_model, support, library, out, tmp_path)
