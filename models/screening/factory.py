@@ -154,6 +154,16 @@ def _greedy_topn(ctx: Any) -> Picker:
     return GreedyTopNPicker(ctx.predictor.topn, ctx.table.mf.item_count, ctx.hidden)
 
 
+def _greedy_ease(ctx: Any) -> Picker:
+    from metascreen.models.evaluation.topn_refs import item_counts, reference_fns
+    from metascreen.models.screening.movielens import FnScorer, GreedyTopNPicker
+
+    items = list(ctx.table.item_ids)
+    fns, _ = reference_fns("ease", ctx.train_ratings, items, (10,))
+    counts = item_counts(ctx.train_ratings, items)
+    return GreedyTopNPicker(FnScorer(fns[10]), counts, ctx.hidden, name="greedy-ease")
+
+
 def _rating_policy(ctx: Any) -> Picker:
     from metascreen.models.screening.movielens import load_policy_picker
 
@@ -199,6 +209,12 @@ MOVIELENS_PICKERS: Mapping[str, PickerSpec] = {
     ),
     "greedy-topn": PickerSpec(
         "catalogue", _greedy_topn, "the model's top-N recommender on the revealed ratings"
+    ),
+    "greedy-ease": PickerSpec(
+        "catalogue",
+        _greedy_ease,
+        "EASE (λ chosen on a slice of the model's training users, 10 ratings given) on the "
+        "revealed ratings",
     ),
     "policy": PickerSpec("catalogue", _rating_policy, "the model's learned policy"),
 }

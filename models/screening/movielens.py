@@ -5,15 +5,17 @@ item ≥ 4, else 0 (unrated items are misses); the user starts with nothing know
 one item not shown before. Pickers: ``random``, ``popular`` (items most rated in the training
 data first), ``greedy`` (the rating predictor re-adapted on the ratings revealed so far; with
 none yet, its prior ``μ + b_i``), ``greedy-topn`` (the artifact's top-N model on the revealed
-ratings) and ``policy`` (the artifact's learned policy); names resolve in
+ratings), ``greedy-ease`` (EASE, fitted on the model's training users, on the revealed ratings) and
+``policy`` (the artifact's learned policy); names resolve in
 ``metascreen.models.screening.factory``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,7 +25,6 @@ from metascreen.models.screening.simulator import BatchEnv
 from metascreen.models.serving.artifact import verify_sha256
 from metascreen.models.serving.policy import OnnxPolicyPicker, PolicyGraph
 from metascreen.models.serving.ratings import RatingPredictor
-from metascreen.models.serving.topn import TopNScorer
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +78,40 @@ class GreedyRatingPicker:
         return out
 
 
-class GreedyTopNPicker:
-    """The artifact's top-N model re-scored on the ratings revealed so far (shown items the
-    user rated); before the first, the most-liked training items first."""
+class SupportScorer(Protocol):
+    """Scores the catalogue for users given their support (``TopNScorer`` and ``FnScorer``)."""
 
-    name = "greedy-topn"
+    def scores(self, supports: list[np.ndarray], ratings: list[np.ndarray]) -> np.ndarray:
+        """(U, n_items) scores."""
+        ...
+
+
+class FnScorer:
+    """A per-user ranker ``(user_id, support, ratings) -> (n_items,)`` as a ``SupportScorer``."""
+
+    def __init__(self, fn: Callable[[str, np.ndarray, np.ndarray], np.ndarray]) -> None:
+        """Wrap ``fn`` (e.g. a reference of ``models.evaluation.topn_refs``)."""
+        self.fn = fn
+
+    def scores(self, supports: list[np.ndarray], ratings: list[np.ndarray]) -> np.ndarray:
+        """(U, n_items) scores, one call per user."""
+        return np.stack([self.fn("", s, r) for s, r in zip(supports, ratings, strict=True)])
+
+
+class GreedyTopNPicker:
+    """A top-N ranker re-scored on the ratings revealed so far (shown items the user rated);
+    before the first, the most-rated training items first. ``greedy-topn``: the artifact's
+    top-N model; ``greedy-ease``: EASE on the training users."""
 
     def __init__(
-        self, scorer: TopNScorer, counts: np.ndarray, ratings: dict[str, dict[int, float]]
+        self,
+        scorer: SupportScorer,
+        counts: np.ndarray,
+        ratings: dict[str, dict[int, float]],
+        name: str = "greedy-topn",
     ) -> None:
         """``counts`` (n_items,) training ratings per row; ``ratings[user][row]`` hidden ratings."""
+        self.name = name
         self.scorer = scorer
         self.prior = np.log1p(counts.astype(np.float64))
         self.ratings = ratings

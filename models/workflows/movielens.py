@@ -618,12 +618,14 @@ def simulate_movielens(
         policy = "policy"
     inter = load_interactions(Path(data_dir))
     ratings = inter.ratings
+    split = predictor.onnx.info.metadata.get("training_data", {}).get("holdout", {})
+    train_ratings = ratings
+    if split.get("fraction"):
+        train_ratings = split_users(inter, float(split["fraction"]), int(split["split_seed"])).train
     if users == "holdout":
-        split = predictor.onnx.info.metadata.get("training_data", {}).get("holdout", {})
         if not split.get("fraction"):
             raise ConfigError(f"{model_dir} was trained on every user: no hold-out to simulate")
-        rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
-        ratings = ratings[ratings["user_id"].isin(rs.holdout)]
+        ratings = ratings[~ratings["user_id"].isin(set(train_ratings["user_id"]))]
     n_items = len(table.item_ids)
     tasks: list[Task] = []
     hidden: dict[str, dict[int, float]] = {}
@@ -637,6 +639,7 @@ def simulate_movielens(
         predictor=predictor,
         table=table,
         hidden=hidden,
+        train_ratings=train_ratings,
         model_dir=Path(model_dir),
         metadata=predictor.onnx.info.metadata,
     )

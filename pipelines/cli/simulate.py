@@ -286,7 +286,7 @@ def simulate_movielens_cmd(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="policy (default: the learned policy) | random | popular | greedy | greedy-topn"
+            help="policy (default: the learned policy) | random | popular | greedy | greedy-topn | greedy-ease"
         ),
     ] = None,
     budget: Annotated[int, typer.Option(help="items shown per user", min=1, max=100_000)] = 20,

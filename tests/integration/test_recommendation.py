@@ -338,7 +338,7 @@ def test_real_ml100k_prepare_and_baselines(tmp_path: Path) -> None:
 
 def test_simulate_movielens_baselines(rec_model: Path, tiny_ml: Path, tmp_path: Path) -> None:
     got = {}
-    for policy in ("random", "popular", "greedy"):
+    for policy in ("random", "popular", "greedy", "greedy-topn", "greedy-ease"):
         out = tmp_path / f"{policy}.json"
         res = runner.invoke(
             app,
@@ -377,6 +377,9 @@ def test_simulate_movielens_baselines(rec_model: Path, tiny_ml: Path, tmp_path: 
     assert r["n_users"] == 12 and len(r["curve"]) == 5
     assert all(a <= b for a, b in zip(r["curve"], r["curve"][1:], strict=False))
     assert r["cumulative_precision"] == pytest.approx(r["curve"][-1] / 5, abs=1e-4)
+    for name in ("greedy-topn", "greedy-ease"):  # the top-N rankers, re-scored on what is revealed
+        assert got[name]["policy"] == name and got[name]["n_users"] == 12
+        assert got[name]["cumulative_precision"] > got["random"]["cumulative_precision"]
 
 
 def test_simulate_movielens_uses_the_learned_policy_by_default(
