@@ -224,3 +224,22 @@ def write_topn_report(r: dict[str, Any], json_path: Path) -> list[Path]:
     atomic_write_text(md, render_markdown(r))
     atomic_write_json(json_path, r)
     return [json_path, md, png]
+
+
+PROTOCOL_KEYS = ("protocol", "holdout", "n_items", "support_ns", "ks", "seed", "relevant")
+
+
+def merge_reports(r: dict[str, Any], other: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """``r`` with ``other``'s models added (models ``r`` already has are kept from ``r``).
+
+    Both must come from the same protocol: hold-out split, catalogue size, support sizes, ks and
+    draw seed. The previous run's references then pair with a new model without refitting them.
+    """
+    diff = [k for k in PROTOCOL_KEYS if r.get(k) != other.get(k)]
+    if diff or Path(str(r.get("data_dir"))).resolve() != Path(str(other.get("data_dir"))).resolve():
+        what = ", ".join(f"{k} {other.get(k)!r} vs {r.get(k)!r}" for k in diff or ["data_dir"])
+        raise ConfigError(f"{source or 'the included report'} is from another protocol: {what}")
+    for name, m in other["models"].items():
+        if name not in r["models"]:
+            r["models"][name] = {**m, "included_from": source}
+    return r

@@ -12,6 +12,7 @@ from metascreen.pipelines.cli.common import (
     SEED_MAX,
     SliceSeed,
     TrainSlice,
+    bad_option,
     check_options,
     int_list,
     progress_enabled,
@@ -150,6 +151,13 @@ def evaluate_movielens(
         Literal["topn", "rating"],
         typer.Option(help="topn: rank an artifact by its top-N model or by predicted rating"),
     ] = "topn",
+    include: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="topn: add the models of an earlier report (same data, hold-out, --seed, "
+            "--support-n and --k) without evaluating them again, e.g. fitted references"
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="write the result JSON here (topn: and .md, .png beside it)"),
@@ -173,7 +181,7 @@ def evaluate_movielens(
             users,
             holdout_fraction,
             split_seed,
-            (support_n, k, against, objective),
+            (support_n, k, against, objective, include or []),
             json_out,
             flow,
         )
@@ -183,6 +191,7 @@ def evaluate_movielens(
         (support_n == "10", "--support-n", "is only for --protocol topn"),
         (k == "10,20", "--k", "is only for --protocol topn"),
         (against is None, "--against", "is only for --protocol topn"),
+        (not include, "--include", "is only for --protocol topn"),
     )
     who: Literal["all", "holdout"] = users or "all"
 
@@ -227,14 +236,16 @@ def _evaluate_topn(
     users: str | None,
     holdout_fraction: float | None,
     split_seed: int | None,
-    topn: tuple[str, str, str | None, Literal["topn", "rating"]],
+    topn: tuple[str, str, str | None, Literal["topn", "rating"], list[Path]],
     json_out: Path | None,
     flow: bool,
 ) -> None:
     """``evaluate movielens --protocol topn``: run, print the table, write JSON/MD/PNG."""
-    support_text, k_text, against, objective = topn
+    support_text, k_text, against, objective, include = topn
     support_ns = int_list(support_text, "--support-n")
     ks = int_list(k_text, "--k")
+    included = {p: _read_report(p, support_ns, ks, seed) for p in include}
+    known = [*models, *(m for r in included.values() for m in r["models"])]
     check_options(
         (bool(models), "--model", "no model given"),
         (users != "all", "--users", "all: the topn protocol evaluates the held-out users"),
@@ -249,7 +260,7 @@ def _evaluate_topn(
             f"{support_text!r} repeats a size",
         ),
         (
-            against is None or any(against in (m, Path(m).name) for m in models),
+            against is None or any(against in (m, Path(m).name) for m in known),
             "--against",
             f"{against} is not among the models evaluated",
         ),
@@ -261,7 +272,7 @@ def _evaluate_topn(
     )
 
     def body() -> dict[str, Any]:
-        from metascreen.pipelines.topn_report import add_paired, write_topn_report
+        from metascreen.pipelines.topn_report import add_paired, merge_reports, write_topn_report
 
         if flow:
             from metascreen.pipelines.flows import evaluate_flow
@@ -288,6 +299,8 @@ def _evaluate_topn(
             r = evaluate_topn_movielens(
                 data_dir, models, support_ns, ks, seed, holdout_fraction, split_seed, objective
             )
+        for path, other in included.items():
+            merge_reports(r, other, str(path))
         add_paired(r, against, seed)
         if json_out is not None:
             write_topn_report(r, json_out)
@@ -299,3 +312,20 @@ def _evaluate_topn(
     typer.echo(render_text(out))
     if json_out is not None:
         typer.echo(f"wrote {json_out} (+ .md, .png)")
+
+
+def _read_report(path: Path, support_ns: tuple[int, ...], ks: tuple[int, ...], seed: int) -> Any:
+    """An ``--include`` report, checked against this run's options before any work."""
+    import json
+
+    try:
+        r = json.loads(Path(path).read_text())
+        same = (r["protocol"], r["support_ns"], r["ks"], r["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise bad_option("--include", f"{path}: not a top-N report ({err})") from None
+    want = ("topn", list(support_ns), sorted(set(ks)), seed)
+    if same != want:
+        raise bad_option(
+            "--include", f"{path} has (protocol, support sizes, ks, seed) {same}, this run {want}"
+        )
+    return r

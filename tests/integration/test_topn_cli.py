@@ -54,6 +54,22 @@ def test_topn_writes_json_md_png_with_paired_intervals(data: Path, tmp_path: Pat
     assert again.exit_code == 0, again.output
     b = json.loads((tmp_path / "b.json").read_text())["models"]["ease"]["support"]["5"]
     assert b["per_user"] == s["per_user"]
+    # an earlier report's models join a new run without being evaluated again
+    inc = _run(str(data), "--protocol", "topn", "--model", "mf", "--support-n", "5,10", "--k",
+               "5,10", "--holdout-fraction", "0.3", "--include", str(out), "--json", str(tmp_path / "c.json"))  # fmt: skip
+    assert inc.exit_code == 0, inc.output
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert list(c["models"]) == ["mf", "popular", "ease", "itemknn"]
+    n10 = {m: v["support"]["10"]["metrics"]["ndcg@10"] for m, v in c["models"].items()}
+    assert c["against"] == max(n10, key=lambda m: n10[m]) and len(c["paired"]) == 3
+    assert c["models"]["ease"]["included_from"] == str(out)
+    assert c["models"]["ease"]["support"]["5"] == ease["support"]["5"]
+    bad = _run(str(data), "--protocol", "topn", "--model", "mf", "--support-n", "5", "--k", "5,10",
+               "--holdout-fraction", "0.3", "--include", str(out))  # fmt: skip
+    assert bad.exit_code == 2 and "--include" in bad.output
+    other = _run(str(data), "--protocol", "topn", "--model", "mf", "--support-n", "5,10", "--k",
+                 "5,10", "--holdout-fraction", "0.2", "--include", str(out))  # fmt: skip
+    assert other.exit_code == 2 and "another protocol" in other.output
 
 
 @pytest.mark.parametrize(
