@@ -63,6 +63,7 @@ class Interactions:
         fmt: ``ml-100k``, ``ml-1m`` or ``table``.
         n_input: Rating rows read.
         rejected: ``(row, input, reason)`` of each rejected rating row (row is 0-based).
+        implicit: The table had no rating column: every row was read as a positive.
     """
 
     ratings: pd.DataFrame
@@ -72,6 +73,7 @@ class Interactions:
     fmt: str
     n_input: int
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    implicit: bool = False
 
     @property
     def n_rejected(self) -> int:
@@ -278,7 +280,9 @@ def with_implicit_rating(df: pd.DataFrame, where: str) -> pd.DataFrame:
     ``rating = IMPLICIT_RATING`` on every row (logged), for implicit-feedback tables."""
     if any(c in df.columns for c in _ALIASES["rating"]):
         return df
-    logger.info("%s: no rating column; every row is read as a positive (implicit feedback)", where)
+    logger.warning(
+        "%s: no rating column; every row is read as a positive (implicit feedback)", where
+    )
     return df.assign(rating=IMPLICIT_RATING)
 
 
@@ -314,7 +318,8 @@ def load_table(
     positive) unless ``implicit_ok`` is false, when the missing column is an error."""
     ratings_path = Path(ratings_path)
     frame = read_frame(ratings_path)
-    if implicit_ok:
+    implicit = implicit_ok and not any(c in frame.columns for c in _ALIASES["rating"])
+    if implicit:
         frame = with_implicit_rating(frame, str(ratings_path))
     df = canonical_columns(frame, str(ratings_path), ("user_id", "item_id", "rating"))
     ratings, rejected = clean_ratings(df, str(ratings_path), max_bad_fraction)
@@ -327,7 +332,9 @@ def load_table(
         items = items.astype({"item_id": str}).set_index("item_id")
         if "year" in items:
             items["year"] = pd.to_numeric(items["year"], errors="coerce")
-    return Interactions(ratings, users, items, str(ratings_path), "table", len(df), rejected)
+    return Interactions(
+        ratings, users, items, str(ratings_path), "table", len(df), rejected, implicit
+    )
 
 
 def load_interactions(path: Path, max_bad_fraction: float = 0.05) -> Interactions:

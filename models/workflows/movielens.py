@@ -426,6 +426,7 @@ def _train_rating_model(
             "n_users": int(rs.train["user_id"].nunique()),
             "n_items": len(table.item_ids),
             "n_rejected_rows": inter.n_rejected,
+            "feedback": "implicit" if inter.implicit else "ratings",
             "holdout": {
                 "fraction": holdout_fraction,
                 "split_seed": split_seed,
@@ -543,6 +544,7 @@ def prepare_stats(data_dir: Path) -> dict[str, Any]:
     return {
         "data_dir": str(data_dir),
         "format": inter.fmt,
+        "feedback": "implicit" if inter.implicit else "ratings",
         "n_rows": inter.n_input,
         "n_ratings": len(inter.ratings),
         "n_rejected": inter.n_rejected,

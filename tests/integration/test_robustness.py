@@ -629,7 +629,7 @@ RATING_INPUTS: dict[str, tuple[str, bytes | str | pd.DataFrame]] = {
     ),  # fmt: skip
     "corrupt.parquet": ("", CORRUPT_PARQUET),
     "latin1.csv": ("decode", "user_id,item_id,rating\n1,caf\xe9,4\n".encode("latin-1")),
-    "norating.csv": ("no rating column", "user_id,item_id\n1,2\n"),
+    "nouser.csv": ("no user_id column", "item_id,rating\n2,4\n"),
     "mostly-bad.parquet": (
         "invalid",
         pd.DataFrame(
@@ -670,6 +670,15 @@ def test_bad_rating_tables(name: str, tmp_path: Path) -> None:
         needle,
         absent=(out,),
     )
+
+
+def test_a_table_without_ratings_is_implicit_feedback_and_says_so(tmp_path: Path) -> None:
+    """No rating column: every row a positive (issue 34), flagged in prepare's JSON and logged."""
+    table = _write(tmp_path / "clicks.csv", "user_id,item_id\n1,2\n1,3\n2,2\n")
+    res = runner.invoke(app, ["prepare", "movielens", str(table)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output[res.output.index("{") :])
+    assert got["feedback"] == "implicit" and got["n_ratings"] == 3 and got["n_rejected"] == 0
 
 
 def test_bad_candidates_and_missing_model(tmp_path: Path) -> None:
