@@ -49,6 +49,10 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("metascreen").setLevel(level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary API server gets 20 s to start by default; on a loaded 2-core machine
+    # it can take longer, and the command then died with "Timed out while attempting to connect
+    # to ephemeral Prefect API server". A user's own setting still wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING" if verbose == 0 else "INFO")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "metascreen")
     if quiet:
