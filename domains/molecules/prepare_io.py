@@ -1,0 +1,205 @@
+"""Read an activity table (CSV/TSV/Parquet/Excel, delimiter sniffed), find its columns, and
+write ``prepare_tasks``' result as an FS-Mol-format folder with its quarantine and summary.
+
+The folder is built beside ``--out`` under a temporary name and renamed into place, so a failed
+run leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from metascreen.domains.errors import ConfigError, InputError, SchemaError
+from metascreen.domains.io import checked_suffix
+from metascreen.domains.molecules.prepare import (
+    CHEMBL_COLUMNS,
+    SPLITS,
+    Columns,
+    PrepareResult,
+)
+
+logger = logging.getLogger(__name__)
+
+ACTIVITY_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".xlsx", ".xls")
+DELIMITERS = ",;\t|"
+FSMOL_FIELDS = (
+    "SMILES",
+    "Property",
+    "Assay_ID",
+    "RegressionProperty",
+    "LogRegressionProperty",
+    "Relation",
+    "AssayType",
+)
+# Alternative names of a ChEMBL export's columns (FS-Mol's own raw query names them so).
+CHEMBL_ALIASES = {"target_class": ("Target Class", "protein_class_desc")}
+
+
+def sniff_delimiter(path: Path, sample_bytes: int = 65536) -> str:
+    """The delimiter of a text table: csv.Sniffer on its start, among ``,;<tab>|``."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        sample = fh.read(sample_bytes)
+    if not sample.strip():
+        raise InputError(f"{path}: empty file")
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        header = sample.splitlines()[0]
+        counts = {d: header.count(d) for d in DELIMITERS}
+        best = max(counts, key=lambda d: counts[d])
+        return best if counts[best] else ","
+
+
+def read_activity_table(path: Path) -> pd.DataFrame:
+    """Every column as text (nothing read as NA), from CSV/TSV/.txt, Parquet or Excel.
+
+    Raises:
+        InputError: the file is missing, of another type, empty or unreadable (naming it).
+    """
+    path = Path(path)
+    suffix = checked_suffix(path, ACTIVITY_SUFFIXES)
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".xlsx", ".xls"):
+            df = pd.read_excel(path, dtype=str, keep_default_na=False)
+        else:
+            sep = sniff_delimiter(path)
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except InputError:
+        raise
+    except ImportError as err:
+        raise InputError(f"{path}: cannot read {suffix} files here ({err})") from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read as {suffix} ({err})") from err
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def is_chembl_export(df: pd.DataFrame) -> bool:
+    """Whether the table has a ChEMBL web export's activity columns."""
+    need = (CHEMBL_COLUMNS.smiles, CHEMBL_COLUMNS.assay, CHEMBL_COLUMNS.value)
+    return all(c in df.columns for c in need)
+
+
+def resolve_columns(df: pd.DataFrame, path: Path | str, **given: str | None) -> Columns:
+    """The table's columns: ChEMBL export names unless ``given`` names them (``assay``,
+    ``smiles``, ``value``, ``relation``, ``units``, ``label``, ``target``, ``target_class``,
+    ``assay_type``).
+
+    Raises:
+        SchemaError: a needed column is missing, naming the file and the column.
+    """
+    base = CHEMBL_COLUMNS if is_chembl_export(df) else Columns(assay="", smiles="")
+    names: dict[str, str | None] = {
+        role: getattr(base, role) or None for role in Columns.__dataclass_fields__
+    }
+    if base is CHEMBL_COLUMNS:
+        for role, options in CHEMBL_ALIASES.items():
+            names[role] = next((c for c in options if c in df.columns), None)
+        for role in ("relation", "units", "target", "assay_type"):
+            if names[role] not in df.columns:
+                names[role] = None
+    names.update({k: v for k, v in given.items() if v is not None})
+    if names.get("label"):
+        names["value"] = names["units"] = names["relation"] = None
+    required = ["assay", "smiles"] + (["label"] if names.get("label") else ["value", "units"])
+    for role in required:
+        if not names.get(role):
+            raise SchemaError(
+                f"{path}: no {role} column; not a ChEMBL export (columns are {list(df.columns)}), "
+                f"so name it with --{role.replace('_', '-')}-column"
+            )
+    for role, col in names.items():
+        if col and col not in df.columns:
+            raise SchemaError(
+                f"{path}: column {col!r} ({role}) not found; columns are {list(df.columns)}"
+            )
+    return Columns(**{k: v for k, v in names.items()})  # type: ignore[arg-type]
+
+
+def _task_bytes(rows: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        for rec in rows[list(FSMOL_FIELDS)].to_dict("records"):
+            gz.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+    return buf.getvalue()
+
+
+def summary_markdown(summary: dict[str, Any], source: str) -> str:
+    """The Markdown summary written beside ``prepare.json`` (and published by the flow)."""
+    lines = [
+        f"# prepare molecules: {source}",
+        "",
+        "| rows in | kept | quarantined | assays kept | assays dropped | actives |",
+        "|---|---|---|---|---|---|",
+        f"| {summary['rows_in']} | {summary['rows_kept']} | {summary['rows_quarantined']} "
+        f"| {summary['assays_kept']} | {len(summary['assays_dropped'])} | {summary['actives']} |",
+    ]
+    if summary["splits"]:
+        lines += ["", "| split | assays | targets | rows |", "|---|---|---|---|"]
+        lines += [
+            f"| {s} | {v['assays']} | {v['targets']} | {v['rows']} |"
+            for s, v in summary["splits"].items()
+        ]
+    if summary["quarantine_reasons"]:
+        lines += ["", "| quarantine reason | rows |", "|---|---|"]
+        lines += [f"| {r} | {n} |" for r, n in summary["quarantine_reasons"].items()]
+    rules: dict[str, int] = {}
+    for t in summary["thresholds"].values():
+        kind = t["rule"].split(" (")[0].split(" ")[0] + " " + t["rule"].split(" ")[1]
+        rules[kind] = rules.get(kind, 0) + 1
+    if rules:
+        lines += ["", "| threshold rule (kept assays) | assays |", "|---|---|"]
+        lines += [f"| {r} | {n} |" for r, n in sorted(rules.items())]
+    lines += [
+        "",
+        "Every row's reason is in `quarantine.csv`; each assay's threshold and rule, and "
+        "each dropped assay's reason, in `prepare.json`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output folder that exists and is not empty (nothing is overwritten)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: already exists and is not empty; choose a new --out folder")
+
+
+def write_prepared(result: PrepareResult, out: Path, source: str) -> Path:
+    """Write the task files (``train/valid/test`` or flat), ``quarantine.csv``, ``prepare.json``
+    and ``prepare.md`` into ``out`` (built under a temporary name, then renamed into place)."""
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        for s in SPLITS if result.summary["splits"] else ():
+            (tmp / s).mkdir()
+        for assay, rows in result.tasks.items():
+            folder = tmp / result.splits[assay] if result.splits.get(assay) else tmp
+            (folder / f"{assay}.jsonl.gz").write_bytes(_task_bytes(rows))
+        result.quarantine.to_csv(tmp / "quarantine.csv", index=False)
+        summary = {"source": source, **result.summary}
+        (tmp / "prepare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (tmp / "prepare.md").write_text(summary_markdown(result.summary, source))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            out.rmdir()  # empty (check_out_dir)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
