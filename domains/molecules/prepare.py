@@ -223,7 +223,7 @@ def _parse_values(df: pd.DataFrame, out: pd.DataFrame, cols: Columns) -> None:
         out["value"].isna(),
         f"value is not a number ({cols.value!r}: " + _text(df[cols.value]).map(repr) + ")",
     )
-    fail(out["relation"].isna(), "unknown relation (" + rel_in.astype(str).map(repr) + ")")
+    fail(out["relation"].isna(), "unknown relation (" + rel_in.astype(str) + ")")
     fail(
         out["kind"].isna(),
         "unit is neither a molar concentration nor % (" + out["unit"].map(repr) + ")",
@@ -245,7 +245,7 @@ def standardize_smiles(smiles: str) -> tuple[str | None, float, str]:
     ``reason`` says why).
     """
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import Descriptors
+    from rdkit.Chem import rdMolDescriptors
     from rdkit.Chem.MolStandardize import rdMolStandardize
 
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # failures become reasons
@@ -262,7 +262,7 @@ def standardize_smiles(smiles: str) -> tuple[str | None, float, str]:
         return None, math.nan, f"RDKit could not standardise the SMILES ({err})"
     if not canon:
         return None, math.nan, "no molecule left after standardisation"
-    return canon, float(Descriptors.MolWt(parent)), ""
+    return canon, float(rdMolDescriptors._CalcMolWt(parent)), ""
 
 
 def _standardize_many(smiles: list[str]) -> list[tuple[str | None, float, str]]:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,10 @@ from metascreen.domains.molecules.prepare import (
     CHEMBL_COLUMNS,
     SPLITS,
     Columns,
+    PrepareConfig,
     PrepareResult,
+    prepare_tasks,
+    reason_kind,
 )
 
 logger = logging.getLogger(__name__)
@@ -126,7 +130,23 @@ def resolve_columns(df: pd.DataFrame, path: Path | str, **given: str | None) -> 
             raise SchemaError(
                 f"{path}: column {col!r} ({role}) not found; columns are {list(df.columns)}"
             )
-    return Columns(**{k: v for k, v in names.items()})  # type: ignore[arg-type]
+    return Columns(**names)
+
+
+def task_file_names(assays: list[str]) -> dict[str, str]:
+    """Assay → file name ``<assay>.jsonl.gz``; characters other than letters, digits, ``._-``
+    become ``_`` (a clash gets ``-2``, ``-3`` …); the ``Assay_ID`` field keeps the assay as is."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for assay in assays:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", assay).lstrip(".") or "assay"
+        name, k = stem, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name.lower())
+        names[assay] = f"{name}.jsonl.gz"
+    return names
 
 
 def _task_bytes(rows: pd.DataFrame) -> bytes:
@@ -158,7 +178,7 @@ def summary_markdown(summary: dict[str, Any], source: str) -> str:
         lines += [f"| {r} | {n} |" for r, n in summary["quarantine_reasons"].items()]
     rules: dict[str, int] = {}
     for t in summary["thresholds"].values():
-        kind = t["rule"].split(" (")[0].split(" ")[0] + " " + t["rule"].split(" ")[1]
+        kind = reason_kind(t["rule"])
         rules[kind] = rules.get(kind, 0) + 1
     if rules:
         lines += ["", "| threshold rule (kept assays) | assays |", "|---|---|"]
@@ -188,9 +208,10 @@ def write_prepared(result: PrepareResult, out: Path, source: str) -> Path:
     try:
         for s in SPLITS if result.summary["splits"] else ():
             (tmp / s).mkdir()
+        names = task_file_names(list(result.tasks))
         for assay, rows in result.tasks.items():
             folder = tmp / result.splits[assay] if result.splits.get(assay) else tmp
-            (folder / f"{assay}.jsonl.gz").write_bytes(_task_bytes(rows))
+            (folder / names[assay]).write_bytes(_task_bytes(rows))
         result.quarantine.to_csv(tmp / "quarantine.csv", index=False)
         summary = {"source": source, **result.summary}
         (tmp / "prepare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -203,3 +224,29 @@ def write_prepared(result: PrepareResult, out: Path, source: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def prepare_table(
+    table: Path,
+    out: Path,
+    config: PrepareConfig | None = None,
+    **column_names: str | None,
+) -> dict[str, Any]:
+    """Read ``table``, prepare its tasks and write them under ``out``; return the summary.
+
+    ``column_names`` name the table's columns by role (``assay``, ``smiles``, ``value``,
+    ``relation``, ``units``, ``label``, ``target``, ``target_class``, ``assay_type``); without
+    them a ChEMBL web export's names are used.
+
+    Raises:
+        InputError: the table cannot be read or lacks a needed column (naming file and column).
+        ConfigError: ``out`` exists and is not empty.
+    """
+    table, out = Path(table), Path(out)
+    check_out_dir(out)
+    df = read_activity_table(table)
+    cols = resolve_columns(df, table, **column_names)
+    result = prepare_tasks(df, cols, config)
+    write_prepared(result, out, str(table))
+    logger.info("wrote %d task files to %s", len(result.tasks), out)
+    return {"source": str(table), "out": str(out), **result.summary}
