@@ -46,7 +46,11 @@ def percent_assays(rows: pd.DataFrame) -> set[str]:
     means = pd.DataFrame({"a": rows["Assay_ID"], "v": v, "y": y}).groupby(["a", "y"])["v"].median()
     out = set()
     for assay in rows["Assay_ID"].unique():
-        if (assay, 1.0) in means and (assay, 0.0) in means and means[assay, 1.0] > means[assay, 0.0]:
+        if (
+            (assay, 1.0) in means
+            and (assay, 0.0) in means
+            and means[assay, 1.0] > means[assay, 0.0]
+        ):
             out.add(assay)
     return out
 
@@ -152,10 +156,16 @@ def compare_labels(tasks: dict[str, pd.DataFrame], fsmol: pd.DataFrame) -> dict[
     ).dropna(subset=["smiles"])
     per_pair = ref.groupby(["assay", "smiles"])["y"].agg(["min", "max"])
     clean = per_pair[per_pair["min"] == per_pair["max"]]["min"]
-    got = pd.concat(
-        [pd.DataFrame({"assay": a, "smiles": t["SMILES"], "p": t["Property"].astype(float)})
-         for a, t in tasks.items()]
-    ).set_index(["assay", "smiles"])["p"] if tasks else pd.Series(dtype=float)
+    got = (
+        pd.concat(
+            [
+                pd.DataFrame({"assay": a, "smiles": t["SMILES"], "p": t["Property"].astype(float)})
+                for a, t in tasks.items()
+            ]
+        ).set_index(["assay", "smiles"])["p"]
+        if tasks
+        else pd.Series(dtype=float)
+    )
     both = clean.index.intersection(got.index)
     agree = int((clean[both] == got[both]).sum())
     return {

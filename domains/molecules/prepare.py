@@ -25,6 +25,7 @@ and ``PrepareResult.summary`` reconciles the counts. No file is written here (``
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -238,6 +239,7 @@ def _parse_values(df: pd.DataFrame, out: pd.DataFrame, cols: Columns) -> None:
 
 
 # -- SMILES ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1 << 18)
 def standardize_smiles(smiles: str) -> tuple[str | None, float, str]:
     """(canonical SMILES of the neutralised parent fragment, its molecular weight, reason).
 

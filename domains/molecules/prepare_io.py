@@ -91,39 +91,28 @@ def read_activity_table(path: Path) -> pd.DataFrame:
     return df
 
 
-def is_chembl_export(df: pd.DataFrame) -> bool:
-    """Whether the table has a ChEMBL web export's activity columns."""
-    need = (CHEMBL_COLUMNS.smiles, CHEMBL_COLUMNS.assay, CHEMBL_COLUMNS.value)
-    return all(c in df.columns for c in need)
-
-
 def resolve_columns(df: pd.DataFrame, path: Path | str, **given: str | None) -> Columns:
-    """The table's columns: ChEMBL export names unless ``given`` names them (``assay``,
-    ``smiles``, ``value``, ``relation``, ``units``, ``label``, ``target``, ``target_class``,
-    ``assay_type``).
+    """The table's columns by role (``assay``, ``smiles``, ``value``, ``relation``, ``units``,
+    ``label``, ``target``, ``target_class``, ``assay_type``): ``given`` names first, else a
+    ChEMBL web export's name when the table has that column.
 
     Raises:
         SchemaError: a needed column is missing, naming the file and the column.
     """
-    base = CHEMBL_COLUMNS if is_chembl_export(df) else Columns(assay="", smiles="")
-    names: dict[str, str | None] = {
-        role: getattr(base, role) or None for role in Columns.__dataclass_fields__
-    }
-    if base is CHEMBL_COLUMNS:
-        for role, options in CHEMBL_ALIASES.items():
-            names[role] = next((c for c in options if c in df.columns), None)
-        for role in ("relation", "units", "target", "assay_type"):
-            if names[role] not in df.columns:
-                names[role] = None
+    names: dict[str, str | None] = {}
+    for role in Columns.__dataclass_fields__:
+        options = CHEMBL_ALIASES.get(role, (getattr(CHEMBL_COLUMNS, role),))
+        names[role] = next((c for c in options if c and c in df.columns), None)
     names.update({k: v for k, v in given.items() if v is not None})
-    if names.get("label"):
+    if given.get("label"):
         names["value"] = names["units"] = names["relation"] = None
     required = ["assay", "smiles"] + (["label"] if names.get("label") else ["value", "units"])
     for role in required:
         if not names.get(role):
+            wanted = getattr(CHEMBL_COLUMNS, role) or role
             raise SchemaError(
-                f"{path}: no {role} column; not a ChEMBL export (columns are {list(df.columns)}), "
-                f"so name it with --{role.replace('_', '-')}-column"
+                f"{path}: no {role} column ({wanted!r} in a ChEMBL export; columns are "
+                f"{list(df.columns)}); name it with --{role.replace('_', '-')}-column"
             )
     for role, col in names.items():
         if col and col not in df.columns:
