@@ -340,11 +340,18 @@ def _first_rows(out: pd.DataFrame, mask: pd.Series, keys: list[str]) -> pd.Serie
     return sub.groupby(keys, sort=False)["row"].transform("min")
 
 
+def _live_duplicates(out: pd.DataFrame, alive: pd.Series, keys: list[str]) -> pd.Series:
+    """Live rows that repeat an earlier live row's ``keys`` (quarantined rows never count)."""
+    dup = pd.Series(False, index=out.index)
+    dup[alive] = out.loc[alive].duplicated(keys, keep="first")
+    return dup
+
+
 def _exact_duplicates(out: pd.DataFrame) -> None:
     alive = _alive(out)
     key = out["metric"].where(out["kind"] != "label", out["label"])
     out["_key"] = key
-    dup = alive & out.duplicated(["assay", "smiles", "_key"], keep="first") & alive
+    dup = _live_duplicates(out, alive, ["assay", "smiles", "_key"])
     first = _first_rows(out, alive, ["assay", "smiles", "_key"])
     out.loc[dup, "reason"] = (
         "duplicate of row " + first[dup].astype(str) + " (same molecule, same value)"
@@ -412,7 +419,7 @@ def _merge_repeats(out: pd.DataFrame) -> None:
             + ")"
         )
     alive = _alive(out)
-    dup = alive & out.duplicated(["assay", "smiles"], keep="first")
+    dup = _live_duplicates(out, alive, ["assay", "smiles"])
     first = _first_rows(out, alive, ["assay", "smiles"])
     out.loc[dup, "reason"] = (
         "duplicate of row " + first[dup].astype(str) + " (agreeing label; merged)"
@@ -527,6 +534,22 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+", "N", reason.split(" (")[0].split(":")[0]).strip()
 
 
+def _split_stats(
+    out: pd.DataFrame, tasks: dict[str, pd.DataFrame], splits: dict[str, str]
+) -> dict[str, dict[str, int]]:
+    target = out.groupby("assay")["target"].first()
+    stats = {s: {"assays": 0, "targets": 0, "rows": 0} for s in SPLITS}
+    seen: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for assay, rows in tasks.items():
+        s = splits[assay]
+        stats[s]["assays"] += 1
+        stats[s]["rows"] += len(rows)
+        seen[s].add(str(target.get(assay, "")) or f"assay:{assay}")
+    for s in SPLITS:
+        stats[s]["targets"] = len(seen[s])
+    return stats
+
+
 def _summary(
     out: pd.DataFrame,
     tasks: dict[str, pd.DataFrame],
@@ -538,24 +561,7 @@ def _summary(
 ) -> dict[str, Any]:
     kept = sum(len(t) for t in tasks.values())
     reasons = out.loc[out["reason"] != "", "reason"].map(reason_kind).value_counts()
-    split_stats = (
-        {
-            s: {
-                "assays": sum(1 for a in tasks if splits.get(a) == s),
-                "rows": sum(len(t) for a, t in tasks.items() if splits.get(a) == s),
-                "targets": len(
-                    {
-                        out.loc[out["assay"] == a, "target"].iloc[0]
-                        for a in tasks
-                        if splits.get(a) == s
-                    }
-                ),
-            }
-            for s in SPLITS
-        }
-        if cfg.split == "target"
-        else {}
-    )
+    split_stats = _split_stats(out, tasks, splits) if cfg.split == "target" else {}
     cfg_json = asdict(cfg)
     cfg_json.pop("workers")
     return {

@@ -219,3 +219,14 @@ def test_reason_kinds_group_details() -> None:
     assert reason_kind("duplicate of row 12 (same molecule, same value)") == "duplicate of row N"
     assert reason_kind("assay dropped: 3 measurements, fewer than") == "assay dropped"
     assert not math.isnan(len(reason_kind("")))
+
+
+def test_quarantined_rows_never_make_a_live_row_a_duplicate() -> None:
+    rows = [
+        ("A", "CCO", "'?'", "10", "nM"),  # quarantined first (relation) …
+        ("A", "CCO", "'='", "10", "nM"),  # … so this one is the molecule's only live row
+        ("A", "CCN", "'='", "1e5", "nM"),
+    ]
+    res = prepare_tasks(_table(rows), config=SMALL)
+    assert list(res.tasks["A"]["row"]) == [1, 2]
+    assert res.summary["rows_quarantined"] == 1
