@@ -5,7 +5,7 @@
 Builds a ChEMBL web export (semicolon-separated, quoted, relations ``'='``, nM and %, target
 class) of the FS-Mol train assays (``--every k``: every k-th file), and a messy copy (a seeded
 tenth of the concentration assays in uM, six invalid rows in each of 5 assays, 2 conflicting and
-2 agreeing repeats in each of 5 assays). Runs the CLI on both with ``--split none`` and writes
+2 agreeing repeats in each of 5 assays). Runs ``prepare molecules --split none`` (its function, in this process) on both and writes
 ``prepare_roundtrip.json``/``.md`` beside this script: label agreement with FS-Mol's
 ``Property`` on the pairs both keep, the keep rate of FS-Mol's parsable non-conflicting pairs,
 row reconciliation and the quarantine checks.
@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,20 +40,14 @@ from chembl_tables import (  # noqa: E402
 
 
 def _run(table: Path, out: Path, workers: int) -> tuple[dict, float]:
+    """``metascreen prepare molecules TABLE --out OUT --split none`` through the function the
+    command calls (in this process, so each distinct SMILES is standardised once for both
+    tables and the comparison)."""
+    from metascreen.domains.molecules.prepare import PrepareConfig
+    from metascreen.domains.molecules.prepare_io import prepare_table
+
     t0 = time.perf_counter()
-    cmd = [
-        "metascreen",
-        "prepare",
-        "molecules",
-        str(table),
-        "--out",
-        str(out),
-        "--split",
-        "none",
-        "--workers",
-        str(workers),
-    ]
-    subprocess.run(cmd, check=True)
+    prepare_table(table, out, PrepareConfig(split="none", workers=workers))
     wall = time.perf_counter() - t0
     return json.loads((out / "prepare.json").read_text()), wall
 
@@ -69,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("fsmol", type=Path)
     ap.add_argument("--every", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     files = sorted((args.fsmol / "train").glob("*.jsonl.gz"))[:: args.every]
     proteins = args.fsmol / "targets" / "train_proteins.csv"

@@ -63,8 +63,8 @@ def test_prepare_molecules_flow_and_deployment(prefect_harness: None, tmp_path: 
     import importlib
 
     import yaml
-    from chembl_tables import fsmol_to_chembl
 
+    from chembl_tables import fsmol_to_chembl
     from metascreen.pipelines.flows import prepare_molecules_flow
 
     sample = Path(__file__).resolve().parents[2] / "data" / "fsmol-sample" / "valid"

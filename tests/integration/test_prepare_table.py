@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
 from chembl_tables import (
     BAD_ROWS,
     add_bad_rows,
@@ -18,8 +20,6 @@ from chembl_tables import (
     read_fsmol_rows,
     to_micromolar,
 )
-from typer.testing import CliRunner
-
 from metascreen.domains.molecules.load import load_fsmol_dir
 from metascreen.pipelines.cli.main import app
 
