@@ -67,6 +67,13 @@ def prepare_molecules(
     max_mol_weight: Annotated[
         float, typer.Option(help="heaviest standardised molecule kept, Da (FS-Mol: 900)", min=1)
     ] = 900.0,
+    conflict_log_units: Annotated[
+        float,
+        typer.Option(help="repeats of a molecule further apart in pXC50 are quarantined", min=0),
+    ] = 1.0,
+    conflict_percent: Annotated[
+        float, typer.Option(help="the same for % values, in %-points (FS-Mol: 5)", min=0)
+    ] = 5.0,
     assay_column: ColumnOption = None,
     smiles_column: ColumnOption = None,
     value_column: ColumnOption = None,
@@ -106,6 +113,8 @@ def prepare_molecules(
         max_size=max_size,
         balance=_pair(balance, "--balance"),
         max_mol_weight=max_mol_weight,
+        conflict_log_units=conflict_log_units,
+        conflict_percent=conflict_percent,
         split=split,
         fractions=_fractions(fractions),
         seed=seed,
