@@ -230,3 +230,24 @@ def test_quarantined_rows_never_make_a_live_row_a_duplicate() -> None:
     res = prepare_tasks(_table(rows), config=SMALL)
     assert list(res.tasks["A"]["row"]) == [1, 2]
     assert res.summary["rows_quarantined"] == 1
+
+
+def test_delimiter_is_sniffed(tmp_path) -> None:  # noqa: ANN001
+    from metascreen.domains.molecules.prepare_io import read_activity_table, sniff_delimiter
+
+    for sep in (",", ";", "\t", "|"):
+        path = tmp_path / "t.csv"
+        path.write_text(f'"Smiles"{sep}"Standard Relation"\n"CCO"{sep}"\'=\'"\n')
+        assert sniff_delimiter(path) == sep
+        df = read_activity_table(path)
+        assert list(df.columns) == ["Smiles", "Standard Relation"]
+        assert df.iloc[0, 1] == "'='"
+
+
+def test_task_file_names_are_safe_and_distinct() -> None:
+    from metascreen.domains.molecules.prepare_io import task_file_names
+
+    names = task_file_names(["CHEMBL1", "a/b", "a_b", "../x", "A_B"])
+    assert names["CHEMBL1"] == "CHEMBL1.jsonl.gz"
+    assert len(set(n.lower() for n in names.values())) == 5
+    assert all("/" not in n and not n.startswith(".") for n in names.values())
