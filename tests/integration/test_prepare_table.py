@@ -265,3 +265,28 @@ def test_python_api_prepare_tasks(tmp_path: Path) -> None:
 
     with pytest.raises(SchemaError, match="assay"):
         metascreen.prepare_tasks(mine)
+
+
+def test_train_reads_a_prepared_folder(tmp_path: Path) -> None:
+    """``train molecules DIR`` on prepare's train/ and valid/ (a few steps, tiny encoder)."""
+    from metascreen.models.nn.encoders import EncoderConfig
+    from metascreen.models.workflows.molecules import train_model
+    from tiny_data import tiny_featurizer
+
+    df = fsmol_to_chembl(FILES, TARGETS)
+    _prepare(str(_write(df, tmp_path / "t.csv")), "--out", str(tmp_path / "tasks"))
+    out = train_model(
+        tmp_path / "tasks",
+        tmp_path / "model",
+        {"learner": "protonet", "encoder": EncoderConfig(hidden=(32,), out_dim=16).model_dump()},
+        {"steps": 4, "tasks_per_step": 2, "eval_every": 4, "device": "cpu"},
+        featurizer=tiny_featurizer(tmp_path / "tasks"),
+        cache_dir=None,
+        run_dir=tmp_path / "run",
+        eval_support_sizes=(8,),
+        eval_repeats=1,
+        workers=1,
+        progress=False,
+    )
+    meta = json.loads((Path(out) / "metadata.json").read_text())
+    assert meta["metrics"]["valid"]["8"]["n_tasks"] >= 1
