@@ -36,6 +36,15 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
+def _is_table(path: Path) -> bool:
+    """An activity table (or a missing path named like one), not FS-Mol task files."""
+    from metascreen.domains.molecules.prepare_io import ACTIVITY_SUFFIXES
+
+    if path.name.endswith(".jsonl.gz") or path.is_dir():
+        return False
+    return path.is_file() or path.suffix.lower() in ACTIVITY_SUFFIXES
+
+
 @app.command("molecules")
 def prepare_molecules(
     data: Annotated[
@@ -92,7 +101,8 @@ def prepare_molecules(
 ) -> None:
     """Turn an activity table into FS-Mol task files (with FS-Mol's cleaning rules), or check a
     task folder: tasks, rows, invalid SMILES excluded, files skipped."""
-    if data.is_dir():
+    if not _is_table(data):
+        check_options((out is None, "--out", f"{data} is a task folder, not a table; drop --out"))
         from metascreen.pipelines.domain import prepare_stats
 
         stats = run(lambda: prepare_stats(str(data)))
@@ -100,7 +110,11 @@ def prepare_molecules(
         write_json(json_out, stats)
         return
     check_options(
-        (out is not None, "--out", "is needed with a table (the folder for the task files)"),
+        (
+            out is not None,
+            "--out",
+            f"is needed with a table ({data}): the new folder for its tasks",
+        ),
         (split in ("target", "none"), "--split", f"{split!r}: choose target or none"),
         (max_size >= min_size, "--max-size", f"{max_size} is below --min-size {min_size}"),
     )

@@ -290,3 +290,8 @@ def test_train_reads_a_prepared_folder(tmp_path: Path) -> None:
     )
     meta = json.loads((Path(out) / "metadata.json").read_text())
     assert meta["metrics"]["valid"]["8"]["n_tasks"] >= 1
+
+
+def test_out_with_a_folder_is_refused(tmp_path: Path) -> None:
+    _fails([str(SAMPLE / "valid"), "--out", str(tmp_path / "o")], "--out", "task folder")
+    _fails([str(tmp_path / "nowhere")], "nowhere")  # a missing folder: today's message
