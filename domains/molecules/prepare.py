@@ -570,7 +570,7 @@ def _summary(
         "rows_quarantined": int((out["reason"] != "").sum()),
         "assays_kept": len(tasks),
         "assays_dropped": dict(sorted(dropped.items())),
-        "thresholds": {a: thresholds[a] for a in sorted(thresholds) if a in tasks},
+        "thresholds": {a: thresholds[a] for a in sorted(thresholds)},  # dropped assays too
         "actives": int(sum((t["Property"] == "1.0").sum() for t in tasks.values())),
         "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
         "splits": split_stats,

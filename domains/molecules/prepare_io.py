@@ -166,7 +166,8 @@ def summary_markdown(summary: dict[str, Any], source: str) -> str:
         lines += ["", "| quarantine reason | rows |", "|---|---|"]
         lines += [f"| {r} | {n} |" for r, n in summary["quarantine_reasons"].items()]
     rules: dict[str, int] = {}
-    for t in summary["thresholds"].values():
+    kept = (a for a in summary["thresholds"] if a not in summary["assays_dropped"])
+    for t in (summary["thresholds"][a] for a in kept):
         kind = reason_kind(t["rule"])
         rules[kind] = rules.get(kind, 0) + 1
     if rules:
