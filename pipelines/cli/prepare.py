@@ -1,4 +1,5 @@
-"""``metascreen prepare molecules|movielens``: validate a task folder or rating data."""
+"""``metascreen prepare molecules|movielens``: turn an activity table into FS-Mol task files, or
+validate a task folder or rating data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import typer
 
 from metascreen.pipelines.cli.common import SEED_MAX, bad_option, check_options, run, write_json
 
-app = typer.Typer(help="Validate and featurize a task folder.", no_args_is_help=True)
+app = typer.Typer(
+    help="Turn an activity table into task files, or validate a task folder.", no_args_is_help=True
+)
 
 
 ColumnOption = Annotated[str | None, typer.Option(help="column name (default: ChEMBL's)")]
