@@ -125,7 +125,7 @@ def start_from(learner: Any, state: dict[str, Any], source: str) -> None:
         sub = {key.removeprefix(prefix): v for key, v in state.items() if key.startswith(prefix)}
         own = target.state_dict()
         same = {key: v for key, v in sub.items() if key in own and own[key].shape == v.shape}
-        if not any(key.startswith("encoder.") for key in same):
+        if not all(key in same for key in own if key.startswith("encoder.")):
             raise ConfigError(f"{source}: no encoder weights that fit this learner's encoder")
         target.load_state_dict(same, strict=False)
         logger.info(
