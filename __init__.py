@@ -6,7 +6,7 @@ serving), ``metascreen.pipelines`` (Prefect flows, the typer CLI and the Python 
 ``metascreen.pipelines.api``).
 
 The in-memory API is available from here: ``metascreen.FewShotClassifier``,
-``metascreen.propose`` and ``metascreen.Recommender``. They resolve on first access (module
+``metascreen.propose``, ``metascreen.Recommender`` and ``metascreen.prepare_tasks``. They resolve on first access (module
 ``__getattr__``), so ``import metascreen`` loads neither torch nor prefect, nor the API itself.
 """
 
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API = ("FewShotClassifier", "Recommender", "propose")
-__all__ = ["FewShotClassifier", "Recommender", "__version__", "propose"]
+_API = ("FewShotClassifier", "Recommender", "prepare_tasks", "propose")
+__all__ = ["FewShotClassifier", "Recommender", "__version__", "prepare_tasks", "propose"]
 
 if TYPE_CHECKING:
-    from metascreen.pipelines.api import FewShotClassifier, Recommender, propose
+    from metascreen.pipelines.api import FewShotClassifier, Recommender, prepare_tasks, propose
 
 
 def __getattr__(name: str) -> Any:

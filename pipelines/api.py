@@ -35,6 +35,9 @@ from metascreen.domains.episodes import TaskSet
 from metascreen.domains.errors import InputError
 from metascreen.domains.molecules.featurize import canonicalize, invalid_reason, parse_smiles
 from metascreen.domains.molecules.load import load_fsmol_dir, load_table_tasks
+from metascreen.domains.molecules.prepare import PrepareConfig, PrepareResult
+from metascreen.domains.molecules.prepare import prepare_tasks as _prepare_tasks
+from metascreen.domains.molecules.prepare_io import resolve_columns, write_prepared
 from metascreen.domains.quarantine import QUARANTINE_COLUMNS, QuarantineRows
 from metascreen.models.evaluation.molecules import EvalResult
 from metascreen.models.registry.store import DEFAULT_NAME, resolve_model_dir
@@ -56,6 +59,7 @@ __all__ = [
     "export",
     "load_table",
     "load_tasks",
+    "prepare_tasks",
     "propose",
     "score",
     "train",
@@ -392,6 +396,40 @@ class Recommender:
 
 
 # -- file-based helpers ----------------------------------------------------------------------------
+def prepare_tasks(
+    df: pd.DataFrame,
+    columns: dict[str, str] | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> PrepareResult:
+    """An activity table in memory → FS-Mol-schema tasks (= ``metascreen prepare molecules``).
+
+    Args:
+        df: one measurement per row: a ChEMBL web export's columns, or any columns named in
+            ``columns``.
+        columns: role → column name (``assay``, ``smiles``, ``value``, ``relation``, ``units``,
+            ``label``, ``target``, ``target_class``, ``assay_type``).
+        out: also write the task folder, ``quarantine.csv``, ``prepare.json`` and ``prepare.md``
+            there, as the command does (a new or empty folder).
+        **options: ``PrepareConfig`` fields (``min_size``, ``max_size``, ``balance``,
+            ``max_mol_weight``, ``split``, ``fractions``, ``seed``, ``workers``, …).
+
+    Returns:
+        ``PrepareResult``: ``tasks`` (assay → DataFrame of FS-Mol's fields plus ``row``),
+        ``quarantine`` (the input columns + ``row`` + ``reason``), ``summary`` (as
+        ``prepare.json``) and ``splits`` (assay → train/valid/test, or "" with ``split="none"``).
+
+    Raises:
+        SchemaError: a needed column is missing (naming it).
+    """
+    cols = resolve_columns(df, "DataFrame", **(columns or {}))
+    config = PrepareConfig(**options)
+    result = _prepare_tasks(df, cols, config)
+    if out is not None:
+        write_prepared(result, Path(out), "DataFrame")
+    return result
+
+
 def load_tasks(data_dir: str | Path, workers: int = 1) -> TaskSet:
     """FS-Mol-format task folder → ``TaskSet`` (canonical SMILES; invalid rows counted)."""
     return load_fsmol_dir(Path(data_dir), workers=workers)

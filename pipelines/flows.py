@@ -76,6 +76,75 @@ def prepare_tasks_flow(
     return stats
 
 
+@task(name="prepare-molecules")
+def prepare_molecules_task(
+    table: str, out_dir: str, config: dict[str, Any], columns: dict[str, str]
+) -> dict[str, Any]:
+    """Activity table → FS-Mol task folder (``prepare_table``); returns the summary."""
+    from metascreen.domains.molecules.prepare import PrepareConfig
+    from metascreen.domains.molecules.prepare_io import prepare_table
+
+    return prepare_table(Path(table), Path(out_dir), PrepareConfig(**config), **columns)
+
+
+@flow(name="prepare_molecules")
+def prepare_molecules_flow(
+    table: str,
+    out_dir: str,
+    split: str = "target",
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    min_size: int = 32,
+    max_size: int = 5000,
+    balance: tuple[float, float] = (0.3, 0.7),
+    max_mol_weight: float = 900.0,
+    columns: dict[str, str] | None = None,
+    results: str | None = None,
+) -> dict[str, Any]:
+    """Turn an activity table (a ChEMBL web export, or ``columns``: role → column name) into
+    FS-Mol task files with FS-Mol's cleaning rules, as ``metascreen prepare molecules TABLE``.
+
+    ``out_dir`` must be new (relative = under the results root). Publishes the Markdown summary
+    (rows in/kept/quarantined, splits, quarantine reasons, threshold rules) and the output paths
+    as artifacts.
+    """
+    from metascreen.domains.molecules.prepare_io import summary_markdown
+
+    out = under_results(out_dir, results)
+    config = {
+        "split": split,
+        "fractions": tuple(fractions),
+        "seed": seed,
+        "min_size": min_size,
+        "max_size": max_size,
+        "balance": tuple(balance),
+        "max_mol_weight": max_mol_weight,
+    }
+    summary = prepare_molecules_task(table, str(out), config, columns or {})
+    run_logger(logger).info(
+        "prepared %s: %d of %d rows kept in %d assays, %d quarantined",
+        table,
+        summary["rows_kept"],
+        summary["rows_in"],
+        summary["assays_kept"],
+        summary["rows_quarantined"],
+    )
+    create_markdown_artifact(
+        key="prepare-molecules-summary",
+        markdown=summary_markdown(summary, table),
+        description="prepare molecules: rows, splits, quarantine reasons, thresholds",
+    )
+    publish_outputs(
+        "prepare-molecules",
+        {
+            "tasks": out,
+            "quarantine": out / "quarantine.csv",
+            "summary": out / "prepare.json",
+        },
+    )
+    return summary
+
+
 @task(name="meta-train")
 def meta_train_task(
     data_dir: str,

@@ -111,6 +111,34 @@ def prepare_tasks(
     return PreparedSplit(ts, x, sha256_files(files))
 
 
+def start_from(learner: Any, state: dict[str, Any], source: str) -> None:
+    """Start ``learner`` from an artifact's weights ``state`` (``--init-from``).
+
+    Member k of an ensemble starts from the artifact's member k (member 0 when the artifact has
+    fewer; the artifact itself when it is a single model). Every tensor whose name and shape
+    match is loaded: the encoder, and the head too when the learner is of the artifact's kind, so
+    fine-tuning continues the artifact's model; the rest (another learner's head) starts fresh.
+    """
+    n_src = len({k.split(".")[1] for k in state if k.startswith("members.")})
+    for k, target in enumerate(getattr(learner, "members", [learner])):
+        prefix = f"members.{min(k, n_src - 1)}." if n_src else ""
+        sub = {key.removeprefix(prefix): v for key, v in state.items() if key.startswith(prefix)}
+        own = target.state_dict()
+        same = {key: v for key, v in sub.items() if key in own and own[key].shape == v.shape}
+        if not all(key in same for key in own if key.startswith("encoder.")):
+            raise ConfigError(f"{source}: no encoder weights that fit this learner's encoder")
+        target.load_state_dict(same, strict=False)
+        logger.info(
+            "member %d starts from %s%s: %d of its %d tensors (%d of them not the encoder's)",
+            k,
+            source,
+            f" member {prefix.split('.')[1]}" if prefix else "",
+            len(same),
+            len(own),
+            sum("encoder." not in key for key in same),
+        )
+
+
 def train_model(
     data_dir: Path,
     out_dir: Path,
@@ -247,16 +275,7 @@ def train_model(
         seed_everything(train_cfg.seed)
         learner = build_learner(learner_cfg, featurizer.dim)
     if init_from is not None and init_meta is not None:
-        state = load_weights(Path(init_from), init_meta)
-        prefix = "encoder."
-        if not any(k.startswith(prefix) for k in state) and any(
-            k.startswith("members.0.encoder.") for k in state
-        ):
-            logger.warning("%s is an ensemble: starting from its first member's encoder", init_from)
-            prefix = "members.0.encoder."
-        enc = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        for target in getattr(learner, "members", [learner]):
-            target.encoder.load_state_dict(enc)
+        start_from(learner, load_weights(Path(init_from), init_meta), str(init_from))
     if learner_cfg.context_refs > 0:
         _set_context_references(learner, train.x, learner_cfg.context_refs)
     run_dir = run_folder(run_dir, "molecules", learner_cfg.learner, f"seed{train_cfg.seed}")

@@ -57,3 +57,29 @@ def test_simulate_flow_publishes_curves(
     )
     assert set(out) == {"tiny-policy", "random"}
     assert out["random"]["n_tasks"] == 3 and png.exists()
+
+
+def test_prepare_molecules_flow_and_deployment(prefect_harness: None, tmp_path: Path) -> None:
+    import importlib
+
+    import yaml
+
+    from chembl_tables import fsmol_to_chembl
+    from metascreen.pipelines.flows import prepare_molecules_flow
+
+    sample = Path(__file__).resolve().parents[2] / "data" / "fsmol-sample" / "valid"
+    targets = Path(__file__).resolve().parents[1] / "fixtures" / "fsmol_sample_targets.csv"
+    fsmol_to_chembl(sorted(sample.glob("*.jsonl.gz"))[:3], targets).to_csv(
+        tmp_path / "export.csv", sep=";", index=False
+    )
+    summary = prepare_molecules_flow(
+        str(tmp_path / "export.csv"), str(tmp_path / "out"), split="none", min_size=1
+    )
+    assert summary["rows_in"] == summary["rows_kept"] + summary["rows_quarantined"]
+    assert len(list((tmp_path / "out").glob("*.jsonl.gz"))) == summary["assays_kept"] == 3
+    spec = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml").read_text()
+    )
+    dep = next(d for d in spec["deployments"] if d["name"] == "prepare-molecules")
+    module, name = dep["entrypoint"].split(":")
+    assert getattr(importlib.import_module(module), name) is prepare_molecules_flow

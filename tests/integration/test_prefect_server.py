@@ -152,6 +152,7 @@ def test_serve_requires_basic_auth_and_registers_the_deployments(stack: Stack) -
     names = {d["name"] for d in deps}
     assert names >= {
         "retrain-molecules",
+        "prepare-molecules",
         "batch-score-molecules",
         "evaluate-molecules",
         "simulate-molecules",
