@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.pool import Pool
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+logger = logging.getLogger(__name__)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -44,6 +47,8 @@ def fork_pool(
     """A ``fork`` pool closed and joined on normal exit, terminated on error or interruption.
 
     Workers also end when the parent process dies, however it dies (Linux ``PR_SET_PDEATHSIG``).
+    A worker still alive ``SHUTDOWN_GRACE_S`` after the pool was closed or terminated is killed
+    (``_shutdown``), so the parent never waits forever on one.
     """
     pool = mp.get_context("fork").Pool(
         workers, initializer=_init, initargs=(initializer, initargs, os.getpid())
@@ -51,9 +56,36 @@ def fork_pool(
     try:
         yield pool
     except BaseException:
-        pool.terminate()
-        pool.join()
+        _shutdown(pool, pool.terminate)
         raise
     else:
-        pool.close()
+        _shutdown(pool, pool.close)
+
+
+SHUTDOWN_GRACE_S = 15.0
+
+
+def _shutdown(pool: Pool, stop: Callable[[], None], grace: float | None = None) -> None:
+    """``stop()`` then join the pool, killing (SIGKILL) workers still alive after ``grace`` s.
+
+    A process forked while other threads of the parent held a lock (Prefect's log and event
+    threads, for one) can block on that lock forever, ignoring SIGTERM's default action until it
+    reaches Python again; ``Pool.terminate`` and ``Pool.join`` then wait on it without a timeout.
+    This happened once in the test suite (a pool forked inside a process that had run flows).
+    """
+
+    grace = SHUTDOWN_GRACE_S if grace is None else grace
+
+    def finish() -> None:
+        stop()
         pool.join()
+
+    finisher = threading.Thread(target=finish, daemon=True)
+    finisher.start()
+    finisher.join(grace)
+    while finisher.is_alive():
+        stuck = [p for p in list(getattr(pool, "_pool", [])) if p.exitcode is None]
+        for p in stuck:
+            logger.warning("pool worker %s did not exit within %.0f s: killing it", p.pid, grace)
+            p.kill()
+        finisher.join(1.0)
