@@ -465,7 +465,7 @@ def _holdout_topn(path: Path, data_dir: Path, meta: dict[str, Any]) -> dict[str,
     scores = TopNScorer(path, meta).scores([u.support for u in users], [u.ratings for u in users])
     return {
         "support_n": SELECTION_SUPPORT,
-        "ndcg@10": float(ndcg_at(scores, users).mean()) if users else math.nan,
+        "ndcg@10": float(ndcg_at(scores, users).mean()) if users else None,
         "n_users": len(users),
         "seed": 0,
     }

@@ -111,6 +111,27 @@ def cold_users(
     return out
 
 
+def selection_users(
+    m: UserItemMatrices, ratings: pd.DataFrame, items: list[str], seed: int
+) -> tuple[list[ColdUser], int]:
+    """The selection users' draw at ``SELECTION_SUPPORT`` given ratings, or at 5 or 3 where no
+    user has the 10 + 10 ratings that needs (small data sets); the draw and its support size."""
+    for n in (SELECTION_SUPPORT, 5, 3):
+        users = cold_users(m, ratings, items, n, seed)
+        if users:
+            if n != SELECTION_SUPPORT:
+                logger.warning(
+                    "top-N selection with %d given ratings: too few users have %d",
+                    n,
+                    SELECTION_SUPPORT + N_RELEVANT_MIN,
+                )
+            return users, n
+    raise ConfigError(
+        f"top-N training: none of the {len(m.user_ids)} selection users has the 13 ratings "
+        "(3 given + 10) its selection needs; train with --no-topn, or with more users"
+    )
+
+
 def ndcg_at(scores: np.ndarray, users: list[ColdUser], k: int = 10) -> np.ndarray:
     """Per-user NDCG@k (binary gain) of ``scores`` (U, n), support items never ranked."""
     disc = 1.0 / np.log2(np.arange(2, k + 2))
@@ -267,9 +288,7 @@ def train_topn(
     n_sel = max(1, int(round(cfg.selection_fraction * len(perm))))
     sel_ids = {everyone.user_ids[i] for i in perm[:n_sel]}
     meta_users = everyone.rows([u for u in everyone.user_ids if u not in sel_ids])
-    sel = cold_users(everyone.rows(sel_ids), train, items, SELECTION_SUPPORT, cfg.seed)
-    if not sel:
-        raise ConfigError("no selection user has enough ratings for the top-N protocol")
+    sel, support_n = selection_users(everyone.rows(sel_ids), train, items, cfg.seed)
     lam, p, sel_mat, grid = choose_item_item(meta_users, sel, cfg)
     stack, fold = _fold_matrices(meta_users, lam, p, cfg)
     seed_everything(cfg.seed)
@@ -329,6 +348,7 @@ def train_topn(
         "dropout": p,
         "grid": grid,
         "n_selection_users": len(sel),
+        "selection_support_n": support_n,
         "n_meta_train_users": len(meta_users.user_ids),
         "selection_ndcg@10_item_item_only": round(init_ndcg, 5),
         "selection_ndcg@10_meta_trained": round(result.best_score, 5),

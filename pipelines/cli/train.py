@@ -471,7 +471,7 @@ def _echo_movielens_summary(meta: dict[str, Any]) -> None:
             f"dropout {top['dropout']:g}; {top['n_selection_users']} training users kept out)"
         )
     hold_topn = meta["metrics"].get("holdout_topn")
-    if hold_topn:
+    if hold_topn and hold_topn["ndcg@10"] is not None:
         typer.echo(
             f"hold-out users, top-N with {hold_topn['support_n']} given ratings: NDCG@10 "
             f"{hold_topn['ndcg@10']:.4f} ({hold_topn['n_users']} users)"

@@ -134,6 +134,19 @@ def test_cold_users_follow_the_protocol_and_ndcg_never_ranks_the_support() -> No
     assert ndcg_at(s2, [perfect_miss], k=10)[0] == 0.0
 
 
+def test_selection_falls_back_to_fewer_given_ratings_on_small_data() -> None:
+    from metascreen.models.workflows.topn_training import selection_users
+
+    rows = [(f"u{u}", str(i), 5.0) for u in range(3) for i in range(16)]  # 16 ratings each
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "rating"])
+    items = [str(i) for i in range(16)]
+    users, n = selection_users(user_item_matrices(df, items), df, items, seed=0)
+    assert n == 5 and len(users) == 3 and all(len(u.support) == 5 for u in users)
+    few = df.groupby("user_id").head(8)
+    with pytest.raises(ConfigError, match="--no-topn"):
+        selection_users(user_item_matrices(few, items), few, items, seed=0)
+
+
 def test_episode_sampler_leaves_items_to_find() -> None:
     task = Task("u", np.arange(12, dtype=np.int64), np.full(12, 4.0, np.float32))
     sampler = TopNEpisodeSampler(3, 30)
