@@ -25,13 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from metascreen.domains.episodes import Episode, Task
 from metascreen.domains.errors import ConfigError, TaskTooSmallError
-from metascreen.domains.recommendation.tasks import LIKED, user_seed
+from metascreen.domains.recommendation.tasks import LIKED
+from metascreen.models.evaluation.topn import RatedUser, draw_support, top_items, user_metrics
+from metascreen.models.evaluation.topn_refs import rated_users
 from metascreen.models.features.itemitem import (
     UserItemMatrices,
     fit_item_item,
     log_popularity,
     user_item_matrices,
 )
+from metascreen.models.serving.topn import pad_supports
 
 if TYPE_CHECKING:
     import torch
@@ -93,22 +96,25 @@ class TopNResult:
 def cold_users(
     m: UserItemMatrices, ratings: pd.DataFrame, items: list[str], support_n: int, seed: int
 ) -> list[ColdUser]:
-    """The protocol's draw for the users of ``m``: ``support_n`` ratings given (seeded per user),
+    """The protocol's draw (``draw_support``) for the users of ``m``: ``support_n`` ratings given,
     relevant = the rest rated ≥ 4; users with fewer than ``support_n + 10`` ratings or nothing
     relevant are left out."""
-    pos = pd.Index(items).get_indexer(ratings["item_id"])
-    df = pd.DataFrame({"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"]})
-    df = df[(pos >= 0) & df["u"].isin(m.user_ids)]
     out = []
-    for uid, g in df.groupby("u", sort=True):
-        if len(g) < support_n + N_RELEVANT_MIN:
+    for u in _rated_users_of(m, ratings, items):
+        if len(u.positions) < support_n + N_RELEVANT_MIN:
             continue
-        perm = np.random.default_rng(user_seed(seed, str(uid))).permutation(len(g))
-        i, r = g["i"].to_numpy()[perm], g["r"].to_numpy(np.float32)[perm]
-        rel = i[support_n:][r[support_n:] >= LIKED]
+        given, rest = draw_support(u, support_n, seed)
+        rel = u.positions[rest][u.ratings[rest] >= LIKED]
         if len(rel):
-            out.append(ColdUser(str(uid), i[:support_n], r[:support_n], rel))
+            out.append(ColdUser(u.user_id, u.positions[given], u.ratings[given], rel))
     return out
+
+
+def _rated_users_of(
+    m: UserItemMatrices, ratings: pd.DataFrame, items: list[str]
+) -> list[RatedUser]:
+    """``rated_users`` of the users of ``m`` (their ratings of catalogue items, by user id)."""
+    return rated_users(ratings[ratings["user_id"].isin(m.user_ids)], items)
 
 
 def selection_users(
@@ -133,17 +139,15 @@ def selection_users(
 
 
 def ndcg_at(scores: np.ndarray, users: list[ColdUser], k: int = 10) -> np.ndarray:
-    """Per-user NDCG@k (binary gain) of ``scores`` (U, n), support items never ranked."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = np.empty(len(users))
-    for n, (row, u) in enumerate(zip(scores, users, strict=True)):
-        row = row.astype(np.float64, copy=True)
-        row[u.support] = -np.inf
-        top = np.argpartition(-row, k)[:k]
-        top = top[np.argsort(-row[top], kind="stable")]
-        hits = np.isin(top, u.relevant)
-        out[n] = (hits * disc).sum() / disc[: min(len(u.relevant), k)].sum()
-    return out
+    """Per-user NDCG@k (binary gain, RecBole's) of ``scores`` (U, n), support items never ranked
+    (``top_items`` and ``user_metrics`` of the top-N protocol)."""
+    no_rank = np.zeros(scores.shape[1] if scores.ndim == 2 else 0)
+    return np.array(
+        [
+            user_metrics(top_items(row, u.support, k), u.relevant, (k,), no_rank)[f"ndcg@{k}"]
+            for row, u in zip(scores, users, strict=True)
+        ]
+    )
 
 
 def backbone_scores(mat: np.ndarray, users: list[ColdUser]) -> np.ndarray:
@@ -191,26 +195,7 @@ class TopNEpisodeSampler:
 
 def user_tasks_of(m: UserItemMatrices, ratings: pd.DataFrame, items: list[str]) -> list[Task]:
     """One task per user of ``m``: item_idx = catalogue positions, labels = ratings."""
-    pos = pd.Index(items).get_indexer(ratings["item_id"])
-    df = pd.DataFrame({"u": ratings["user_id"].to_numpy(), "i": pos, "r": ratings["rating"]})
-    df = df[(pos >= 0) & df["u"].isin(m.user_ids)]
-    return [
-        Task(str(u), g["i"].to_numpy(np.int64), g["r"].to_numpy(np.float32))
-        for u, g in df.groupby("u", sort=True)
-    ]
-
-
-def padded_support(
-    supports: list[np.ndarray], ratings: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(items int64, ratings float32, mask float32), each (B, max S), zero-padded."""
-    width = max(1, max(len(s) for s in supports))
-    idx = np.zeros((len(supports), width), np.int64)
-    r = np.ones((len(supports), width), np.float32)
-    mask = np.zeros((len(supports), width), np.float32)
-    for b, (s, y) in enumerate(zip(supports, ratings, strict=True)):
-        idx[b, : len(s)], r[b, : len(s)], mask[b, : len(s)] = s, y, 1.0
-    return idx, r, mask
+    return [Task(u.user_id, u.positions, u.ratings) for u in _rated_users_of(m, ratings, items)]
 
 
 def model_scores(model: Any, users: list[ColdUser], chunk: int = 128) -> np.ndarray:
@@ -221,7 +206,7 @@ def model_scores(model: Any, users: list[ColdUser], chunk: int = 128) -> np.ndar
     with torch.no_grad():
         for lo in range(0, len(users), chunk):
             part = users[lo : lo + chunk]
-            idx, r, mask = padded_support([u.support for u in part], [u.ratings for u in part])
+            idx, r, mask = pad_supports([u.support for u in part], [u.ratings for u in part])
             t = (torch.as_tensor(a) for a in (idx, r, mask))
             out.append(model(*t).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -250,7 +235,7 @@ def _batch_loss_fn(stack: torch.Tensor, fold: dict[str, int], n_items: int) -> A
     from metascreen.models.learners.topn import catalogue_softmax_loss
 
     def loss(learner: Any, episodes: list[Episode], x: torch.Tensor) -> torch.Tensor:
-        idx, r, mask = padded_support(
+        idx, r, mask = pad_supports(
             [ep.support_items for ep in episodes], [ep.support_labels for ep in episodes]
         )
         targets = np.zeros((len(episodes), n_items), np.float32)
