@@ -213,6 +213,19 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = temp_path(path)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
 def plot_model_bench(r: dict[str, Any], path: Path) -> None:
     """ΔAUPRC by support size per model, and the first model against rf task by task."""
     import matplotlib
@@ -251,10 +264,4 @@ def plot_model_bench(r: dict[str, Any], path: Path) -> None:
         ax1.set_title(f"{won} of {len(common)} tasks above the diagonal")
         ax1.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_png(fig, path)

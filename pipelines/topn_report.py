@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from metascreen.domains.errors import ConfigError
-from metascreen.domains.io import atomic_write_json, atomic_write_text, temp_path
-from metascreen.pipelines.bench_model import paired_interval
+from metascreen.domains.io import atomic_write_json, atomic_write_text
+from metascreen.pipelines.bench_model import paired_interval, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -205,13 +205,7 @@ def plot_topn(r: dict[str, Any], path: Path, seed: int = 0) -> None:
     ax.legend(fontsize=8, ncol=min(len(models), 6), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_png(fig, path)
 
 
 def write_topn_report(r: dict[str, Any], json_path: Path) -> list[Path]:
