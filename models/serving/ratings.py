@@ -237,16 +237,17 @@ def recommend_frame(
     c_pos, c_users, c_keep = _kept_candidates(model.table, cand, per_user, q)
     n_cand_q = q.count - n_q0 - n_rating_q
     users = pd.unique(support["user_id"])
+    by_user = dict(tuple(support.groupby("user_id", sort=False)))  # one pass, input order kept
+    user_cands = _candidates_by_user(c_pos, c_users, c_keep) if c_users is not None else None
+    no_cands = np.zeros(0, np.int64)
     frames = []
     for lo in range(0, len(users), USERS_PER_BATCH):
         part = users[lo : lo + USERS_PER_BATCH]
-        groups = [support[support["user_id"] == u] for u in part]
-        s_pos = [g["pos"].to_numpy(np.int64) for g in groups]
-        s_r = [g["rating"].to_numpy(np.float32) for g in groups]
+        s_pos = [by_user[u]["pos"].to_numpy(np.int64) for u in part]
+        s_r = [by_user[u]["rating"].to_numpy(np.float32) for u in part]
         scores = model.topn.scores(s_pos, s_r) if rank_by == "topn" else None
         for n, user in enumerate(part):
-            mine = c_keep & (c_users == user).fillna(False).to_numpy() if per_user else c_keep
-            cands = c_pos[mine]
+            cands = c_pos[c_keep] if user_cands is None else user_cands.get(user, no_cands)
             cands = cands[~np.isin(cands, s_pos[n])]
             if not len(cands):
                 continue
@@ -324,6 +325,15 @@ def _kept_candidates(
             seen.add((str(user), str(item)))
             c_keep[i] = True
     return c_pos, c_users, c_keep
+
+
+def _candidates_by_user(
+    c_pos: np.ndarray, c_users: pd.Series, c_keep: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each user's kept candidate positions, in input order (per-user candidate lists)."""
+    kept = np.flatnonzero(c_keep)
+    groups = pd.Series(kept).groupby(c_users.iloc[kept].to_numpy(), sort=False)
+    return {str(u): c_pos[idx.to_numpy()] for u, idx in groups}
 
 
 def _top_rows(

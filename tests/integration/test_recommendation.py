@@ -217,6 +217,12 @@ def test_score_movielens_objectives_and_implicit_feedback(rec_model: Path, tmp_p
     allowed = set(cand["item_id"]) - set(u1["item_id"]) - {"nope"}
     best = sorted(allowed, key=lambda i: -want[model.table.positions([i])[0]])[:5]
     assert got["item_id"].tolist() == best  # the five best unrated candidates, in order
+    per_user = pd.DataFrame(
+        {"user_id": ["u1"] * 3 + ["u2"] * 2, "item_id": ["10", "11", "12", "13", "14"]}
+    )
+    pu = Recommender(rec_model).recommend(raw, per_user, k=5)  # each user's own candidates
+    assert set(pu[pu["user_id"] == "u1"]["item_id"]) == {"10", "11", "12"}
+    assert set(pu[pu["user_id"] == "u2"]["item_id"]) == {"13", "14"}
     implicit = pd.DataFrame({"user": ["z"] * 3, "item": ["3", "9", "27"]})  # no rating column
     top = Recommender(rec_model).recommend(implicit, k=4)
     assert len(top) == 4 and not set(top["item_id"]) & {"3", "9", "27"}
