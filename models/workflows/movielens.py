@@ -47,7 +47,6 @@ from metascreen.models.evaluation.ratings import (
     evaluate_tasks_ratings,
     onnx_rating_fn,
 )
-from metascreen.models.features.itemitem import user_item_matrices
 from metascreen.models.features.ratings import (
     N_EXTRA,
     POLICY_ITEMS_FILE,
@@ -65,7 +64,7 @@ from metascreen.models.serving.artifact import (
     verify_sha256,
 )
 from metascreen.models.serving.ratings import ITEM_TABLE_FILE, RatingPredictor
-from metascreen.models.serving.topn import TopNScorer, has_topn
+from metascreen.models.serving.topn import has_topn
 from metascreen.models.workflows.common import command_line, run_folder
 from metascreen.models.workflows.movielens_policy import (
     POLICY_ONNX_FILE,
@@ -76,8 +75,6 @@ from metascreen.models.workflows.movielens_policy import (
 from metascreen.models.workflows.topn_training import (
     SELECTION_SUPPORT,
     TopNConfig,
-    cold_users,
-    ndcg_at,
     train_topn_files,
 )
 
@@ -454,20 +451,21 @@ def _train_rating_model(
     return path
 
 
-def _holdout_topn(path: Path, data_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """NDCG@10 of the artifact's top-N graph on its hold-out users, 10 ratings given (seed 0)."""
-    inter = load_interactions(data_dir)
-    split = meta["training_data"]["holdout"]
-    rs = split_users(inter, float(split["fraction"]), int(split["split_seed"]))
-    hold = inter.ratings[inter.ratings["user_id"].isin(rs.holdout)]
-    items = RatingPredictor(path).table.item_ids
-    users = cold_users(user_item_matrices(hold, items), hold, items, SELECTION_SUPPORT, seed=0)
-    scores = TopNScorer(path, meta).scores([u.support for u in users], [u.ratings for u in users])
+def _holdout_topn(path: Path, data_dir: Path) -> dict[str, Any]:
+    """The artifact's top-N model on its own hold-out users by the top-N protocol
+    (``evaluate_topn_movielens``): 10 ratings given, seed 0."""
+    from metascreen.models.workflows.movielens_topn import evaluate_topn_movielens
+
+    res = evaluate_topn_movielens(data_dir, [str(path)], support_ns=(SELECTION_SUPPORT,), ks=(10,))
+    got = next(iter(res["models"].values()))["support"][str(SELECTION_SUPPORT)]
     return {
         "support_n": SELECTION_SUPPORT,
-        "ndcg@10": float(ndcg_at(scores, users).mean()) if users else None,
-        "n_users": len(users),
+        "ndcg@10": got["metrics"]["ndcg@10"] if got["n_users"] else None,
+        "recall@10": got["metrics"]["recall@10"] if got["n_users"] else None,
+        "n_users": got["n_users"],
         "seed": 0,
+        "measured_with": f"metascreen evaluate movielens {data_dir} --protocol topn --model "
+        f"{path} --support-n {SELECTION_SUPPORT} --k 10",
     }
 
 
@@ -480,7 +478,7 @@ def _record_holdout_metrics(path: Path, data_dir: Path, metrics: dict[str, Any])
     )
     meta = json.loads((path / "metadata.json").read_text())
     if has_topn(meta):
-        metrics["holdout_topn"] = _holdout_topn(path, data_dir, meta)
+        metrics["holdout_topn"] = _holdout_topn(path, data_dir)
     meta["metrics"] = metrics
     atomic_write_json(path / "metadata.json", meta)
 

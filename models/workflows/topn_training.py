@@ -282,7 +282,6 @@ def train_topn(
     )
     model.bias.requires_grad_(cfg.item_terms)
     model.item_emb.requires_grad_(cfg.item_terms)
-    init_ndcg = float(ndcg_at(model_scores(model.eval(), sel), sel).mean())
 
     def validate(learner: Any, device: torch.device) -> float:
         learner.eval()
@@ -325,6 +324,7 @@ def train_topn(
         progress,
         hooks,
     )
+    init_ndcg = next(h["selection"] for h in result.history if h["step"] == 0)  # validated first
     model.item_item.copy_(torch.as_tensor(fit_item_item(everyone, lam, p)))
     model.log_pop.copy_(torch.as_tensor(log_popularity(everyone)))
     model.eval()
